@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map definitions shared by every program object. Each object declares the
+ * same maps with the same names; the loader creates them once (or reuses the
+ * pinned ones) and hands the same fds to every object with bpf_map__reuse_fd.
+ * Sizes marked "set by loader" are placeholders overwritten between open and
+ * load from the daemon's configuration.
+ */
+#ifndef SOCKACCEL_MAPS_BPF_H
+#define SOCKACCEL_MAPS_BPF_H
+
+#include "sockaccel.h"
+
+/*
+ * Accelerated sockets, keyed by each socket's own view of its connection.
+ * BPF_F_RDONLY: user space can read it but never insert a socket (an insert
+ * from user space would let anyone with the pin receive another's bytes).
+ * bpf_sock_hash_update from the sock_ops program is unaffected.
+ * The 8-byte value makes user-space lookups return the socket cookie.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65535); /* set by loader */
+	__uint(map_flags, BPF_F_RDONLY);
+	__type(key, struct sa_sock_key);
+	__type(value, __u64);
+} sa_sockhash SEC(".maps");
+
+/* Pairing state per connection, keyed by the server end's key. A plain
+ * hash, not LRU: an evicted entry would make a paired client look unpaired. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65535); /* set by loader */
+	__type(key, struct sa_sock_key);
+	__type(value, struct sa_pair);
+} sa_pairs SEC(".maps");
+
+/* Listening sockets seen in the attached cgroup; value is a reference count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sa_listener_key);
+	__type(value, __u32);
+} sa_listeners SEC(".maps");
+
+/* Prefixes that count as "on this node"; filled and kept current by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sa_lpm_key);
+	__type(value, __u32);
+} sa_local SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sa_stats);
+} sa_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sa_sk_state);
+} sa_sk_state SEC(".maps");
+
+/* Layout version of the pinned maps, written once by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sa_meta);
+} sa_meta SEC(".maps");
+
+/* A context field read that clang may neither narrow, sink nor merge. */
+#define SA_CTX_READ(field) (*(volatile __u32 *)&(field))
+
+static __always_inline struct sa_stats *sa_stats_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sa_stats, &zero);
+}
+
+#define SA_COUNT(field)                                                        \
+	do {                                                                   \
+		struct sa_stats *__s = sa_stats_get();                         \
+		if (__s)                                                       \
+			__s->field++;                                          \
+	} while (0)
+
+#define SA_ADD(field, n)                                                       \
+	do {                                                                   \
+		struct sa_stats *__s = sa_stats_get();                         \
+		if (__s)                                                       \
+			__s->field += (n);                                     \
+	} while (0)
+
+/* IPv4-mapped prefix ::ffff:0:0/96, network byte order in the third word. */
+#define SA_V4MAPPED_WORD bpf_htonl(0x0000ffff)
+
+static __always_inline void sa_ip_from_v4(__u32 *dst, __u32 v4)
+{
+	dst[0] = 0;
+	dst[1] = 0;
+	dst[2] = SA_V4MAPPED_WORD;
+	dst[3] = v4;
+}
+
+static __always_inline bool sa_ip_is_loopback(const __u32 *ip)
+{
+	if (ip[0] | ip[1])
+		return false;
+	if (ip[2] == SA_V4MAPPED_WORD)
+		return (bpf_ntohl(ip[3]) >> 24) == 127;
+	return ip[2] == 0 && ip[3] == bpf_htonl(1);
+}
+
+/*
+ * remote_port holds the network-order port; depending on the kernel it sits
+ * in the upper or the lower 16 bits of the 32-bit field. Normalise to host
+ * order either way.
+ */
+static __always_inline __u32 sa_remote_port(__u32 raw)
+{
+	__u32 port = bpf_ntohl(raw);
+
+	if (port > 0xffff)
+		port >>= 16;
+	return port & 0xffff;
+}
+
+/* The key the peer of `k` uses for itself: local and remote swapped. */
+static __always_inline void sa_key_swap(struct sa_sock_key *dst, const struct sa_sock_key *k)
+{
+	dst->local_ip[0] = k->remote_ip[0];
+	dst->local_ip[1] = k->remote_ip[1];
+	dst->local_ip[2] = k->remote_ip[2];
+	dst->local_ip[3] = k->remote_ip[3];
+	dst->remote_ip[0] = k->local_ip[0];
+	dst->remote_ip[1] = k->local_ip[1];
+	dst->remote_ip[2] = k->local_ip[2];
+	dst->remote_ip[3] = k->local_ip[3];
+	dst->local_port = k->remote_port;
+	dst->remote_port = k->local_port;
+	dst->netns = k->netns;
+}
+
+#endif /* SOCKACCEL_MAPS_BPF_H */

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Compile every bpf/<name>.bpf.c into build/bpf/<name>.bpf.o.
+# Rebuilds only what is older than its sources.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLANG=${CLANG:-clang}
+ARCH_INCLUDE="/usr/include/$(uname -m)-linux-gnu"
+CFLAGS=(-O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -I bpf -I "$ARCH_INCLUDE")
+OUT=build/bpf
+mkdir -p "$OUT"
+
+for src in bpf/*.bpf.c; do
+  name=$(basename "$src" .c)
+  obj="$OUT/$name.o"
+  if [[ -f "$obj" ]] && ! find "$src" bpf/*.h -newer "$obj" | grep -q .; then
+    continue
+  fi
+  echo "bpf: $src -> $obj"
+  "$CLANG" "${CFLAGS[@]}" -c "$src" -o "$obj.tmp"
+  mv "$obj.tmp" "$obj"
+done

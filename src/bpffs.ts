@@ -1,0 +1,48 @@
+/**
+ * The BPF filesystem that holds our pins. It is not mounted at boot on every
+ * host; the daemon mounts it at /sys/fs/bpf when nothing is there.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { EnvironmentError } from './errors';
+
+export const BPF_FS_MAGIC = 0xcafe4a11;
+export const DEFAULT_BPFFS = '/sys/fs/bpf';
+
+export function isBpffs(dir: string): boolean {
+  try {
+    return fs.statfsSync(dir).type === BPF_FS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/** Mounts bpffs at /sys/fs/bpf if it is not there yet. Returns true if it mounted. */
+export function ensureBpffsMounted(mountPoint = DEFAULT_BPFFS): boolean {
+  if (isBpffs(mountPoint)) return false;
+  try {
+    fs.mkdirSync(mountPoint, { recursive: true });
+    execFileSync('mount', ['-t', 'bpf', 'bpf', mountPoint], { stdio: 'pipe' });
+  } catch (err) {
+    throw new EnvironmentError(`bpffs is not mounted at ${mountPoint} and mounting it failed: ${(err as Error).message.trim()}`, {
+      hint: `mount it yourself: mount -t bpf bpf ${mountPoint} (systemd: enable sys-fs-bpf.mount)`,
+    });
+  }
+  return true;
+}
+
+/**
+ * Creates the pin directory, root-only (0700): whoever can open a writable
+ * pin can read our maps, so the directory is the access boundary.
+ */
+export function preparePinRoot(pinRoot: string): void {
+  const parent = path.dirname(pinRoot);
+  if (!isBpffs(fs.existsSync(pinRoot) ? pinRoot : parent)) {
+    throw new EnvironmentError(`pinRoot ${pinRoot} is not on a bpf filesystem`, {
+      hint: `choose a directory under ${DEFAULT_BPFFS} (mounted with: mount -t bpf bpf ${DEFAULT_BPFFS})`,
+    });
+  }
+  fs.mkdirSync(pinRoot, { recursive: true, mode: 0o700 });
+  fs.chmodSync(pinRoot, 0o700);
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+/**
+ * The `sockaccel` command. Errors end here: one human paragraph on stderr
+ * and the error class's exit code.
+ */
+import { parseCommandLine, COMMANDS, flagsOf, CommandName, ParsedCommandLine } from './cli-args';
+import { loadConfig } from './config';
+import { exitCodeOf, formatError } from './errors';
+import { createLogger } from './log';
+import { startDaemon, STOP_DEADLINE_MS } from './daemon';
+import { formatStatus, readStatus } from './status';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const VERSION: string = require('../../package.json').version;
+
+type Handler = (cmd: ParsedCommandLine) => Promise<number>;
+
+const HANDLERS: Record<CommandName, Handler> = {
+  run: runDaemon,
+  status: async (cmd) => {
+    const config = loadConfig({ argv: cmd.configArgv });
+    const report = readStatus(config.pinRoot);
+    process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);
+    return 0;
+  },
+  help: async (cmd) => {
+    process.stdout.write(usage(cmd.operands[0] as CommandName | undefined));
+    return 0;
+  },
+  version: async () => {
+    process.stdout.write(`sockaccel ${VERSION}\n`);
+    return 0;
+  },
+};
+
+async function runDaemon(cmd: ParsedCommandLine): Promise<number> {
+  const config = loadConfig({ argv: cmd.configArgv });
+  const log = createLogger({ level: config.logLevel });
+  const daemon = await startDaemon(config, log);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  log.info({ signal }, 'signal received');
+  const clean = await daemon.stop(STOP_DEADLINE_MS);
+  return clean ? 0 : 1;
+}
+
+function usage(command?: CommandName): string {
+  if (command && COMMANDS[command]) {
+    const flags = Object.entries(flagsOf(command)).map(([name, f]) => `  --${name}${f.type === 'string' ? ' <value>' : ''}\n      ${f.description}`);
+    return `sockaccel ${command}: ${COMMANDS[command].summary}\n\noptions:\n${flags.join('\n')}\n`;
+  }
+  const cmds = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
+  return `usage: sockaccel <command> [options]\n\ncommands:\n${cmds.join('\n')}\n\nsockaccel help <command> lists a command's options.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    const cmd = parseCommandLine(argv);
+    return await HANDLERS[cmd.command](cmd);
+  } catch (err) {
+    process.stderr.write(`sockaccel: ${formatError(err)}\n`);
+    return exitCodeOf(err);
+  }
+}
+
+void main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,333 @@
+// The daemon's configuration: one convict schema, layered defaults < JSON
+// file < SOCKACCEL_* environment < command-line flags, validated strictly and
+// handed out as a frozen plain object.
+import { readFileSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import convict from 'convict';
+import { parseCidr } from './cidr';
+import { ConfigError } from './errors';
+import { LOG_LEVELS, type LogLevel } from './log';
+import { suggest } from './suggest';
+
+export interface SockaccelConfig {
+  readonly config: string;
+  readonly cgroupPath: string;
+  readonly pinRoot: string;
+  readonly localCidrs: readonly string[];
+  readonly includePorts: readonly number[];
+  readonly excludePorts: readonly number[];
+  readonly mapSize: number;
+  readonly logLevel: LogLevel;
+  readonly statusIntervalMs: number;
+}
+
+export type ConfigKey = keyof SockaccelConfig;
+
+// A type alias, not an interface: convict's SchemaObj has an index signature,
+// which only type aliases satisfy implicitly.
+type Setting<T> = {
+  doc: string;
+  /** A format registered below, or the allowed values. */
+  format: string | string[];
+  /** The accepted values in words, for --help and the README. */
+  formatDoc: string;
+  default: T;
+  env: string;
+  arg: string;
+  /** Bounds for the 'bounded-int' format. */
+  min?: number;
+  max?: number;
+};
+
+// Environment and flag values arrive as strings. Convert only what is plainly
+// an integer, and leave anything else as typed so the error message shows it.
+function toInteger(text: string): number | string {
+  const trimmed = text.trim();
+  return /^[+-]?\d+$/.test(trimmed) ? Number(trimmed) : text;
+}
+
+function toList(text: string): string[] {
+  return text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+function intRange(min: number, max: number): Pick<Setting<number>, 'format' | 'formatDoc' | 'min' | 'max'> {
+  return { format: 'bounded-int', formatDoc: `integer ${min}..${max}`, min, max };
+}
+
+// convict runs these on the merged values and prefixes each thrown message
+// with the key; a coerce function converts string input (env, flags, or a
+// string in the file) before that.
+convict.addFormats({
+  'config-path': {
+    validate(value: unknown) {
+      if (typeof value !== 'string' || value === '') throw new Error('must be a non-empty file path');
+    },
+  },
+  'absolute-path': {
+    validate(value: unknown) {
+      if (typeof value !== 'string' || !isAbsolute(value)) throw new Error('must be an absolute path');
+    },
+  },
+  'absolute-path-or-empty': {
+    validate(value: unknown) {
+      if (value !== '' && (typeof value !== 'string' || !isAbsolute(value))) {
+        throw new Error('must be an absolute path, or empty for the cgroup v2 root');
+      }
+    },
+  },
+  'bounded-int': {
+    // convict passes the key's schema entry, which carries the bounds.
+    validate(value: unknown, schema: convict.SchemaObj) {
+      const { min = -Infinity, max = Infinity } = schema as Setting<number>;
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+        throw new Error(`must be an integer in ${min}..${max}`);
+      }
+    },
+    coerce: toInteger,
+  },
+  'cidr-list': {
+    validate(value: unknown) {
+      if (!Array.isArray(value)) throw new Error('must be a list of CIDRs (a JSON array, or comma-separated)');
+      for (const cidr of value) {
+        if (typeof cidr !== 'string') throw new Error(`${JSON.stringify(cidr)} is not a CIDR string`);
+        parseCidr(cidr);
+      }
+    },
+    coerce: toList,
+  },
+  'port-list': {
+    validate(value: unknown) {
+      if (!Array.isArray(value)) throw new Error('must be a list of ports (a JSON array, or comma-separated)');
+      for (const port of value) {
+        if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+          throw new Error(`port ${JSON.stringify(port)} is not an integer in 1..65535`);
+        }
+      }
+    },
+    coerce: (text: string) => toList(text).map(toInteger),
+  },
+});
+
+const DEFAULT_CONFIG_FILE = '/etc/sockaccel/config.json';
+
+const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
+  config: {
+    doc: 'JSON configuration file. May be absent at the default path; a file named by flag or environment must exist.',
+    format: 'config-path',
+    formatDoc: 'file path',
+    default: DEFAULT_CONFIG_FILE,
+    env: 'SOCKACCEL_CONFIG',
+    arg: 'config',
+  },
+  cgroupPath: {
+    doc: 'cgroup v2 directory whose sockets are accelerated; empty means the cgroup v2 root (found in /proc/self/mountinfo).',
+    format: 'absolute-path-or-empty',
+    formatDoc: 'absolute path, or empty',
+    default: '',
+    env: 'SOCKACCEL_CGROUP_PATH',
+    arg: 'cgroup-path',
+  },
+  pinRoot: {
+    doc: 'bpffs directory where the programs, links and maps are pinned.',
+    format: 'absolute-path',
+    formatDoc: 'absolute path',
+    default: '/sys/fs/bpf/sockaccel',
+    env: 'SOCKACCEL_PIN_ROOT',
+    arg: 'pin-root',
+  },
+  localCidrs: {
+    doc: "Prefixes whose addresses count as local endpoints, besides loopback and the host's own addresses.",
+    format: 'cidr-list',
+    formatDoc: 'list of IPv4/IPv6 CIDRs, network address only (comma-separated in env and flags)',
+    default: [],
+    env: 'SOCKACCEL_LOCAL_CIDRS',
+    arg: 'local-cidrs',
+  },
+  includePorts: {
+    doc: 'Accelerate only connections whose server port is listed; empty means all ports.',
+    format: 'port-list',
+    formatDoc: 'list of ports 1..65535 (comma-separated in env and flags)',
+    default: [],
+    env: 'SOCKACCEL_INCLUDE_PORTS',
+    arg: 'include-ports',
+  },
+  excludePorts: {
+    doc: 'Never accelerate connections whose server port is listed.',
+    format: 'port-list',
+    formatDoc: 'list of ports 1..65535 (comma-separated in env and flags)',
+    default: [],
+    env: 'SOCKACCEL_EXCLUDE_PORTS',
+    arg: 'exclude-ports',
+  },
+  mapSize: {
+    doc: 'Capacity of the socket hash: how many sockets can be accelerated at once.',
+    ...intRange(16, 1_048_576),
+    default: 65535,
+    env: 'SOCKACCEL_MAP_SIZE',
+    arg: 'map-size',
+  },
+  logLevel: {
+    doc: 'Least severe level that is logged.',
+    format: [...LOG_LEVELS],
+    formatDoc: `one of ${LOG_LEVELS.join(', ')}`,
+    default: 'info',
+    env: 'SOCKACCEL_LOG_LEVEL',
+    arg: 'log-level',
+  },
+  statusIntervalMs: {
+    doc: 'How often the daemon refreshes its status summary, in milliseconds.',
+    ...intRange(100, 600_000),
+    default: 5000,
+    env: 'SOCKACCEL_STATUS_INTERVAL_MS',
+    arg: 'status-interval-ms',
+  },
+};
+
+const CONFIG_KEYS = Object.keys(SETTINGS) as ConfigKey[];
+// `config` chooses the file, so it cannot be set inside one.
+const FILE_KEYS = CONFIG_KEYS.filter((key) => key !== 'config');
+
+export interface ConfigSchemaRow {
+  readonly key: ConfigKey;
+  readonly doc: string;
+  readonly default: SockaccelConfig[ConfigKey];
+  readonly env: string;
+  readonly arg: string;
+  /** The accepted values in words. */
+  readonly format: string;
+}
+
+export function describeConfigSchema(): ConfigSchemaRow[] {
+  return CONFIG_KEYS.map((key) => {
+    const { doc, env, arg, formatDoc } = SETTINGS[key];
+    return { key, doc, default: SETTINGS[key].default, env, arg, format: formatDoc };
+  });
+}
+
+/**
+ * convict reports one problem per line, "<key>: <reason>: value was <json>",
+ * but leaves the value out when it is falsy (0, '', null); put it back so that
+ * every message shows what was given.
+ */
+function invalidConfiguration(message: string, values: object): ConfigError {
+  const lines = message.split('\n').map((line) => {
+    const key = /^(\w+): /.exec(line)?.[1];
+    if (key === undefined || !Object.hasOwn(values, key) || line.includes(': value was ')) return line;
+    return `${line}: value was ${JSON.stringify((values as Record<string, unknown>)[key])}`;
+  });
+  return new ConfigError(
+    lines.length === 1 ? `invalid configuration: ${lines[0]}` : `invalid configuration:\n  ${lines.join('\n  ')}`,
+  );
+}
+
+function validateStrictly<T>(conf: convict.Config<T>): T {
+  const values = conf.getProperties();
+  try {
+    conf.validate({ allowed: 'strict' });
+  } catch (err) {
+    throw invalidConfiguration(err instanceof Error ? err.message : String(err), values as object);
+  }
+  return values;
+}
+
+interface ConfigFile {
+  readonly path: string;
+  /** Named by flag or environment rather than being the default, so it must exist. */
+  readonly named: boolean;
+}
+
+function locateConfigFile(args: string[], env: NodeJS.ProcessEnv): ConfigFile {
+  // A convict instance of just `config`, defaulting to null, tells whether the
+  // flag or the variable was given at all (even naming the default path).
+  const probe = convict<{ config: string | null }>(
+    { config: { ...SETTINGS.config, default: null, nullable: true } },
+    { args, env },
+  );
+  const { config } = validateStrictly(probe);
+  return config === null ? { path: DEFAULT_CONFIG_FILE, named: false } : { path: config, named: true };
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function readConfigFile({ path, named }: ConfigFile): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if (!named && (err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new ConfigError(`cannot read configuration file ${path}: ${(err as Error).message}`, {
+      cause: err,
+      hint: named ? 'the file was named by --config or SOCKACCEL_CONFIG; create it, or name another' : undefined,
+    });
+  }
+  // An empty file means "all defaults" (convict's own loader allows it too).
+  if (text.trim() === '') return {};
+
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`configuration file ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (!isPlainObject(parsed)) {
+    throw new ConfigError(`configuration file ${path} must hold a JSON object, not ${JSON.stringify(parsed)}`);
+  }
+
+  for (const [key, value] of Object.entries(parsed)) {
+    if (key === 'config') {
+      throw new ConfigError(`configuration key "config" in ${path} has no effect`, {
+        hint: 'choose the file with --config or SOCKACCEL_CONFIG instead',
+      });
+    }
+    if (!(FILE_KEYS as string[]).includes(key)) {
+      const near = suggest(key, FILE_KEYS);
+      throw new ConfigError(
+        `unknown configuration key "${key}" in ${path}${near === undefined ? '' : ` (did you mean "${near}"?)`}`,
+        { hint: `valid keys: ${FILE_KEYS.join(', ')}` },
+      );
+    }
+    // convict would descend into an object and report the key as "missing";
+    // no setting takes an object, so say so plainly.
+    if (isPlainObject(value)) {
+      throw new ConfigError(`configuration key "${key}" in ${path} must not be an object: value was ${JSON.stringify(value)}`);
+    }
+  }
+  return parsed;
+}
+
+function rejectPortOverlap({ includePorts, excludePorts }: SockaccelConfig): void {
+  const both = includePorts.filter((port) => excludePorts.includes(port));
+  if (both.length > 0) {
+    throw new ConfigError(`invalid configuration: includePorts and excludePorts both contain ${both.join(', ')}`, {
+      hint: 'a port is either included or excluded; remove it from one of the lists',
+    });
+  }
+}
+
+/**
+ * Loads defaults, then the JSON file, then `env` (SOCKACCEL_*), then `argv`
+ * (`--key=value` flags, normally from parseCommandLine's configArgv), each
+ * overriding the one before. Throws ConfigError on anything invalid.
+ *
+ * `argv` defaults to none rather than process.argv: flags reach the config
+ * only through the CLI layer, which rejects the unknown ones convict ignores.
+ */
+export function loadConfig({ argv = [], env = process.env }: { argv?: readonly string[]; env?: NodeJS.ProcessEnv } = {}): SockaccelConfig {
+  const args = [...argv];
+  const fileValues = readConfigFile(locateConfigFile(args, env));
+  const conf = convict<SockaccelConfig>(SETTINGS, { args, env });
+  conf.load(fileValues);
+  const values = validateStrictly(conf);
+  rejectPortOverlap(values);
+  return Object.freeze({
+    ...values,
+    localCidrs: Object.freeze([...values.localCidrs]),
+    includePorts: Object.freeze([...values.includePorts]),
+    excludePorts: Object.freeze([...values.excludePorts]),
+  });
+}

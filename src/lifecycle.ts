@@ -1,0 +1,49 @@
+/**
+ * The one shutdown path: components register a closer as they start; stop()
+ * runs the closers in reverse start order under one deadline, so a hung
+ * closer cannot keep the process alive past it.
+ */
+import type { Logger } from 'pino';
+
+type Closer = () => void | Promise<void>;
+
+export class Lifecycle {
+  private readonly closers: { name: string; close: Closer }[] = [];
+  private stopping: Promise<boolean> | undefined;
+
+  constructor(private readonly log: Logger) {}
+
+  /** Registers `close` to run at stop, before everything registered earlier. */
+  add(name: string, close: Closer): void {
+    this.closers.push({ name, close });
+  }
+
+  /** Resolves true if every closer finished in time. Idempotent. */
+  stop(deadlineMs: number): Promise<boolean> {
+    this.stopping ??= this.runClosers(deadlineMs);
+    return this.stopping;
+  }
+
+  private async runClosers(deadlineMs: number): Promise<boolean> {
+    const deadline = Date.now() + deadlineMs;
+    let clean = true;
+    for (const { name, close } of [...this.closers].reverse()) {
+      const left = deadline - Date.now();
+      try {
+        const done = await Promise.race([
+          Promise.resolve().then(close).then(() => true),
+          new Promise<false>((resolve) => setTimeout(resolve, Math.max(0, left), false).unref()),
+        ]);
+        if (!done) {
+          this.log.error({ component: name, deadlineMs }, 'shutdown deadline passed; skipping the rest');
+          return false;
+        }
+        this.log.debug({ component: name }, 'closed');
+      } catch (err) {
+        clean = false;
+        this.log.error({ err, component: name }, 'close failed');
+      }
+    }
+    return clean;
+  }
+}

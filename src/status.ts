@@ -1,0 +1,106 @@
+/**
+ * `sockaccel status`: what is in the kernel right now, read from the pins
+ * (read-only fds), so it works beside a running daemon and after it stopped.
+ */
+import fs from 'node:fs';
+import { EnvironmentError } from './errors';
+import { bpfMapLookupElem, linkInfo, mapInfo } from './libbpf';
+import { decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, PAIR, PAIR_STATES, SOCK_KEY, Stats } from './bpf-layout';
+import { formatPrefix } from './ip-prefix';
+import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from './pins';
+import { mapKeys } from './map-iter';
+import { acceleratedSockets, readStats } from './stats';
+
+export interface LinkStatus {
+  readonly id: number;
+  readonly progId: number;
+  readonly cgroupId?: string;
+}
+
+export interface StatusReport {
+  readonly pinRoot: string;
+  /** The sock_ops link is pinned: new connections are being accelerated. */
+  readonly accelerating: boolean;
+  readonly layoutVersion: number | null;
+  readonly links: { readonly sockops: LinkStatus | null; readonly skMsg: LinkStatus | null };
+  readonly sockhash: { readonly entries: number; readonly capacity: number };
+  readonly acceleratedSockets: string;
+  readonly pairs: Record<string, number>;
+  readonly listeners: number;
+  readonly localEndpoints: string[];
+  readonly counters: Record<string, string>;
+}
+
+export function readStatus(pinRoot: string): StatusReport {
+  if (!fs.existsSync(mapPinPath(pinRoot, 'sa_stats'))) {
+    throw new EnvironmentError(`nothing pinned under ${pinRoot}`, {
+      hint: 'start the daemon (sockaccel run), or pass the --pin-root it uses',
+    });
+  }
+  const stats: Stats = withPinnedFd(mapPinPath(pinRoot, 'sa_stats'), readStats);
+  const sockhash = withPinnedFd(mapPinPath(pinRoot, 'sa_sockhash'), (fd) => ({
+    entries: countKeys(fd, SOCK_KEY.size),
+    capacity: mapInfo(fd).maxEntries,
+  }));
+  return {
+    pinRoot,
+    accelerating: pinExists(linkPinPath(pinRoot, 'sockops')),
+    layoutVersion: withPinnedFd(mapPinPath(pinRoot, 'sa_meta'), (fd) => {
+      const v = Buffer.alloc(8);
+      return bpfMapLookupElem(fd, Buffer.alloc(4), v) ? decodeMeta(v).layoutVersion : null;
+    }),
+    links: { sockops: readLink(linkPinPath(pinRoot, 'sockops')), skMsg: readLink(linkPinPath(pinRoot, 'skMsg')) },
+    sockhash,
+    acceleratedSockets: acceleratedSockets(stats).toString(),
+    pairs: withPinnedFd(mapPinPath(pinRoot, 'sa_pairs'), pairStates),
+    listeners: withPinnedFd(mapPinPath(pinRoot, 'sa_listeners'), (fd) => countKeys(fd, LISTENER_KEY.size)),
+    localEndpoints: withPinnedFd(mapPinPath(pinRoot, 'sa_local'), (fd) =>
+      [...mapKeys(fd, LPM_KEY.size)].map((k) => formatPrefix(decodeLpmKey(k))).sort(),
+    ),
+    counters: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.toString()])),
+  };
+}
+
+function countKeys(fd: number, keySize: number): number {
+  let n = 0;
+  for (const _ of mapKeys(fd, keySize)) n++;
+  return n;
+}
+
+function pairStates(fd: number): Record<string, number> {
+  const counts: Record<string, number> = { pending: 0, paired: 0, fallback: 0 };
+  const value = Buffer.alloc(PAIR.size);
+  for (const key of mapKeys(fd, SOCK_KEY.size)) {
+    if (!bpfMapLookupElem(fd, key, value)) continue;
+    const state = PAIR_STATES[value.readUInt32LE(PAIR.state)] ?? 'unknown';
+    counts[state] = (counts[state] ?? 0) + 1;
+  }
+  return counts;
+}
+
+function readLink(pin: string): LinkStatus | null {
+  if (!pinExists(pin)) return null;
+  // links take no access flags: BPF_F_RDONLY on a link pin is EINVAL
+  return withPinnedFd(pin, (fd) => {
+    const info = linkInfo(fd);
+    return { id: info.id, progId: info.progId, ...(info.cgroupId !== undefined ? { cgroupId: info.cgroupId.toString() } : {}) };
+  }, false);
+}
+
+export function formatStatus(r: StatusReport): string {
+  const rows: [string, string][] = [
+    ['pin root', r.pinRoot],
+    ['accelerating new connections', r.accelerating ? 'yes' : 'no (sock_ops link not pinned: daemon stopped?)'],
+    ['layout version', String(r.layoutVersion ?? 'unknown')],
+    ['sock_ops link', r.links.sockops ? `id ${r.links.sockops.id}, prog ${r.links.sockops.progId}, cgroup id ${r.links.sockops.cgroupId}` : 'none'],
+    ['sk_msg link', r.links.skMsg ? `id ${r.links.skMsg.id}, prog ${r.links.skMsg.progId}` : 'none (or legacy attach)'],
+    ['sockhash', `${r.sockhash.entries} / ${r.sockhash.capacity} entries`],
+    ['connections', Object.entries(r.pairs).map(([k, v]) => `${v} ${k}`).join(', ')],
+    ['listeners in cgroup', String(r.listeners)],
+    ['local endpoints', r.localEndpoints.join(' ')],
+  ];
+  const counters = Object.entries(r.counters).map(([k, v]) => [k, v] as [string, string]);
+  const width = Math.max(...[...rows, ...counters].map(([k]) => k.length));
+  const line = ([k, v]: [string, string]) => `${k.padEnd(width)}  ${v}`;
+  return [...rows.map(line), '', 'counters:', ...counters.map(line)].join('\n');
+}
