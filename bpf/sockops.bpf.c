@@ -360,8 +360,7 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 	}
 }
 
-SEC("sockops")
-int sockaccel_sockops(struct bpf_sock_ops *skops)
+static __always_inline int handle(struct bpf_sock_ops *skops, bool accept_new)
 {
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
@@ -370,7 +369,8 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 		set_cb_flags(skops, BPF_SOCK_OPS_STATE_CB_FLAG, 0);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		on_active_established(skops);
+		if (accept_new)
+			on_active_established(skops);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_passive_established(skops);
@@ -383,4 +383,22 @@ int sockaccel_sockops(struct bpf_sock_ops *skops)
 		break;
 	}
 	return 1;
+}
+
+SEC("sockops")
+int sockaccel_sockops(struct bpf_sock_ops *skops)
+{
+	return handle(skops, true);
+}
+
+/*
+ * What a stopped daemon leaves on the cgroup link: no new connection is
+ * accelerated, but handshakes in flight still pair, unpaired clients still
+ * leave the map on plain data, listeners are still tracked and closes still
+ * clean up. Detaching instead would strand a half-paired client in the map.
+ */
+SEC("sockops")
+int sockaccel_drain(struct bpf_sock_ops *skops)
+{
+	return handle(skops, false);
 }

@@ -85,10 +85,6 @@ export function flagsOf(command: CommandName | undefined): Readonly<Record<strin
   return { ...GLOBAL_FLAGS, ...configFlags(), ...(command === undefined ? {} : COMMANDS[command].flags) };
 }
 
-function flagName(name: string): string {
-  return name.length === 1 ? `-${name}` : `--${name}`;
-}
-
 function commandsAccepting(flag: string): string {
   return COMMAND_NAMES.filter((c) => Object.hasOwn(COMMANDS[c].flags, flag)).join(', ');
 }
@@ -111,7 +107,7 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
   if (unknown !== undefined) {
     const valid = Object.keys(
       flagsOf(commandWord !== undefined && isCommandName(commandWord) ? commandWord : undefined),
-    ).map(flagName);
+    ).map((name) => `--${name}`);
     const near = suggest(unknown.rawName, valid);
     throw new UsageError(`unknown option ${unknown.rawName}${near === undefined ? '' : ` (did you mean ${near}?)`}`, {
       hint: `valid options: ${valid.join(', ')}`,
@@ -139,7 +135,7 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
       throw new UsageError(`option ${token.rawName} does not take a value`);
     }
     // Lists are comma-separated, so a repeated flag is a mistake, not a list.
-    if (given.has(token.name)) throw new UsageError(`option ${flagName(token.name)} given more than once`);
+    if (given.has(token.name)) throw new UsageError(`option --${token.name} given more than once`);
     given.add(token.name);
     if (configArgNames.has(token.name)) configArgv.push(`--${token.name}=${token.value}`);
     else commandFlags[token.name] = token.value ?? true;

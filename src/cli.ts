@@ -3,7 +3,8 @@
  * The `sockaccel` command. Errors end here: one human paragraph on stderr
  * and the error class's exit code.
  */
-import { parseCommandLine, COMMANDS, flagsOf, CommandName, ParsedCommandLine } from './cli-args';
+import { parseCommandLine, CommandName, ParsedCommandLine } from './cli-args';
+import { formatUsage } from './usage';
 import { loadConfig } from './config';
 import { exitCodeOf, formatError } from './errors';
 import { createLogger } from './log';
@@ -24,7 +25,7 @@ const HANDLERS: Record<CommandName, Handler> = {
     return 0;
   },
   help: async (cmd) => {
-    process.stdout.write(usage(cmd.operands[0] as CommandName | undefined));
+    process.stdout.write(formatUsage(cmd.operands[0]));
     return 0;
   },
   version: async () => {
@@ -44,15 +45,6 @@ async function runDaemon(cmd: ParsedCommandLine): Promise<number> {
   log.info({ signal }, 'signal received');
   const clean = await daemon.stop(STOP_DEADLINE_MS);
   return clean ? 0 : 1;
-}
-
-function usage(command?: CommandName): string {
-  if (command && COMMANDS[command]) {
-    const flags = Object.entries(flagsOf(command)).map(([name, f]) => `  --${name}${f.type === 'string' ? ' <value>' : ''}\n      ${f.description}`);
-    return `sockaccel ${command}: ${COMMANDS[command].summary}\n\noptions:\n${flags.join('\n')}\n`;
-  }
-  const cmds = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
-  return `usage: sockaccel <command> [options]\n\ncommands:\n${cmds.join('\n')}\n\nsockaccel help <command> lists a command's options.\n`;
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import convict from 'convict';
-import { parseCidr } from './cidr';
+import { checkCidr } from './cidr';
 import { ConfigError } from './errors';
 import { LOG_LEVELS, type LogLevel } from './log';
 import { suggest } from './suggest';
@@ -93,7 +93,7 @@ convict.addFormats({
       if (!Array.isArray(value)) throw new Error('must be a list of CIDRs (a JSON array, or comma-separated)');
       for (const cidr of value) {
         if (typeof cidr !== 'string') throw new Error(`${JSON.stringify(cidr)} is not a CIDR string`);
-        parseCidr(cidr);
+        checkCidr(cidr);
       }
     },
     coerce: toList,
@@ -223,12 +223,12 @@ function invalidConfiguration(message: string, values: object): ConfigError {
   );
 }
 
-function validateStrictly<T>(conf: convict.Config<T>): T {
+function validateStrictly<T extends object>(conf: convict.Config<T>): T {
   const values = conf.getProperties();
   try {
     conf.validate({ allowed: 'strict' });
   } catch (err) {
-    throw invalidConfiguration(err instanceof Error ? err.message : String(err), values as object);
+    throw invalidConfiguration(err instanceof Error ? err.message : String(err), values);
   }
   return values;
 }

@@ -46,8 +46,9 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     });
     lifecycle.add('data-path', () => dataPath.close());
     // Stop semantics: new connections stay plain; sockets already in the
-    // pinned sockhash keep being redirected (unpinning would drop their bytes).
-    lifecycle.add('sockops-link', () => dataPath.detachSockops());
+    // pinned sockhash keep being redirected (unpinning would drop their bytes),
+    // and the drained program keeps guarding handshakes that are in flight.
+    lifecycle.add('sockops-drain', () => dataPath.drain());
 
     const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'));
     endpoints.start();

@@ -30,7 +30,7 @@ export type ErrorCode = keyof typeof EXIT_CODES;
 /** Exit code for failures that are not SockaccelErrors, i.e. bugs. */
 export const UNEXPECTED_EXIT_CODE = EXIT_CODES.ERR_BPF.exitCode;
 
-export interface ErrorOptions {
+export interface SockaccelErrorOptions {
   /** What the user can do about it, shown on its own line. */
   readonly hint?: string;
   readonly cause?: unknown;
@@ -41,7 +41,7 @@ export abstract class SockaccelError extends Error {
   readonly exitCode: number;
   readonly hint: string | undefined;
 
-  protected constructor(code: ErrorCode, message: string, options: ErrorOptions = {}) {
+  protected constructor(code: ErrorCode, message: string, options: SockaccelErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
@@ -51,19 +51,19 @@ export abstract class SockaccelError extends Error {
 }
 
 export class ConfigError extends SockaccelError {
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: SockaccelErrorOptions) {
     super('ERR_CONFIG', message, options);
   }
 }
 
 export class UsageError extends SockaccelError {
-  constructor(message: string, options: ErrorOptions = {}) {
+  constructor(message: string, options: SockaccelErrorOptions = {}) {
     super('ERR_USAGE', message, { hint: "run 'sockaccel help' for usage", ...options });
   }
 }
 
 export class PrivilegeError extends SockaccelError {
-  constructor(message: string, options: ErrorOptions = {}) {
+  constructor(message: string, options: SockaccelErrorOptions = {}) {
     super('ERR_PRIVILEGE', message, {
       hint: 'run as root, or with CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN on kernels before 5.8)',
       ...options,
@@ -76,7 +76,7 @@ export class KernelFeatureError extends SockaccelError {
   /** Oldest mainline kernel that has the feature, e.g. '5.10'. */
   readonly minKernel: string;
 
-  constructor(details: { feature: string; minKernel: string; detail?: string } & ErrorOptions) {
+  constructor(details: { feature: string; minKernel: string; detail?: string } & SockaccelErrorOptions) {
     const detail = details.detail === undefined ? '' : `: ${details.detail}`;
     super(
       'ERR_KERNEL_FEATURE',
@@ -89,7 +89,7 @@ export class KernelFeatureError extends SockaccelError {
 }
 
 export class EnvironmentError extends SockaccelError {
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: SockaccelErrorOptions) {
     super('ERR_ENVIRONMENT', message, options);
   }
 }
@@ -104,7 +104,7 @@ export class VerifierError extends SockaccelError {
   /** The complete verifier log, as the kernel returned it. */
   readonly log: string;
 
-  constructor(details: { program: string; log: string } & ErrorOptions) {
+  constructor(details: { program: string; log: string } & SockaccelErrorOptions) {
     super('ERR_VERIFIER', `the kernel verifier rejected program "${details.program}"`, details);
     this.program = details.program;
     this.log = details.log;
@@ -146,7 +146,7 @@ export class BpfError extends SockaccelError {
   readonly errnoName: string;
 
   /** `errno` may be given as libbpf returns it (negative) or positive. */
-  constructor(details: { stage: BpfStage; call: string; errno: number; detail?: string } & ErrorOptions) {
+  constructor(details: { stage: BpfStage; call: string; errno: number; detail?: string } & SockaccelErrorOptions) {
     const errno = Math.abs(details.errno);
     const [errnoName, strerror] = describeErrno(errno);
     const detail = details.detail === undefined ? '' : `: ${details.detail}`;
@@ -159,7 +159,7 @@ export class BpfError extends SockaccelError {
 }
 
 export class PinConflictError extends SockaccelError {
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: SockaccelErrorOptions) {
     super('ERR_PIN_CONFLICT', message, options);
   }
 }

@@ -28,11 +28,13 @@ export class Lifecycle {
     const deadline = Date.now() + deadlineMs;
     let clean = true;
     for (const { name, close } of [...this.closers].reverse()) {
-      const left = deadline - Date.now();
+      let timer: NodeJS.Timeout | undefined;
       try {
         const done = await Promise.race([
           Promise.resolve().then(close).then(() => true),
-          new Promise<false>((resolve) => setTimeout(resolve, Math.max(0, left), false).unref()),
+          new Promise<false>((resolve) => {
+            timer = setTimeout(resolve, Math.max(0, deadline - Date.now()), false);
+          }),
         ]);
         if (!done) {
           this.log.error({ component: name, deadlineMs }, 'shutdown deadline passed; skipping the rest');
@@ -42,6 +44,8 @@ export class Lifecycle {
       } catch (err) {
         clean = false;
         this.log.error({ err, component: name }, 'close failed');
+      } finally {
+        clearTimeout(timer);
       }
     }
     return clean;

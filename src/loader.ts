@@ -19,6 +19,9 @@ import { BpfError, BpfStage, PinConflictError, VerifierError } from './errors';
 import { decodeMeta, encodeMeta, LAYOUT_VERSION, META_MAGIC, portBitmap } from './bpf-layout';
 import { linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, SharedMapName } from './pins';
 
+/** The two sock_ops entry points (names as bpf_prog_info reports them, <= 15 chars). */
+export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel_drain' } as const;
+
 export const DEFAULT_OBJECT_DIR = path.resolve(__dirname, '..', '..', 'build', 'bpf');
 
 export interface LoaderOptions {
@@ -37,8 +40,12 @@ export interface DataPath {
   readonly programIds: { readonly sockops: number; readonly skMsg: number };
   /** Maps that were already pinned (a restart) rather than created. */
   readonly reusedMaps: readonly SharedMapName[];
-  /** Stops new connections from being accelerated: detaches and unpins the sock_ops link. */
-  detachSockops(): void;
+  /**
+   * Stops accelerating new connections: swaps the sock_ops link to the
+   * drain program atomically. Sockets already paired keep their redirect,
+   * in-flight handshakes still pair or fall back cleanly.
+   */
+  drain(): void;
   /** Releases our fds and objects; pins and links stay in the kernel. */
   close(): void;
 }
@@ -147,7 +154,8 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
 
   // attach: the msg program first, so that no socket enters the map without it
   const skMsgProg = programFd(objects.redirect, 'sockaccel_redirect');
-  const sockopsProg = programFd(objects.sockops, 'sockaccel_sockops');
+  const sockopsProg = programFd(objects.sockops, SOCKOPS_PROGRAMS.accept);
+  const drainProg = programFd(objects.sockops, SOCKOPS_PROGRAMS.drain);
   stage('attach', () => attachSkMsg(opts, skMsgProg, mapFds.sa_sockhash, undo));
   const sockopsLinkFd = stage('attach', () => attachSockops(opts, sockopsProg, undo));
   log.debug('stage attach done');
@@ -158,11 +166,8 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
     mapFds,
     programIds,
     reusedMaps,
-    detachSockops() {
-      stage('detach', () => {
-        bpf.bpfLinkDetach(sockopsLinkFd);
-        fs.rmSync(linkPinPath(opts.pinRoot, 'sockops'), { force: true });
-      });
+    drain() {
+      stage('attach', () => bpf.bpfLinkUpdate(sockopsLinkFd, drainProg));
     },
     close() {
       if (closed) return;
@@ -204,6 +209,22 @@ function requireMap(obj: bpf.BpfObjectPtr, name: string): bpf.BpfMapPtr {
 
 function programFd(obj: bpf.BpfObjectPtr, name: string): number {
   return bpf.bpfProgramFd(bpf.bpfObjectFindProgramByName(obj, name));
+}
+
+/** Removes the sock_ops link for good (purge): the cgroup stops running our program. */
+export function detachSockops(pinRoot: string): boolean {
+  const pin = linkPinPath(pinRoot, 'sockops');
+  if (!pinExists(pin)) return false;
+  stage('detach', () => {
+    const fd = bpf.bpfObjGet(pin);
+    try {
+      bpf.bpfLinkDetach(fd);
+    } finally {
+      closeFd(fd);
+    }
+    fs.unlinkSync(pin);
+  });
+  return true;
 }
 
 /** Port filters go into the sockops program's .rodata; frozen by libbpf at load. */

@@ -4,7 +4,9 @@
  */
 import fs from 'node:fs';
 import { EnvironmentError } from './errors';
-import { bpfMapLookupElem, linkInfo, mapInfo } from './libbpf';
+import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from './libbpf';
+import { close } from './libc';
+import { SOCKOPS_PROGRAMS } from './loader';
 import { decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, PAIR, PAIR_STATES, SOCK_KEY, Stats } from './bpf-layout';
 import { formatPrefix } from './ip-prefix';
 import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from './pins';
@@ -19,8 +21,8 @@ export interface LinkStatus {
 
 export interface StatusReport {
   readonly pinRoot: string;
-  /** The sock_ops link is pinned: new connections are being accelerated. */
-  readonly accelerating: boolean;
+  /** accepting: new connections are accelerated; draining: a stopped daemon's program. */
+  readonly sockopsMode: 'accepting' | 'draining' | 'detached';
   readonly layoutVersion: number | null;
   readonly links: { readonly sockops: LinkStatus | null; readonly skMsg: LinkStatus | null };
   readonly sockhash: { readonly entries: number; readonly capacity: number };
@@ -44,7 +46,7 @@ export function readStatus(pinRoot: string): StatusReport {
   }));
   return {
     pinRoot,
-    accelerating: pinExists(linkPinPath(pinRoot, 'sockops')),
+    sockopsMode: sockopsMode(linkPinPath(pinRoot, 'sockops')),
     layoutVersion: withPinnedFd(mapPinPath(pinRoot, 'sa_meta'), (fd) => {
       const v = Buffer.alloc(8);
       return bpfMapLookupElem(fd, Buffer.alloc(4), v) ? decodeMeta(v).layoutVersion : null;
@@ -78,6 +80,18 @@ function pairStates(fd: number): Record<string, number> {
   return counts;
 }
 
+/** Which sock_ops program the cgroup link runs: accepting, draining, or none. */
+export function sockopsMode(pin: string): 'accepting' | 'draining' | 'detached' {
+  const link = readLink(pin);
+  if (!link) return 'detached';
+  const fd = bpfProgGetFdById(link.progId);
+  try {
+    return progInfo(fd).name === SOCKOPS_PROGRAMS.drain ? 'draining' : 'accepting';
+  } finally {
+    close(fd);
+  }
+}
+
 function readLink(pin: string): LinkStatus | null {
   if (!pinExists(pin)) return null;
   // links take no access flags: BPF_F_RDONLY on a link pin is EINVAL
@@ -87,10 +101,16 @@ function readLink(pin: string): LinkStatus | null {
   }, false);
 }
 
+const MODE_TEXT = {
+  accepting: 'accelerated (daemon running)',
+  draining: 'not accelerated: daemon stopped, existing connections still redirected',
+  detached: 'not accelerated: sock_ops program detached',
+} as const;
+
 export function formatStatus(r: StatusReport): string {
   const rows: [string, string][] = [
     ['pin root', r.pinRoot],
-    ['accelerating new connections', r.accelerating ? 'yes' : 'no (sock_ops link not pinned: daemon stopped?)'],
+    ['new connections', MODE_TEXT[r.sockopsMode]],
     ['layout version', String(r.layoutVersion ?? 'unknown')],
     ['sock_ops link', r.links.sockops ? `id ${r.links.sockops.id}, prog ${r.links.sockops.progId}, cgroup id ${r.links.sockops.cgroupId}` : 'none'],
     ['sk_msg link', r.links.skMsg ? `id ${r.links.skMsg.id}, prog ${r.links.skMsg.progId}` : 'none (or legacy attach)'],

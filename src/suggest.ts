@@ -18,11 +18,12 @@ function editDistance(a: string, b: string): number {
 
 /**
  * The candidate closest to `input`, if it is close enough to be a plausible
- * typo: at most a third of the input's length away (and at least 1 edit).
+ * typo: at most a third of the input's length away, and always 2 edits
+ * (so 'stat' still finds 'status').
  * Ties go to the earlier candidate, so the result is deterministic.
  */
 export function suggest(input: string, candidates: readonly string[]): string | undefined {
-  const limit = Math.max(1, Math.floor(input.length / 3));
+  const limit = Math.max(2, Math.floor(input.length / 3));
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {

@@ -188,7 +188,8 @@ int ok_msg(struct sk_msg_md *msg)
 char _license[] SEC("license") = "GPL";
 `;
 
-// Dereferences a map lookup result without the NULL check the verifier demands.
+// Dereferences a map lookup result without the NULL check the verifier
+// demands, after a loop that makes the verifier log a few KiB long.
 const INVALID_SOURCE = `
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -203,9 +204,15 @@ struct {
 SEC("sockops")
 int bad_sockops(struct bpf_sock_ops *skops)
 {
+	__u64 sum = 0;
+	for (__u32 i = 0; i < 16; i++) {
+		__u64 *v = bpf_map_lookup_elem(&m, &i);
+		if (v)
+			sum += *v;
+	}
 	__u32 k = 0;
 	__u64 *v = bpf_map_lookup_elem(&m, &k);
-	return *v;
+	return sum + *v;
 }
 
 char _license[] SEC("license") = "GPL";
@@ -345,6 +352,20 @@ bpfTest('verifier log: a failed load leaves the log in the attached buffer', (t)
   const warning = messages.find(([level, text]) => level === 'warn' && text.includes('BPF program load failed'));
   t.truthy(warning, JSON.stringify(messages));
   t.true(messages.every(([, text]) => !text.includes('%')), 'messages are formatted');
+  t.false(
+    messages.some(([, text]) => text.includes('invalid mem access')),
+    'libbpf does not print a log that went to a caller-supplied buffer',
+  );
+
+  // Without a buffer of ours libbpf retries into its own and prints the log:
+  // one message of a few KiB, formatted in full.
+  messages.length = 0;
+  const unbuffered = openLater(t, compileBpf(t, 'bad', INVALID_SOURCE));
+  t.throws(() => bpfObjectLoad(unbuffered), { instanceOf: LibbpfError });
+  const printed = messages.find(([, text]) => text.includes('BEGIN PROG LOAD LOG'));
+  t.truthy(printed);
+  t.regex(printed?.[1] ?? '', /R0 invalid mem access 'map_value_or_null'\n[^]*-- END PROG LOAD LOG --/);
+  t.true((printed?.[1].length ?? 0) > 2048, `long message, ${printed?.[1].length} bytes`);
 });
 
 bpfTest('verifier log: a too small buffer keeps the tail but the load fails with ENOSPC', (t) => {

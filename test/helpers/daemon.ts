@@ -1,0 +1,88 @@
+/**
+ * Runs the real daemon (dist/src/cli.js run) for a test: attached to a
+ * scratch cgroup, with its own pin root, so it never touches the host's
+ * running sockaccel. Cleanup stops it and removes every pin it made.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { JsonLineProcess, type ExitStatus } from './process';
+import { uniqueName } from './names';
+import { readStatus, type StatusReport } from '../../src/status';
+
+const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
+export const TEST_PIN_PREFIX = '/sys/fs/bpf/sockaccel-test-';
+
+export interface DaemonOptions {
+  cgroup: string;
+  pinRoot?: string;
+  localCidrs?: string[];
+  mapSize?: number;
+  includePorts?: number[];
+  excludePorts?: number[];
+  logLevel?: string;
+}
+
+export interface RunningDaemon {
+  readonly pinRoot: string;
+  readonly process: JsonLineProcess;
+  status(): StatusReport;
+  /** A counter from the daemon's per-CPU stats map, summed. */
+  counter(name: string): bigint;
+  /** SIGTERM and wait for a clean exit. */
+  stop(): Promise<ExitStatus>;
+}
+
+export function daemonArgs(opts: DaemonOptions, pinRoot: string): string[] {
+  const args = ['run', `--cgroup-path=${opts.cgroup}`, `--pin-root=${pinRoot}`, `--log-level=${opts.logLevel ?? 'info'}`];
+  if (opts.localCidrs?.length) args.push(`--local-cidrs=${opts.localCidrs.join(',')}`);
+  if (opts.mapSize !== undefined) args.push(`--map-size=${opts.mapSize}`);
+  if (opts.includePorts?.length) args.push(`--include-ports=${opts.includePorts.join(',')}`);
+  if (opts.excludePorts?.length) args.push(`--exclude-ports=${opts.excludePorts.join(',')}`);
+  return args;
+}
+
+type LogLine = { msg?: string };
+
+export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
+  const pinRoot = opts.pinRoot ?? TEST_PIN_PREFIX + uniqueName('pins');
+  const proc = new JsonLineProcess('sockaccel daemon', [process.execPath, CLI, ...daemonArgs(opts, pinRoot)], {});
+  try {
+    await proc.waitUntil((events) => (events as LogLine[]).find((e) => e.msg === 'ready'), 20_000, 'the daemon to be ready');
+  } catch (err) {
+    await proc.kill();
+    throw err;
+  }
+  return {
+    pinRoot,
+    process: proc,
+    status: () => readStatus(pinRoot),
+    counter: (name) => BigInt(readStatus(pinRoot).counters[name] ?? 'NaN'),
+    async stop() {
+      proc.signal('SIGTERM');
+      return proc.exitWithin(15_000);
+    },
+  };
+}
+
+/** Unpins everything under a test pin root; the kernel frees what nothing else holds. */
+export function removePinRoot(pinRoot: string): void {
+  if (!pinRoot.startsWith(TEST_PIN_PREFIX)) throw new Error(`refusing to remove ${pinRoot}: not a test pin root`);
+  fs.rmSync(pinRoot, { recursive: true, force: true });
+}
+
+export function listTestPinRoots(): string[] {
+  const dir = path.dirname(TEST_PIN_PREFIX);
+  const prefix = path.basename(TEST_PIN_PREFIX);
+  return fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith(prefix)).map((n) => path.join(dir, n)) : [];
+}
+
+/** Runs `fn` with a daemon; stops it and removes its pins even if `fn` throws. */
+export async function withDaemon<T>(opts: DaemonOptions, fn: (daemon: RunningDaemon) => Promise<T>): Promise<T> {
+  const daemon = await startDaemon(opts);
+  try {
+    return await fn(daemon);
+  } finally {
+    await daemon.stop().catch(() => daemon.process.kill());
+    removePinRoot(daemon.pinRoot);
+  }
+}

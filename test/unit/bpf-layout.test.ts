@@ -1,0 +1,115 @@
+// The TypeScript mirror of bpf/sockaccel.h must match what the C compiler
+// makes of the header: compile a probe that prints sizeof/offsetof and compare.
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  LISTENER_KEY, LPM_KEY, META, PAIR, SOCK_KEY, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
+  sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeSockKey, formatSockKey,
+} from '../../src/bpf-layout';
+import { parsePrefix } from '../../src/ip-prefix';
+
+const HEADER_DIR = path.resolve(__dirname, '..', '..', '..', 'bpf');
+
+function compileLayoutProbe(): Record<string, number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sa-layout-'));
+  try {
+    const fields: [string, string][] = [
+      ['sock_key.size', 'sizeof(struct sa_sock_key)'],
+      ['sock_key.localIp', 'offsetof(struct sa_sock_key, local_ip)'],
+      ['sock_key.remoteIp', 'offsetof(struct sa_sock_key, remote_ip)'],
+      ['sock_key.localPort', 'offsetof(struct sa_sock_key, local_port)'],
+      ['sock_key.remotePort', 'offsetof(struct sa_sock_key, remote_port)'],
+      ['sock_key.netns', 'offsetof(struct sa_sock_key, netns)'],
+      ['listener_key.size', 'sizeof(struct sa_listener_key)'],
+      ['listener_key.ip', 'offsetof(struct sa_listener_key, ip)'],
+      ['listener_key.port', 'offsetof(struct sa_listener_key, port)'],
+      ['listener_key.netns', 'offsetof(struct sa_listener_key, netns)'],
+      ['lpm_key.size', 'sizeof(struct sa_lpm_key)'],
+      ['lpm_key.prefixlen', 'offsetof(struct sa_lpm_key, prefixlen)'],
+      ['lpm_key.ip', 'offsetof(struct sa_lpm_key, ip)'],
+      ['pair.size', 'sizeof(struct sa_pair)'],
+      ['pair.state', 'offsetof(struct sa_pair, state)'],
+      ['pair.createdNs', 'offsetof(struct sa_pair, created_ns)'],
+      ['meta.size', 'sizeof(struct sa_meta)'],
+      ['meta.magic', 'offsetof(struct sa_meta, magic)'],
+      ['meta.layoutVersion', 'offsetof(struct sa_meta, layout_version)'],
+      ['stats.size', 'sizeof(struct sa_stats)'],
+      ['layout_version', 'SA_LAYOUT_VERSION'],
+      ['meta_magic', 'SA_META_MAGIC'],
+      ...STAT_FIELDS.map((f): [string, string] => [`stats.${f}`, `offsetof(struct sa_stats, ${f})`]),
+    ];
+    const src = [
+      '#include <stdio.h>',
+      '#include <stddef.h>',
+      '#include <linux/types.h>',
+      '#include "sockaccel.h"',
+      'int main(void) {',
+      ...fields.map(([name, expr]) => `  printf("%s=%lu\\n", "${name}", (unsigned long)(${expr}));`),
+      '  return 0;',
+      '}',
+    ].join('\n');
+    fs.writeFileSync(path.join(dir, 'probe.c'), src);
+    execFileSync('cc', ['-I', HEADER_DIR, '-o', path.join(dir, 'probe'), path.join(dir, 'probe.c')]);
+    const out = execFileSync(path.join(dir, 'probe'), { encoding: 'utf8' });
+    return Object.fromEntries(out.trim().split('\n').map((l) => l.split('=')).map(([k, v]) => [k, Number(v)]));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('every struct size and offset matches bpf/sockaccel.h', (t) => {
+  const c = compileLayoutProbe();
+  const mirror: Record<string, Record<string, number>> = {
+    sock_key: SOCK_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
+  };
+  for (const [struct, fields] of Object.entries(mirror)) {
+    for (const [field, value] of Object.entries(fields)) t.is(value, c[`${struct}.${field}`], `${struct}.${field}`);
+  }
+  t.is(STATS_SIZE, c['stats.size']);
+  STAT_FIELDS.forEach((f, i) => t.is(i * 8, c[`stats.${f}`], `stats.${f} order`));
+  t.is(LAYOUT_VERSION, c.layout_version);
+  t.is(META_MAGIC, c.meta_magic);
+});
+
+test('per-CPU stats are summed over every CPU slot', (t) => {
+  const ncpus = 3;
+  const buf = Buffer.alloc(ncpus * STATS_SIZE);
+  for (let cpu = 0; cpu < ncpus; cpu++) {
+    buf.writeBigUInt64LE(BigInt(cpu + 1), cpu * STATS_SIZE); // sockets_inserted
+    buf.writeBigUInt64LE(10n, cpu * STATS_SIZE + STAT_FIELDS.indexOf('bytes_redirected') * 8);
+  }
+  const s = sumPerCpuStats(buf, ncpus);
+  t.is(s.sockets_inserted, 6n);
+  t.is(s.bytes_redirected, 30n);
+  t.is(s.msgs_passed, 0n);
+});
+
+test('port bitmap sets the bit the BPF side tests (word port>>6, bit port&63, little-endian)', (t) => {
+  const bm = portBitmap([0, 80, 65535]);
+  const bit = (p: number) => (bm.readBigUInt64LE((p >> 6) * 8) >> BigInt(p & 63)) & 1n;
+  t.is(bit(80), 1n);
+  t.is(bit(0), 1n);
+  t.is(bit(65535), 1n);
+  t.is(bit(81), 0n);
+  t.is(bm.length, 8192);
+});
+
+test('LPM keys round-trip and IPv4 prefixes live in the mapped space', (t) => {
+  const key = encodeLpmKey(parsePrefix('10.244.0.0/16'));
+  t.is(key.readUInt32LE(0), 112);
+  t.is(key.subarray(4).toString('hex'), '00000000000000000000ffff0af40000');
+  t.deepEqual(decodeLpmKey(key), parsePrefix('10.244.0.0/16'));
+});
+
+test('sock keys decode to readable tuples', (t) => {
+  const buf = Buffer.alloc(SOCK_KEY.size);
+  parsePrefix('127.0.0.1').addr.copy(buf, SOCK_KEY.localIp);
+  parsePrefix('::1').addr.copy(buf, SOCK_KEY.remoteIp);
+  buf.writeUInt32LE(40000, SOCK_KEY.localPort);
+  buf.writeUInt32LE(8080, SOCK_KEY.remotePort);
+  buf.writeBigUInt64LE(7n, SOCK_KEY.netns);
+  t.is(formatSockKey(decodeSockKey(buf)), '127.0.0.1:40000 -> [::1]:8080 netns=7');
+});

@@ -1,0 +1,122 @@
+import test from 'ava';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { COMMANDS, parseCommandLine, type CommandName } from '../../src/cli-args';
+import { loadConfig } from '../../src/config';
+import { UsageError } from '../../src/errors';
+
+function usageError(argv: string[]): UsageError {
+  const err = (() => {
+    try {
+      parseCommandLine(argv);
+    } catch (caught) {
+      return caught;
+    }
+    throw new Error(`parseCommandLine(${JSON.stringify(argv)}) did not throw`);
+  })();
+  if (!(err instanceof UsageError)) throw err;
+  return err;
+}
+
+test('a command with configuration flags in both spellings', (t) => {
+  const parsed = parseCommandLine(['run', '--pin-root', '/sys/fs/bpf/x', '--local-cidrs=10.0.0.0/8,fd00::/64']);
+  t.deepEqual(parsed, {
+    command: 'run',
+    operands: [],
+    configArgv: ['--pin-root=/sys/fs/bpf/x', '--local-cidrs=10.0.0.0/8,fd00::/64'],
+    commandFlags: {},
+  });
+});
+
+test('flags may come before the command', (t) => {
+  const parsed = parseCommandLine(['--map-size', '1024', 'status', '--json']);
+  t.is(parsed.command, 'status');
+  t.deepEqual(parsed.configArgv, ['--map-size=1024']);
+  t.deepEqual(parsed.commandFlags, { json: true });
+});
+
+test('configArgv feeds loadConfig', (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sockaccel-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ mapSize: 2048, logLevel: 'warn' }));
+
+  const parsed = parseCommandLine([
+    'run',
+    '--config',
+    file,
+    '--map-size=4096',
+    '--include-ports',
+    '80,443',
+    '--cgroup-path=/sys/fs/cgroup/a=b',
+  ]);
+  const config = loadConfig({ argv: parsed.configArgv, env: { SOCKACCEL_MAP_SIZE: '3000' } });
+  t.is(config.config, file);
+  t.is(config.mapSize, 4096);
+  t.is(config.logLevel, 'warn');
+  t.deepEqual(config.includePorts, [80, 443]);
+  t.is(config.cgroupPath, '/sys/fs/cgroup/a=b');
+});
+
+test('an unknown command is named, with the valid ones and a suggestion', (t) => {
+  const err = usageError(['stauts']);
+  t.is(err.message, 'unknown command "stauts" (did you mean "status"?)');
+  t.is(err.hint, `commands: ${Object.keys(COMMANDS).join(', ')}`);
+  t.is(err.exitCode, 64);
+  t.is(err.code, 'ERR_USAGE');
+});
+
+test('an unknown flag is named, with the valid ones and a suggestion', (t) => {
+  const err = usageError(['run', '--pin-rot=/x']);
+  t.is(err.message, 'unknown option --pin-rot (did you mean --pin-root?)');
+  t.true(err.hint?.includes('--pin-root'));
+  t.true(err.hint?.includes('--log-level'));
+  t.false(err.hint?.includes('--json'));
+});
+
+test('an unknown flag is reported as such even when its value looks like a command', (t) => {
+  t.is(usageError(['--frobnicate', 'yes', 'run']).message, 'unknown option --frobnicate');
+  t.is(usageError(['run', '-x']).message, 'unknown option -x');
+});
+
+test('--json is accepted only by status', (t) => {
+  t.deepEqual(parseCommandLine(['status', '--json']).commandFlags, { json: true });
+  for (const command of ['run', 'help', 'version']) {
+    const err = usageError([command, '--json']);
+    t.is(err.message, `option --json is not accepted by command "${command}"`);
+    t.is(err.hint, '--json is an option of: status');
+  }
+  t.is(usageError(['--json']).message, 'option --json is not accepted without a command');
+});
+
+test('--help works with every command, and alone means the help command', (t) => {
+  for (const command of Object.keys(COMMANDS) as CommandName[]) {
+    const parsed = parseCommandLine([command, '--help']);
+    t.is(parsed.command, command);
+    t.true(parsed.commandFlags.help);
+  }
+  t.is(parseCommandLine(['--help']).command, 'help');
+  t.is(parseCommandLine(['-h']).command, 'help');
+  t.is(parseCommandLine(['-h', 'status']).command, 'status');
+});
+
+test('help takes a command as operand; other commands take none', (t) => {
+  t.deepEqual(parseCommandLine(['help', 'status']).operands, ['status']);
+  t.is(usageError(['help', 'status', 'run']).message, 'unexpected argument "run" for command "help"');
+  t.is(usageError(['run', 'now']).message, 'unexpected argument "now" for command "run"');
+  t.is(usageError(['run', '--', '--json']).message, 'unexpected argument "--json" for command "run"');
+});
+
+test('malformed flags', (t) => {
+  t.is(usageError(['run', '--pin-root']).message, 'option --pin-root needs a value');
+  t.is(usageError(['status', '--json=yes']).message, 'option --json does not take a value');
+  t.is(usageError(['run', '--map-size=1', '--map-size=2']).message, 'option --map-size given more than once');
+});
+
+test('no command', (t) => {
+  const err = usageError([]);
+  t.is(err.message, 'no command given');
+  t.true(err.hint?.includes('run, status'));
+  t.is(usageError(['--pin-root=/x']).message, 'no command given');
+});
