@@ -12,26 +12,37 @@
 #include "sockaccel.h"
 
 /*
- * Accelerated sockets, keyed by each socket's own view of its connection.
- * BPF_F_RDONLY: user space can read it but never insert a socket (an insert
- * from user space would let anyone with the pin receive another's bytes).
- * bpf_sock_hash_update from the sock_ops program is unaffected.
+ * Accelerated sockets: clients in one map, servers in the other, both keyed
+ * by their connection's sa_conn_key. Each map carries its own sk_msg
+ * program, so a sending socket's role is known without a lookup: a client
+ * redirects into the servers map and a server into the clients map.
+ * BPF_F_RDONLY makes the creating fd read-only; the loader also freezes the
+ * maps, which is what keeps every later fd (from the pin) from inserting a
+ * socket. bpf_sock_hash_update from the sock_ops program is unaffected.
  * The 8-byte value makes user-space lookups return the socket cookie.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65535); /* set by loader */
 	__uint(map_flags, BPF_F_RDONLY);
-	__type(key, struct sa_sock_key);
+	__type(key, struct sa_conn_key);
 	__type(value, __u64);
-} sa_sockhash SEC(".maps");
+} sa_clients SEC(".maps");
 
-/* Pairing state per connection, keyed by the server end's key. A plain
- * hash, not LRU: an evicted entry would make a paired client look unpaired. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65535); /* set by loader */
+	__uint(map_flags, BPF_F_RDONLY);
+	__type(key, struct sa_conn_key);
+	__type(value, __u64);
+} sa_servers SEC(".maps");
+
+/* Pairing state per connection. A plain hash, not LRU: an evicted entry
+ * would make a paired client look unpaired. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65535); /* set by loader */
-	__type(key, struct sa_sock_key);
+	__type(key, struct sa_conn_key);
 	__type(value, struct sa_pair);
 } sa_pairs SEC(".maps");
 
@@ -130,22 +141,6 @@ static __always_inline __u32 sa_remote_port(__u32 raw)
 	if (port > 0xffff)
 		port >>= 16;
 	return port & 0xffff;
-}
-
-/* The key the peer of `k` uses for itself: local and remote swapped. */
-static __always_inline void sa_key_swap(struct sa_sock_key *dst, const struct sa_sock_key *k)
-{
-	dst->local_ip[0] = k->remote_ip[0];
-	dst->local_ip[1] = k->remote_ip[1];
-	dst->local_ip[2] = k->remote_ip[2];
-	dst->local_ip[3] = k->remote_ip[3];
-	dst->remote_ip[0] = k->local_ip[0];
-	dst->remote_ip[1] = k->local_ip[1];
-	dst->remote_ip[2] = k->local_ip[2];
-	dst->remote_ip[3] = k->local_ip[3];
-	dst->local_port = k->remote_port;
-	dst->remote_port = k->local_port;
-	dst->netns = k->netns;
 }
 
 #endif /* SOCKACCEL_MAPS_BPF_H */

@@ -1,27 +1,29 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * sock_ops program: decides which TCP sockets enter the sockhash.
+ * sock_ops program: decides which TCP sockets enter the clients/servers maps.
  *
- * A socket may only be in the sockhash when its peer is too: on this kernel
- * a socket in the map that receives plain TCP data reports FIONREAD 0, and a
+ * A socket may only be in a map when its peer is too: on this kernel a
+ * socket in a sockhash that receives plain TCP data reports FIONREAD 0, and a
  * one-sided socket pays the sk_msg cost for nothing. Pairing therefore runs
  * as a small state machine per connection (struct sa_pair, keyed by the
- * server end's key):
+ * NAT-invariant struct sa_conn_key):
  *
  *  1. TCP_LISTEN_CB registers listeners that live in the attached cgroup.
- *  2. ACTIVE_ESTABLISHED (client, always before the server's callback on a
- *     local connection): if the peer is local and its listener is known,
- *     insert the client and mark the connection PENDING.
+ *  2. ACTIVE_ESTABLISHED (client; always before its server's callback): if
+ *     the peer is a local listener in the cgroup, or a service mesh will
+ *     redirect the connection to a local proxy, insert the client and mark
+ *     the connection PENDING.
  *  3. PASSIVE_ESTABLISHED (server): if the connection is PENDING, insert the
  *     server, then move PENDING -> PAIRED with a compare-and-swap. If the
- *     client already gave up (FALLBACK), take the server out again.
+ *     client gave up meanwhile (FALLBACK), take the server out again.
  *  4. The sk_msg program moves PENDING -> FALLBACK when the client sends
- *     before the server is in the map; those bytes go over plain TCP and the
- *     connection stays plain for good, so redirected bytes can never overtake
- *     them.
+ *     before its server is in the map; those bytes go over plain TCP and the
+ *     connection stays plain for good, so redirected bytes can never
+ *     overtake them.
  *  5. While not PAIRED, the client watches its incoming segments
- *     (PARSE_HDR_OPT_CB). The first one means the server is talking plain
- *     TCP, so the client leaves the map before that data is queued.
+ *     (PARSE_HDR_OPT_CB). The first one means the server talks plain TCP
+ *     (not in our cgroup after all, a remote peer, or its insert failed), so
+ *     the client leaves the map before that segment's data is queued.
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -40,14 +42,36 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* The owner of a socket, read through BTF (CO-RE), for the proxy-UID rules. */
+typedef struct {
+	__u32 val;
+} kuid_t;
+struct sock {
+	kuid_t sk_uid;
+} __attribute__((preserve_access_index));
+
 /*
  * Load-time settings, written by the loader between open and load.
- * Port filters apply to the server port of a connection; both ends test the
- * same port, so a connection is always accepted or refused as a whole.
+ * Port filters apply to the port the client connected to; the server trusts
+ * the client's decision, so a connection is accepted or refused as a whole.
  */
 const volatile __u32 include_ports_enabled = 0;
 const volatile __u64 include_ports[1024] = {};
 const volatile __u64 exclude_ports[1024] = {};
+/* Service mesh (0 = off). */
+const volatile __u32 mesh_enabled = 0;
+const volatile __u32 mesh_proxy_uid = 0;
+const volatile __u32 mesh_outbound_port = 0;
+const volatile __u32 mesh_inbound_port = 0;
+/* Accelerate connections where neither end is the mesh proxy. */
+const volatile __u32 accelerate_plain = 1;
+
+struct tuple {
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+	__u32 local_port;
+	__u32 remote_port;
+};
 
 static __always_inline bool port_in(const volatile __u64 *bitmap, __u32 port)
 {
@@ -55,46 +79,60 @@ static __always_inline bool port_in(const volatile __u64 *bitmap, __u32 port)
 	return (bitmap[port >> 6] >> (port & 63)) & 1;
 }
 
-static __always_inline bool port_allowed(__u32 server_port)
+static __always_inline bool port_allowed(__u32 port)
 {
-	if (port_in(exclude_ports, server_port))
+	if (port_in(exclude_ports, port))
 		return false;
-	return !include_ports_enabled || port_in(include_ports, server_port);
+	return !include_ports_enabled || port_in(include_ports, port);
 }
 
-static __always_inline int key_from_ops(struct bpf_sock_ops *skops, struct sa_sock_key *k)
+/*
+ * Every context field is read unconditionally, once, with a volatile 4-byte
+ * load, before any branch: clang otherwise sinks the per-family loads into
+ * one load from a selected (moved) context pointer, which the verifier
+ * refuses ("dereference of modified ctx ptr").
+ */
+static __always_inline int read_tuple(struct bpf_sock_ops *skops, struct tuple *t)
 {
 	__u32 family = SA_CTX_READ(skops->family);
+	__u32 local4 = SA_CTX_READ(skops->local_ip4), remote4 = SA_CTX_READ(skops->remote_ip4);
+	__u32 local6[4], remote6[4];
 
+	local6[0] = SA_CTX_READ(skops->local_ip6[0]);
+	local6[1] = SA_CTX_READ(skops->local_ip6[1]);
+	local6[2] = SA_CTX_READ(skops->local_ip6[2]);
+	local6[3] = SA_CTX_READ(skops->local_ip6[3]);
+	remote6[0] = SA_CTX_READ(skops->remote_ip6[0]);
+	remote6[1] = SA_CTX_READ(skops->remote_ip6[1]);
+	remote6[2] = SA_CTX_READ(skops->remote_ip6[2]);
+	remote6[3] = SA_CTX_READ(skops->remote_ip6[3]);
+	t->local_port = SA_CTX_READ(skops->local_port);
+	t->remote_port = sa_remote_port(SA_CTX_READ(skops->remote_port));
 	if (family == AF_INET) {
-		sa_ip_from_v4(k->local_ip, SA_CTX_READ(skops->local_ip4));
-		sa_ip_from_v4(k->remote_ip, SA_CTX_READ(skops->remote_ip4));
+		sa_ip_from_v4(t->local_ip, local4);
+		sa_ip_from_v4(t->remote_ip, remote4);
 	} else if (family == AF_INET6) {
-		k->local_ip[0] = SA_CTX_READ(skops->local_ip6[0]);
-		k->local_ip[1] = SA_CTX_READ(skops->local_ip6[1]);
-		k->local_ip[2] = SA_CTX_READ(skops->local_ip6[2]);
-		k->local_ip[3] = SA_CTX_READ(skops->local_ip6[3]);
-		k->remote_ip[0] = SA_CTX_READ(skops->remote_ip6[0]);
-		k->remote_ip[1] = SA_CTX_READ(skops->remote_ip6[1]);
-		k->remote_ip[2] = SA_CTX_READ(skops->remote_ip6[2]);
-		k->remote_ip[3] = SA_CTX_READ(skops->remote_ip6[3]);
+		__builtin_memcpy(t->local_ip, local6, sizeof(local6));
+		__builtin_memcpy(t->remote_ip, remote6, sizeof(remote6));
 	} else {
 		return -1;
 	}
-	k->local_port = SA_CTX_READ(skops->local_port);
-	k->remote_port = sa_remote_port(SA_CTX_READ(skops->remote_port));
-	k->netns = sa_ip_is_loopback(k->remote_ip) ? bpf_get_netns_cookie(skops) : 0;
 	return 0;
+}
+
+static __always_inline void copy_ip(__u32 *dst, const __u32 *src)
+{
+	dst[0] = src[0];
+	dst[1] = src[1];
+	dst[2] = src[2];
+	dst[3] = src[3];
 }
 
 static __always_inline bool ip_is_local(const __u32 *ip)
 {
 	struct sa_lpm_key lpm = { .prefixlen = 128 };
 
-	lpm.ip[0] = ip[0];
-	lpm.ip[1] = ip[1];
-	lpm.ip[2] = ip[2];
-	lpm.ip[3] = ip[3];
+	copy_ip(lpm.ip, ip);
 	return bpf_map_lookup_elem(&sa_local, &lpm) != NULL;
 }
 
@@ -102,6 +140,17 @@ static __always_inline bool ip_is_any(const __u32 *ip)
 {
 	/* :: and ::ffff:0.0.0.0 are both "any address" */
 	return !(ip[0] | ip[1] | ip[3]) && (ip[2] == 0 || ip[2] == SA_V4MAPPED_WORD);
+}
+
+static __always_inline __u32 socket_uid(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *bsk = skops->sk;
+	struct sock *sk;
+
+	if (!bsk)
+		return (__u32)-1;
+	sk = (struct sock *)bpf_skc_to_tcp_sock(bsk);
+	return sk ? sk->sk_uid.val : (__u32)-1;
 }
 
 static __always_inline void set_cb_flags(struct bpf_sock_ops *skops, __u32 add, __u32 clear)
@@ -128,6 +177,14 @@ static __always_inline void count_insert_error(long err)
 		SA_COUNT(insert_fail_other);
 }
 
+static __always_inline void mark_removed(struct sa_sk_state *st)
+{
+	if (st && (st->flags & SA_SK_INSERTED) && !(st->flags & SA_SK_REMOVED)) {
+		st->flags |= SA_SK_REMOVED;
+		SA_COUNT(sockets_removed);
+	}
+}
+
 /* ---- listeners ---------------------------------------------------------- */
 
 static __always_inline void listener_ref(struct sa_listener_key *lk, int delta)
@@ -136,11 +193,10 @@ static __always_inline void listener_ref(struct sa_listener_key *lk, int delta)
 	__u32 *refs = bpf_map_lookup_elem(&sa_listeners, lk);
 
 	if (refs) {
-		if (delta > 0) {
+		if (delta > 0)
 			__sync_fetch_and_add(refs, 1);
-		} else if (__sync_fetch_and_add(refs, -1) <= 1) {
+		else if (__sync_fetch_and_add(refs, -1) <= 1)
 			bpf_map_delete_elem(&sa_listeners, lk);
-		}
 		return;
 	}
 	if (delta > 0 && bpf_map_update_elem(&sa_listeners, lk, &one, BPF_NOEXIST)) {
@@ -152,46 +208,33 @@ static __always_inline void listener_ref(struct sa_listener_key *lk, int delta)
 }
 
 /*
- * A listener is registered under the key a client will look for. Loopback
- * and wildcard listeners are also reachable via loopback, which needs the
- * netns cookie; wildcard and node-address listeners are reachable from other
- * namespaces, whose clients cannot know our cookie (netns 0).
+ * A listener is registered twice: with its netns cookie, for clients that
+ * reach it over loopback (which never leaves a namespace), and with netns 0,
+ * for clients in other namespaces, who cannot know our cookie.
  */
 static __always_inline void listener_update(struct bpf_sock_ops *skops, int delta)
 {
-	struct sa_sock_key k = {};
 	struct sa_listener_key lk = {};
-	__u64 cookie;
+	struct tuple t = {};
 
-	if (key_from_ops(skops, &k))
+	if (read_tuple(skops, &t))
 		return;
-	cookie = bpf_get_netns_cookie(skops);
-	lk.port = k.local_port;
-	if (ip_is_any(k.local_ip)) {
-		lk.netns = cookie;
-		listener_ref(&lk, delta);
-		lk.netns = 0;
-		listener_ref(&lk, delta);
-		return;
-	}
-	lk.ip[0] = k.local_ip[0];
-	lk.ip[1] = k.local_ip[1];
-	lk.ip[2] = k.local_ip[2];
-	lk.ip[3] = k.local_ip[3];
-	lk.netns = sa_ip_is_loopback(k.local_ip) ? cookie : 0;
+	if (!ip_is_any(t.local_ip))
+		copy_ip(lk.ip, t.local_ip);
+	lk.port = t.local_port;
+	lk.netns = bpf_get_netns_cookie(skops);
+	listener_ref(&lk, delta);
+	lk.netns = 0;
 	listener_ref(&lk, delta);
 }
 
-static __always_inline bool listener_known(const struct sa_sock_key *client)
+static __always_inline bool listener_known(struct bpf_sock_ops *skops, const struct tuple *t)
 {
 	struct sa_listener_key lk = {};
 
-	lk.port = client->remote_port;
-	lk.netns = client->netns;
-	lk.ip[0] = client->remote_ip[0];
-	lk.ip[1] = client->remote_ip[1];
-	lk.ip[2] = client->remote_ip[2];
-	lk.ip[3] = client->remote_ip[3];
+	copy_ip(lk.ip, t->remote_ip);
+	lk.port = t->remote_port;
+	lk.netns = sa_ip_is_loopback(t->remote_ip) ? bpf_get_netns_cookie(skops) : 0;
 	if (bpf_map_lookup_elem(&sa_listeners, &lk))
 		return true;
 	lk.ip[0] = 0;
@@ -203,34 +246,57 @@ static __always_inline bool listener_known(const struct sa_sock_key *client)
 
 /* ---- connection ends ---------------------------------------------------- */
 
+/*
+ * Whether a service mesh will hand this connection to a local proxy.
+ * The proxy's own connections are redirected only when they go to a pod on
+ * this node (its inbound capture); an application's are all redirected to
+ * its own sidecar, except to loopback (the mesh leaves those alone).
+ */
+static __always_inline bool mesh_redirects(const struct tuple *t, __u32 uid)
+{
+	if (!mesh_enabled)
+		return false;
+	if (uid == mesh_proxy_uid)
+		return ip_is_local(t->remote_ip);
+	return !sa_ip_is_loopback(t->remote_ip);
+}
+
 static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 {
-	struct sa_sock_key k = {}, server = {};
 	struct sa_pair pair = { .state = SA_PAIR_PENDING };
 	struct sa_sk_state *st;
+	struct tuple t = {};
+	bool direct, mesh;
+	__u32 uid;
 	long err;
 
-	if (key_from_ops(skops, &k))
+	if (read_tuple(skops, &t))
 		return;
-	if (!ip_is_local(k.remote_ip)) {
-		SA_COUNT(skipped_not_local);
-		return;
-	}
-	if (!port_allowed(k.remote_port)) {
+	if (!port_allowed(t.remote_port)) {
 		SA_COUNT(skipped_port);
 		return;
 	}
-	if (!listener_known(&k)) {
-		SA_COUNT(skipped_no_listener);
+	uid = socket_uid(skops);
+	direct = ip_is_local(t.remote_ip) && listener_known(skops, &t);
+	mesh = !direct && mesh_redirects(&t, uid);
+	if (!direct && !mesh) {
+		if (ip_is_local(t.remote_ip))
+			SA_COUNT(skipped_no_listener);
+		else
+			SA_COUNT(skipped_not_local);
 		return;
 	}
 	st = sk_state(skops, true);
 	if (!st)
 		return;
+	copy_ip(st->key.client_ip, t.local_ip);
+	st->key.client_port = t.local_port;
+	st->key.client_seq = SA_CTX_READ(skops->snd_nxt);
+	st->key.server_seq = SA_CTX_READ(skops->rcv_nxt);
 
 	/* Insert first, announce second: the server must never find a PENDING
 	 * connection whose client is not in the map. */
-	err = bpf_sock_hash_update(skops, &sa_sockhash, &k, BPF_ANY);
+	err = bpf_sock_hash_update(skops, &sa_clients, &st->key, BPF_NOEXIST);
 	if (err) {
 		count_insert_error(err);
 		return;
@@ -238,51 +304,86 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	st->flags = SA_SK_INSERTED | SA_SK_CLIENT;
 	st->inserted_ns = bpf_ktime_get_ns();
 	SA_COUNT(sockets_inserted);
+	if (mesh)
+		SA_COUNT(mesh_candidates);
 
-	sa_key_swap(&server, &k);
 	pair.created_ns = st->inserted_ns;
-	if (bpf_map_update_elem(&sa_pairs, &server, &pair, BPF_ANY)) {
+	pair.client_uid = uid;
+	pair.client_netns = bpf_get_netns_cookie(skops);
+	copy_ip(pair.dst_ip, t.remote_ip);
+	pair.dst_port = t.remote_port;
+	if (bpf_map_update_elem(&sa_pairs, &st->key, &pair, BPF_NOEXIST)) {
 		/* No pairing slot: a client alone in the map must not stay. */
-		bpf_map_delete_elem(&sa_sockhash, &k);
-		st->flags |= SA_SK_REMOVED;
-		SA_COUNT(sockets_removed);
+		bpf_map_delete_elem(&sa_clients, &st->key);
+		mark_removed(st);
 		SA_COUNT(insert_fail_full);
 		return;
 	}
-	/* STATE_CB for cleanup at close; PARSE_ALL_HDR to watch for plain
-	 * TCP data arriving while we are not paired. */
+	/* STATE_CB to clean up at close; PARSE_ALL_HDR to watch for plain TCP
+	 * data arriving while we are not paired. */
 	set_cb_flags(skops, BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG, 0);
+}
+
+/*
+ * Mesh policy on the server side. A connection whose address changed on the
+ * way (NAT) pairs only into the configured proxy ports, and connections
+ * where neither end is the proxy pair only when plain traffic is accelerated.
+ */
+static __always_inline bool server_accepts(const struct tuple *t, const struct sa_pair *pair, __u32 uid)
+{
+	bool natted = pair->dst_port != t->local_port;
+
+	if (!mesh_enabled)
+		return !natted;
+	if (natted && t->local_port != mesh_outbound_port && t->local_port != mesh_inbound_port)
+		return false;
+	return accelerate_plain || pair->client_uid == mesh_proxy_uid || uid == mesh_proxy_uid;
 }
 
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 {
-	struct sa_sock_key k = {};
+	struct sa_conn_key key = {};
 	struct sa_sk_state *st;
 	struct sa_pair *pair;
+	struct tuple t = {};
+	__u32 uid;
 	long err;
 
-	if (key_from_ops(skops, &k))
+	if (read_tuple(skops, &t))
 		return;
-	pair = bpf_map_lookup_elem(&sa_pairs, &k);
+	copy_ip(key.client_ip, t.remote_ip);
+	key.client_port = t.remote_port;
+	key.client_seq = SA_CTX_READ(skops->rcv_nxt);
+	key.server_seq = SA_CTX_READ(skops->snd_nxt);
+	pair = bpf_map_lookup_elem(&sa_pairs, &key);
 	if (!pair || pair->state != SA_PAIR_PENDING)
-		return; /* no local client in the cgroup, or it already fell back */
+		return; /* no client of ours, or it already fell back */
+
+	uid = socket_uid(skops);
+	if (!server_accepts(&t, pair, uid)) {
+		/* The client leaves the map on our first segment. */
+		if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
+			SA_COUNT(skipped_policy);
+		return;
+	}
 	st = sk_state(skops, true);
 	if (!st)
 		return;
-
-	err = bpf_sock_hash_update(skops, &sa_sockhash, &k, BPF_ANY);
+	st->key = key;
+	err = bpf_sock_hash_update(skops, &sa_servers, &st->key, BPF_NOEXIST);
 	if (err) {
 		count_insert_error(err);
-		/* The client sees FALLBACK and leaves the map on our first segment. */
-		if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK) ==
-		    SA_PAIR_PENDING)
+		if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
 			SA_COUNT(pair_fallback);
 		return;
 	}
-	if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_PAIRED) !=
-	    SA_PAIR_PENDING) {
+	pair->server_uid = uid;
+	pair->server_netns = bpf_get_netns_cookie(skops);
+	copy_ip(pair->server_ip, t.local_ip);
+	pair->server_port = t.local_port;
+	if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_PAIRED) != SA_PAIR_PENDING) {
 		/* The client sent plain TCP between our check and our insert. */
-		bpf_map_delete_elem(&sa_sockhash, &k);
+		bpf_map_delete_elem(&sa_servers, &st->key);
 		return;
 	}
 	st->flags = SA_SK_INSERTED;
@@ -293,46 +394,35 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 
 /*
  * A segment reached a client that is in the map. If the connection is not
- * PAIRED, the server is talking plain TCP (not in our cgroup after all, or
- * its insert failed): leave the map now, before this segment's data is
- * queued, so reads and FIONREAD stay plain TCP.
+ * PAIRED, the server is talking plain TCP: leave the map now, before this
+ * segment's data is queued, so reads and FIONREAD stay plain TCP.
  */
 static __always_inline void on_segment(struct bpf_sock_ops *skops)
 {
-	struct sa_sock_key k = {}, server = {};
-	struct sa_sk_state *st;
+	struct sa_sk_state *st = sk_state(skops, false);
 	struct sa_pair *pair;
 	__u32 seen;
 
-	if (key_from_ops(skops, &k))
-		return;
-	sa_key_swap(&server, &k);
-	pair = bpf_map_lookup_elem(&sa_pairs, &server);
-	/* No entry: the server paired and has closed since, so this is its
-	 * FIN; unread redirected bytes may still be queued here. Stay. */
-	if (!pair) {
-		set_cb_flags(skops, 0, BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
-		return;
-	}
+	if (!st || (st->flags & (SA_SK_CLIENT | SA_SK_REMOVED)) != SA_SK_CLIENT)
+		goto done;
+	pair = bpf_map_lookup_elem(&sa_pairs, &st->key);
+	/* No entry: the server paired and has closed since (this is its FIN);
+	 * unread redirected bytes may still be queued here. Stay. */
+	if (!pair)
+		goto done;
 	seen = __sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK);
-	if (seen == SA_PAIR_PAIRED) {
-		set_cb_flags(skops, 0, BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
-		return;
-	}
+	if (seen == SA_PAIR_PAIRED)
+		goto done;
 	if (seen == SA_PAIR_PENDING)
 		SA_COUNT(pair_fallback);
-	bpf_map_delete_elem(&sa_sockhash, &k);
-	st = sk_state(skops, false);
-	if (st && (st->flags & SA_SK_INSERTED) && !(st->flags & SA_SK_REMOVED)) {
-		st->flags |= SA_SK_REMOVED;
-		SA_COUNT(sockets_removed);
-	}
+	bpf_map_delete_elem(&sa_clients, &st->key);
+	mark_removed(st);
+done:
 	set_cb_flags(skops, 0, BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
 }
 
 static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 {
-	struct sa_sock_key k = {}, server = {};
 	struct sa_sk_state *st;
 
 	if (skops->args[1] != TCP_CLOSE)
@@ -344,20 +434,10 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 	st = sk_state(skops, false);
 	if (!st || !(st->flags & SA_SK_INSERTED))
 		return;
-	if (!(st->flags & SA_SK_REMOVED)) {
-		st->flags |= SA_SK_REMOVED;
-		SA_COUNT(sockets_removed);
-	}
-	if (key_from_ops(skops, &k))
-		return;
-	/* The kernel drops the socket from the sockhash itself on close; the
-	 * pairing entry is ours to clean. */
-	if (st->flags & SA_SK_CLIENT) {
-		sa_key_swap(&server, &k);
-		bpf_map_delete_elem(&sa_pairs, &server);
-	} else {
-		bpf_map_delete_elem(&sa_pairs, &k);
-	}
+	mark_removed(st);
+	/* The kernel drops the socket from its sockhash on close; the pairing
+	 * entry is ours to clean, by whichever end closes first. */
+	bpf_map_delete_elem(&sa_pairs, &st->key);
 }
 
 static __always_inline int handle(struct bpf_sock_ops *skops, bool accept_new)

@@ -3,19 +3,31 @@
  * for the structs user space reads and writes. test/unit/bpf-layout.test.ts
  * compiles the header and checks every size and offset here against it.
  */
-import { formatIp, IpPrefix } from './ip-prefix';
+import { formatIp, IpPrefix, isV4Mapped } from './ip-prefix';
 
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 export const META_MAGIC = 0x53414343;
 
-/** struct sa_sock_key */
-export const SOCK_KEY = { size: 48, localIp: 0, remoteIp: 16, localPort: 32, remotePort: 36, netns: 40 } as const;
+/** struct sa_conn_key */
+export const CONN_KEY = { size: 32, clientIp: 0, clientPort: 16, clientSeq: 20, serverSeq: 24 } as const;
 /** struct sa_listener_key */
 export const LISTENER_KEY = { size: 32, ip: 0, port: 16, netns: 24 } as const;
 /** struct sa_lpm_key */
 export const LPM_KEY = { size: 20, prefixlen: 0, ip: 4 } as const;
 /** struct sa_pair */
-export const PAIR = { size: 16, state: 0, createdNs: 8 } as const;
+export const PAIR = {
+  size: 80,
+  state: 0,
+  clientUid: 4,
+  createdNs: 8,
+  clientNetns: 16,
+  serverNetns: 24,
+  dstIp: 32,
+  serverIp: 48,
+  dstPort: 64,
+  serverPort: 68,
+  serverUid: 72,
+} as const;
 /** struct sa_meta */
 export const META = { size: 8, magic: 0, layoutVersion: 4 } as const;
 
@@ -36,6 +48,8 @@ export const STAT_FIELDS = [
   'skipped_no_listener',
   'skipped_port',
   'listeners_seen',
+  'mesh_candidates',
+  'skipped_policy',
 ] as const;
 export type StatName = (typeof STAT_FIELDS)[number];
 export type Stats = Record<StatName, bigint>;
@@ -53,27 +67,41 @@ export function sumPerCpuStats(buf: Buffer, ncpus: number): Stats {
   return out;
 }
 
-export interface SockKey {
-  localIp: Buffer;
-  remoteIp: Buffer;
-  localPort: number;
-  remotePort: number;
-  netns: bigint;
+/** One accelerated connection as the pairs map describes it. */
+export interface Connection {
+  client: { ip: Buffer; port: number; uid: number; netns: bigint };
+  /** Where the client connected, before any NAT. */
+  dst: { ip: Buffer; port: number };
+  /** Where the server accepted it (a sidecar's port under a mesh); port 0 while pending. */
+  server: { ip: Buffer; port: number; uid: number; netns: bigint };
+  state: string;
+  createdNs: bigint;
 }
 
-export function decodeSockKey(buf: Buffer): SockKey {
+export function decodeConnection(key: Buffer, value: Buffer): Connection {
+  const ip = (b: Buffer, at: number) => Buffer.from(b.subarray(at, at + 16));
   return {
-    localIp: Buffer.from(buf.subarray(SOCK_KEY.localIp, SOCK_KEY.localIp + 16)),
-    remoteIp: Buffer.from(buf.subarray(SOCK_KEY.remoteIp, SOCK_KEY.remoteIp + 16)),
-    localPort: buf.readUInt32LE(SOCK_KEY.localPort),
-    remotePort: buf.readUInt32LE(SOCK_KEY.remotePort),
-    netns: buf.readBigUInt64LE(SOCK_KEY.netns),
+    client: {
+      ip: ip(key, CONN_KEY.clientIp),
+      port: key.readUInt32LE(CONN_KEY.clientPort),
+      uid: value.readUInt32LE(PAIR.clientUid),
+      netns: value.readBigUInt64LE(PAIR.clientNetns),
+    },
+    dst: { ip: ip(value, PAIR.dstIp), port: value.readUInt32LE(PAIR.dstPort) },
+    server: {
+      ip: ip(value, PAIR.serverIp),
+      port: value.readUInt32LE(PAIR.serverPort),
+      uid: value.readUInt32LE(PAIR.serverUid),
+      netns: value.readBigUInt64LE(PAIR.serverNetns),
+    },
+    state: PAIR_STATES[value.readUInt32LE(PAIR.state)] ?? 'unknown',
+    createdNs: value.readBigUInt64LE(PAIR.createdNs),
   };
 }
 
-export function formatSockKey(k: SockKey): string {
-  const ep = (ip: Buffer, port: number) => (ip[10] === 0xff && ip[11] === 0xff && ip.readUInt32BE(0) === 0 ? `${formatIp(ip)}:${port}` : `[${formatIp(ip)}]:${port}`);
-  return `${ep(k.localIp, k.localPort)} -> ${ep(k.remoteIp, k.remotePort)}${k.netns ? ` netns=${k.netns}` : ''}`;
+/** "ip:port", or "[ipv6]:port"; IPv4-mapped addresses print as IPv4. */
+export function formatEndpoint(ip: Buffer, port: number): string {
+  return isV4Mapped(ip) ? `${formatIp(ip)}:${port}` : `[${formatIp(ip)}]:${port}`;
 }
 
 export function encodeLpmKey(p: IpPrefix): Buffer {

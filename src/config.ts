@@ -8,6 +8,7 @@ import { checkCidr } from './cidr';
 import { ConfigError } from './errors';
 import { LOG_LEVELS, type LogLevel } from './log';
 import { suggest } from './suggest';
+import { MESH_NAMES, type MeshName } from './mesh';
 
 export interface SockaccelConfig {
   readonly config: string;
@@ -19,6 +20,13 @@ export interface SockaccelConfig {
   readonly mapSize: number;
   readonly logLevel: LogLevel;
   readonly statusIntervalMs: number;
+  readonly objectDir: string;
+  readonly mesh: MeshName;
+  readonly meshProxyUid: number;
+  readonly meshOutboundPort: number;
+  readonly meshInboundPort: number;
+  readonly meshExcludedPorts: readonly number[];
+  readonly acceleratePlain: boolean;
 }
 
 export type ConfigKey = keyof SockaccelConfig;
@@ -74,7 +82,7 @@ convict.addFormats({
   'absolute-path-or-empty': {
     validate(value: unknown) {
       if (value !== '' && (typeof value !== 'string' || !isAbsolute(value))) {
-        throw new Error('must be an absolute path, or empty for the cgroup v2 root');
+        throw new Error('must be an absolute path, or empty for the default');
       }
     },
   },
@@ -87,6 +95,12 @@ convict.addFormats({
       }
     },
     coerce: toInteger,
+  },
+  boolean: {
+    validate(value: unknown) {
+      if (typeof value !== 'boolean') throw new Error('must be true or false');
+    },
+    coerce: (text: string) => (text === 'true' ? true : text === 'false' ? false : text),
   },
   'cidr-list': {
     validate(value: unknown) {
@@ -183,6 +197,59 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     default: 5000,
     env: 'SOCKACCEL_STATUS_INTERVAL_MS',
     arg: 'status-interval-ms',
+  },
+  mesh: {
+    doc: 'Service mesh whose sidecar hops to accelerate (app -> sidecar -> sidecar -> app); a preset fills the proxy settings below.',
+    format: [...MESH_NAMES],
+    formatDoc: `one of ${MESH_NAMES.join(', ')}`,
+    default: 'none',
+    env: 'SOCKACCEL_MESH',
+    arg: 'mesh',
+  },
+  meshProxyUid: {
+    doc: "UID the mesh proxy runs as (Istio 1337, Linkerd 2102, Kuma 5678); -1 takes the preset's.",
+    ...intRange(-1, 4_294_967_294),
+    default: -1,
+    env: 'SOCKACCEL_MESH_PROXY_UID',
+    arg: 'mesh-proxy-uid',
+  },
+  meshOutboundPort: {
+    doc: "Port the mesh redirects applications' outbound connections to (Istio 15001, Linkerd 4140); 0 takes the preset's.",
+    ...intRange(0, 65535),
+    default: 0,
+    env: 'SOCKACCEL_MESH_OUTBOUND_PORT',
+    arg: 'mesh-outbound-port',
+  },
+  meshInboundPort: {
+    doc: "Port the mesh redirects a pod's inbound connections to (Istio 15006, Linkerd 4143); 0 takes the preset's.",
+    ...intRange(0, 65535),
+    default: 0,
+    env: 'SOCKACCEL_MESH_INBOUND_PORT',
+    arg: 'mesh-inbound-port',
+  },
+  meshExcludedPorts: {
+    doc: "Destination ports never accelerated under the mesh, besides the preset's own (the proxy's admin and telemetry ports).",
+    format: 'port-list',
+    formatDoc: 'list of ports 1..65535 (comma-separated in env and flags)',
+    default: [],
+    env: 'SOCKACCEL_MESH_EXCLUDED_PORTS',
+    arg: 'mesh-excluded-ports',
+  },
+  acceleratePlain: {
+    doc: 'With a mesh: also accelerate connections where neither end is the proxy (plain pod-to-pod traffic).',
+    format: 'boolean',
+    formatDoc: 'true or false',
+    default: true,
+    env: 'SOCKACCEL_ACCELERATE_PLAIN',
+    arg: 'accelerate-plain',
+  },
+  objectDir: {
+    doc: 'Directory holding the compiled BPF objects (sockops.bpf.o, redirect.bpf.o); empty means the ones built with this daemon.',
+    format: 'absolute-path-or-empty',
+    formatDoc: 'absolute path, or empty',
+    default: '',
+    env: 'SOCKACCEL_OBJECT_DIR',
+    arg: 'object-dir',
   },
 };
 

@@ -10,6 +10,7 @@ import { ensureBpffsMounted, preparePinRoot } from './bpffs';
 import { resolveCgroupPath } from './cgroup';
 import { DataPath, loadDataPath } from './loader';
 import { LocalEndpoints } from './local-endpoints';
+import { resolveMesh } from './mesh';
 import { Lifecycle } from './lifecycle';
 import { setLibbpfPrinter } from './libbpf';
 import { readStats, summarize } from './stats';
@@ -36,12 +37,15 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     preparePinRoot(config.pinRoot);
     const cgroupPath = resolveCgroupPath(config.cgroupPath);
 
+    const mesh = resolveMesh(config);
     const dataPath = loadDataPath({
       pinRoot: config.pinRoot,
       cgroupPath,
       mapSize: config.mapSize,
       includePorts: config.includePorts,
-      excludePorts: config.excludePorts,
+      excludePorts: [...config.excludePorts, ...mesh.excludedPorts],
+      mesh: mesh.settings,
+      ...(config.objectDir ? { objectDir: config.objectDir } : {}),
       log: componentLogger(root, 'loader'),
     });
     lifecycle.add('data-path', () => dataPath.close());
@@ -59,7 +63,7 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     lifecycle.add('status-timer', () => clearInterval(timer));
 
     log.info(
-      { cgroup: cgroupPath, pinRoot: config.pinRoot, programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps },
+      { cgroup: cgroupPath, pinRoot: config.pinRoot, mesh: config.mesh, programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps },
       'ready',
     );
     return {

@@ -5,7 +5,7 @@
  *
  * (feature probes run before, in probes.ts). Whatever a stage created is
  * undone in reverse order if a later stage fails. Pinned maps from an earlier
- * run are reused, never recreated: freeing the sockhash would drop every
+ * run are reused, never recreated: freeing a sockhash would drop every
  * accelerated socket's unread bytes.
  */
 import fs from 'node:fs';
@@ -24,12 +24,22 @@ export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel
 
 export const DEFAULT_OBJECT_DIR = path.resolve(__dirname, '..', '..', 'build', 'bpf');
 
+/** Service-mesh settings for the sock_ops program (see src/mesh.ts). */
+export interface MeshSettings {
+  readonly proxyUid: number;
+  readonly outboundPort: number;
+  readonly inboundPort: number;
+  readonly acceleratePlain: boolean;
+}
+
 export interface LoaderOptions {
   readonly pinRoot: string;
   readonly cgroupPath: string;
   readonly mapSize: number;
   readonly includePorts: readonly number[];
   readonly excludePorts: readonly number[];
+  /** null: no service mesh. */
+  readonly mesh: MeshSettings | null;
   readonly objectDir?: string;
   readonly log: Logger;
 }
@@ -37,7 +47,7 @@ export interface LoaderOptions {
 /** The running data path: fds stay valid until close(). */
 export interface DataPath {
   readonly mapFds: Readonly<Record<SharedMapName, number>>;
-  readonly programIds: { readonly sockops: number; readonly skMsg: number };
+  readonly programIds: { readonly sockops: number; readonly toServer: number; readonly toClient: number };
   /** Maps that were already pinned (a restart) rather than created. */
   readonly reusedMaps: readonly SharedMapName[];
   /**
@@ -50,8 +60,8 @@ export interface DataPath {
   close(): void;
 }
 
-/** Maps sized from config; the sockhash and the pairing table grow together. */
-const SIZED_MAPS: readonly SharedMapName[] = ['sa_sockhash', 'sa_pairs'];
+/** Maps sized from config; the sockhashes and the pairing table grow together. */
+const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs'];
 
 /**
  * Maps only the programs write (plus meta, written once before pinning).
@@ -60,7 +70,7 @@ const SIZED_MAPS: readonly SharedMapName[] = ['sa_sockhash', 'sa_pairs'];
  * in the map's flags, so an fd from the pin would otherwise be writable and
  * could plant a socket in the sockhash. Program-side updates are unaffected.
  */
-const FROZEN_MAPS: readonly SharedMapName[] = ['sa_sockhash', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta'];
+const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta'];
 
 /** Flags the kernel applies to the creating fd only and never reports back. */
 const FD_ONLY_FLAGS = bpf.BPF.F_RDONLY | bpf.BPF.F_WRONLY;
@@ -152,15 +162,23 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
     for (const name of FROZEN_MAPS) freezePinnedMap(mapPinPath(opts.pinRoot, name));
   }, `check that ${opts.pinRoot} is on bpffs and writable`);
 
-  // attach: the msg program first, so that no socket enters the map without it
-  const skMsgProg = programFd(objects.redirect, 'sockaccel_redirect');
+  // attach: the msg programs first, so that no socket enters a map without one
+  const toServerProg = programFd(objects.redirect, 'sockaccel_to_server');
+  const toClientProg = programFd(objects.redirect, 'sockaccel_to_client');
   const sockopsProg = programFd(objects.sockops, SOCKOPS_PROGRAMS.accept);
   const drainProg = programFd(objects.sockops, SOCKOPS_PROGRAMS.drain);
-  stage('attach', () => attachSkMsg(opts, skMsgProg, mapFds.sa_sockhash, undo));
+  stage('attach', () => {
+    attachSkMsg(opts, 'toServer', toServerProg, mapFds.sa_clients, undo);
+    attachSkMsg(opts, 'toClient', toClientProg, mapFds.sa_servers, undo);
+  });
   const sockopsLinkFd = stage('attach', () => attachSockops(opts, sockopsProg, undo));
   log.debug('stage attach done');
 
-  const programIds = { sockops: bpf.progInfo(sockopsProg).id, skMsg: bpf.progInfo(skMsgProg).id };
+  const programIds = {
+    sockops: bpf.progInfo(sockopsProg).id,
+    toServer: bpf.progInfo(toServerProg).id,
+    toClient: bpf.progInfo(toClientProg).id,
+  };
   let closed = false;
   return {
     mapFds,
@@ -239,6 +257,12 @@ function writeSockopsSettings(obj: bpf.BpfObjectPtr, opts: LoaderOptions): void 
     return v.offset;
   };
   data.writeUInt32LE(opts.includePorts.length > 0 ? 1 : 0, at('include_ports_enabled', 4));
+  const mesh = opts.mesh;
+  data.writeUInt32LE(mesh ? 1 : 0, at('mesh_enabled', 4));
+  data.writeUInt32LE(mesh?.proxyUid ?? 0, at('mesh_proxy_uid', 4));
+  data.writeUInt32LE(mesh?.outboundPort ?? 0, at('mesh_outbound_port', 4));
+  data.writeUInt32LE(mesh?.inboundPort ?? 0, at('mesh_inbound_port', 4));
+  data.writeUInt32LE(!mesh || mesh.acceleratePlain ? 1 : 0, at('accelerate_plain', 4));
   portBitmap(opts.includePorts).copy(data, at('include_ports', 8192));
   portBitmap(opts.excludePorts).copy(data, at('exclude_ports', 8192));
 }
@@ -314,8 +338,8 @@ function loadObject(obj: bpf.BpfObjectPtr, label: string): void {
   }
 }
 
-function attachSkMsg(opts: LoaderOptions, progFd: number, sockhashFd: number, undo: Undo[]): void {
-  const pin = linkPinPath(opts.pinRoot, 'skMsg');
+function attachSkMsg(opts: LoaderOptions, link: 'toServer' | 'toClient', progFd: number, sockhashFd: number, undo: Undo[]): void {
+  const pin = linkPinPath(opts.pinRoot, link);
   if (pinExists(pin)) {
     const linkFd = bpf.bpfObjGet(pin);
     try {

@@ -9,7 +9,8 @@ import { close } from './libc';
 
 /** The maps both program objects share, by BPF map name, with their pin names. */
 export const SHARED_MAPS = {
-  sa_sockhash: 'sockhash',
+  sa_clients: 'clients',
+  sa_servers: 'servers',
   sa_pairs: 'pairs',
   sa_listeners: 'listeners',
   sa_local: 'local_endpoints',
@@ -21,8 +22,9 @@ export type SharedMapName = keyof typeof SHARED_MAPS;
 export const SHARED_MAP_NAMES = Object.keys(SHARED_MAPS) as SharedMapName[];
 
 export const LINK_PINS = {
-  /** sk_msg program on the sockhash */
-  skMsg: 'link_sk_msg',
+  /** sk_msg programs on the two sockhashes */
+  toServer: 'link_sk_msg_clients',
+  toClient: 'link_sk_msg_servers',
   /** sock_ops program on the cgroup */
   sockops: 'link_sockops',
 } as const;

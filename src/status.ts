@@ -7,7 +7,7 @@ import { EnvironmentError } from './errors';
 import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from './libbpf';
 import { close } from './libc';
 import { SOCKOPS_PROGRAMS } from './loader';
-import { decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, PAIR, PAIR_STATES, SOCK_KEY, Stats } from './bpf-layout';
+import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, PAIR, PAIR_STATES, Stats } from './bpf-layout';
 import { formatPrefix } from './ip-prefix';
 import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from './pins';
 import { mapKeys } from './map-iter';
@@ -24,8 +24,9 @@ export interface StatusReport {
   /** accepting: new connections are accelerated; draining: a stopped daemon's program. */
   readonly sockopsMode: 'accepting' | 'draining' | 'detached';
   readonly layoutVersion: number | null;
-  readonly links: { readonly sockops: LinkStatus | null; readonly skMsg: LinkStatus | null };
-  readonly sockhash: { readonly entries: number; readonly capacity: number };
+  readonly links: { readonly sockops: LinkStatus | null; readonly toServer: LinkStatus | null; readonly toClient: LinkStatus | null };
+  /** Sockets in the clients and servers maps now, and each map's capacity. */
+  readonly sockets: { readonly clients: number; readonly servers: number; readonly capacity: number };
   readonly acceleratedSockets: string;
   readonly pairs: Record<string, number>;
   readonly listeners: number;
@@ -40,10 +41,11 @@ export function readStatus(pinRoot: string): StatusReport {
     });
   }
   const stats: Stats = withPinnedFd(mapPinPath(pinRoot, 'sa_stats'), readStats);
-  const sockhash = withPinnedFd(mapPinPath(pinRoot, 'sa_sockhash'), (fd) => ({
-    entries: countKeys(fd, SOCK_KEY.size),
+  const clients = withPinnedFd(mapPinPath(pinRoot, 'sa_clients'), (fd) => ({
+    entries: countKeys(fd, CONN_KEY.size),
     capacity: mapInfo(fd).maxEntries,
   }));
+  const servers = withPinnedFd(mapPinPath(pinRoot, 'sa_servers'), (fd) => countKeys(fd, CONN_KEY.size));
   return {
     pinRoot,
     sockopsMode: sockopsMode(linkPinPath(pinRoot, 'sockops')),
@@ -51,8 +53,12 @@ export function readStatus(pinRoot: string): StatusReport {
       const v = Buffer.alloc(8);
       return bpfMapLookupElem(fd, Buffer.alloc(4), v) ? decodeMeta(v).layoutVersion : null;
     }),
-    links: { sockops: readLink(linkPinPath(pinRoot, 'sockops')), skMsg: readLink(linkPinPath(pinRoot, 'skMsg')) },
-    sockhash,
+    links: {
+      sockops: readLink(linkPinPath(pinRoot, 'sockops')),
+      toServer: readLink(linkPinPath(pinRoot, 'toServer')),
+      toClient: readLink(linkPinPath(pinRoot, 'toClient')),
+    },
+    sockets: { clients: clients.entries, servers, capacity: clients.capacity },
     acceleratedSockets: acceleratedSockets(stats).toString(),
     pairs: withPinnedFd(mapPinPath(pinRoot, 'sa_pairs'), pairStates),
     listeners: withPinnedFd(mapPinPath(pinRoot, 'sa_listeners'), (fd) => countKeys(fd, LISTENER_KEY.size)),
@@ -72,7 +78,7 @@ function countKeys(fd: number, keySize: number): number {
 function pairStates(fd: number): Record<string, number> {
   const counts: Record<string, number> = { pending: 0, paired: 0, fallback: 0 };
   const value = Buffer.alloc(PAIR.size);
-  for (const key of mapKeys(fd, SOCK_KEY.size)) {
+  for (const key of mapKeys(fd, CONN_KEY.size)) {
     if (!bpfMapLookupElem(fd, key, value)) continue;
     const state = PAIR_STATES[value.readUInt32LE(PAIR.state)] ?? 'unknown';
     counts[state] = (counts[state] ?? 0) + 1;
@@ -113,8 +119,8 @@ export function formatStatus(r: StatusReport): string {
     ['new connections', MODE_TEXT[r.sockopsMode]],
     ['layout version', String(r.layoutVersion ?? 'unknown')],
     ['sock_ops link', r.links.sockops ? `id ${r.links.sockops.id}, prog ${r.links.sockops.progId}, cgroup id ${r.links.sockops.cgroupId}` : 'none'],
-    ['sk_msg link', r.links.skMsg ? `id ${r.links.skMsg.id}, prog ${r.links.skMsg.progId}` : 'none (or legacy attach)'],
-    ['sockhash', `${r.sockhash.entries} / ${r.sockhash.capacity} entries`],
+    ['sk_msg links', [r.links.toServer, r.links.toClient].map((l) => (l ? `id ${l.id} (prog ${l.progId})` : 'none (legacy attach)')).join(', ')],
+    ['sockets', `${r.sockets.clients} clients + ${r.sockets.servers} servers (each map holds ${r.sockets.capacity})`],
     ['connections', Object.entries(r.pairs).map(([k, v]) => `${v} ${k}`).join(', ')],
     ['listeners in cgroup', String(r.listeners)],
     ['local endpoints', r.localEndpoints.join(' ')],

@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  LISTENER_KEY, LPM_KEY, META, PAIR, SOCK_KEY, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
-  sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeSockKey, formatSockKey,
+  CONN_KEY, LISTENER_KEY, LPM_KEY, META, PAIR, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
+  sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, formatEndpoint,
 } from '../../src/bpf-layout';
 import { parsePrefix } from '../../src/ip-prefix';
 
@@ -17,12 +17,11 @@ function compileLayoutProbe(): Record<string, number> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sa-layout-'));
   try {
     const fields: [string, string][] = [
-      ['sock_key.size', 'sizeof(struct sa_sock_key)'],
-      ['sock_key.localIp', 'offsetof(struct sa_sock_key, local_ip)'],
-      ['sock_key.remoteIp', 'offsetof(struct sa_sock_key, remote_ip)'],
-      ['sock_key.localPort', 'offsetof(struct sa_sock_key, local_port)'],
-      ['sock_key.remotePort', 'offsetof(struct sa_sock_key, remote_port)'],
-      ['sock_key.netns', 'offsetof(struct sa_sock_key, netns)'],
+      ['conn_key.size', 'sizeof(struct sa_conn_key)'],
+      ['conn_key.clientIp', 'offsetof(struct sa_conn_key, client_ip)'],
+      ['conn_key.clientPort', 'offsetof(struct sa_conn_key, client_port)'],
+      ['conn_key.clientSeq', 'offsetof(struct sa_conn_key, client_seq)'],
+      ['conn_key.serverSeq', 'offsetof(struct sa_conn_key, server_seq)'],
       ['listener_key.size', 'sizeof(struct sa_listener_key)'],
       ['listener_key.ip', 'offsetof(struct sa_listener_key, ip)'],
       ['listener_key.port', 'offsetof(struct sa_listener_key, port)'],
@@ -32,7 +31,15 @@ function compileLayoutProbe(): Record<string, number> {
       ['lpm_key.ip', 'offsetof(struct sa_lpm_key, ip)'],
       ['pair.size', 'sizeof(struct sa_pair)'],
       ['pair.state', 'offsetof(struct sa_pair, state)'],
+      ['pair.clientUid', 'offsetof(struct sa_pair, client_uid)'],
       ['pair.createdNs', 'offsetof(struct sa_pair, created_ns)'],
+      ['pair.clientNetns', 'offsetof(struct sa_pair, client_netns)'],
+      ['pair.serverNetns', 'offsetof(struct sa_pair, server_netns)'],
+      ['pair.dstIp', 'offsetof(struct sa_pair, dst_ip)'],
+      ['pair.serverIp', 'offsetof(struct sa_pair, server_ip)'],
+      ['pair.dstPort', 'offsetof(struct sa_pair, dst_port)'],
+      ['pair.serverPort', 'offsetof(struct sa_pair, server_port)'],
+      ['pair.serverUid', 'offsetof(struct sa_pair, server_uid)'],
       ['meta.size', 'sizeof(struct sa_meta)'],
       ['meta.magic', 'offsetof(struct sa_meta, magic)'],
       ['meta.layoutVersion', 'offsetof(struct sa_meta, layout_version)'],
@@ -63,7 +70,7 @@ function compileLayoutProbe(): Record<string, number> {
 test('every struct size and offset matches bpf/sockaccel.h', (t) => {
   const c = compileLayoutProbe();
   const mirror: Record<string, Record<string, number>> = {
-    sock_key: SOCK_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
+    conn_key: CONN_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
   };
   for (const [struct, fields] of Object.entries(mirror)) {
     for (const [field, value] of Object.entries(fields)) t.is(value, c[`${struct}.${field}`], `${struct}.${field}`);
@@ -104,12 +111,22 @@ test('LPM keys round-trip and IPv4 prefixes live in the mapped space', (t) => {
   t.deepEqual(decodeLpmKey(key), parsePrefix('10.244.0.0/16'));
 });
 
-test('sock keys decode to readable tuples', (t) => {
-  const buf = Buffer.alloc(SOCK_KEY.size);
-  parsePrefix('127.0.0.1').addr.copy(buf, SOCK_KEY.localIp);
-  parsePrefix('::1').addr.copy(buf, SOCK_KEY.remoteIp);
-  buf.writeUInt32LE(40000, SOCK_KEY.localPort);
-  buf.writeUInt32LE(8080, SOCK_KEY.remotePort);
-  buf.writeBigUInt64LE(7n, SOCK_KEY.netns);
-  t.is(formatSockKey(decodeSockKey(buf)), '127.0.0.1:40000 -> [::1]:8080 netns=7');
+test('pairing entries decode to both ends of a connection', (t) => {
+  const key = Buffer.alloc(CONN_KEY.size);
+  parsePrefix('10.213.0.10').addr.copy(key, CONN_KEY.clientIp);
+  key.writeUInt32LE(40000, CONN_KEY.clientPort);
+  const value = Buffer.alloc(PAIR.size);
+  value.writeUInt32LE(2, PAIR.state);
+  value.writeUInt32LE(1000, PAIR.clientUid);
+  parsePrefix('10.96.0.1').addr.copy(value, PAIR.dstIp);
+  value.writeUInt32LE(80, PAIR.dstPort);
+  parsePrefix('::1').addr.copy(value, PAIR.serverIp);
+  value.writeUInt32LE(15001, PAIR.serverPort);
+  value.writeUInt32LE(1337, PAIR.serverUid);
+  const c = decodeConnection(key, value);
+  t.is(c.state, 'paired');
+  t.is(formatEndpoint(c.client.ip, c.client.port), '10.213.0.10:40000');
+  t.is(formatEndpoint(c.dst.ip, c.dst.port), '10.96.0.1:80');
+  t.is(formatEndpoint(c.server.ip, c.server.port), '[::1]:15001');
+  t.is(c.server.uid, 1337);
 });

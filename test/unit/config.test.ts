@@ -17,6 +17,13 @@ const DEFAULTS: SockaccelConfig = {
   mapSize: 65535,
   logLevel: 'info',
   statusIntervalMs: 5000,
+  mesh: 'none',
+  meshProxyUid: -1,
+  meshOutboundPort: 0,
+  meshInboundPort: 0,
+  meshExcludedPorts: [],
+  acceleratePlain: true,
+  objectDir: '',
 };
 
 function tempDir(t: ExecutionContext): string {

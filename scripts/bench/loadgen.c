@@ -1,0 +1,726 @@
+// SPDX-License-Identifier: MIT
+/*
+ * loadgen: the native load generator behind `sockaccel bench`.
+ *
+ * Node's event loop adds tens of microseconds per round trip, more than the
+ * thing being measured, so the bench drives traffic from this program: one
+ * blocking socket, one thread, no event loop. One process is the server, one
+ * the client; the bench pins each with taskset and places it in a cgroup and
+ * network namespace before it starts, so every socket here is born there.
+ *
+ *   loadgen server --mode rr|stream|connrate (--host H --port P | --unix PATH) [--size N]
+ *   loadgen client --mode rr|stream|connrate (--host H --port P | --unix PATH) --size N
+ *                  [--duration-ms D] [--warmup-ms W] [--seed S]
+ *
+ * Every result is one JSON object per line on stdout. Integrity is checked on
+ * the fly against a seeded pattern, never assumed:
+ *   rr       each request and each response is compared byte for byte (the
+ *            server checks requests, the client responses). The response is
+ *            taken from another place in the pattern than the request, so a
+ *            client that reads back its own request fails.
+ *   stream   the server compares every byte it reads with the pattern at that
+ *            stream offset; the bench then compares its byte count with the
+ *            client's.
+ *   connrate every connection must see a clean EOF; the bench compares the
+ *            server's accept count with the client's connect count.
+ * Exit status: 0 ok, 1 integrity failure (the JSON says where), 2 error.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Pattern length: a prime, so no write or message size lines up with it and
+ * a reordered or repeated block lands on different pattern bytes. */
+#define PATTERN_LEN 1048573u
+#define MAX_SIZE (1u << 20)
+/* Responses start this far from their request in the pattern. */
+#define RESPONSE_SHIFT 524287u
+/* Request i starts at i * MSG_STRIDE (mod PATTERN_LEN): a prime stride, so
+ * consecutive messages never share a starting offset. */
+#define MSG_STRIDE 7919u
+#define STREAM_READ_BUF (256u << 10)
+/* Seconds a client may run past its planned time before it gives up. */
+#define WATCHDOG_GRACE_S 20
+#define MAX_CPUS 256
+
+enum mode { MODE_RR, MODE_STREAM, MODE_CONNRATE };
+
+struct options {
+	bool server;
+	enum mode mode;
+	const char *host;
+	const char *port;
+	const char *unix_path;
+	size_t size;
+	uint64_t duration_ns;
+	uint64_t warmup_ns;
+	uint64_t seed;
+};
+
+static uint8_t *pattern; /* PATTERN_LEN + MAX_SIZE bytes: any window is contiguous */
+static volatile sig_atomic_t stop_requested;
+
+static void die(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* The message is ours (no quotes or backslashes), except strerror text,
+	 * which has none either. */
+	printf("{\"event\":\"error\",\"message\":\"%s\"}\n", msg);
+	fflush(stdout);
+	exit(2);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* splitmix64: a cheap, well-mixed generator for the pattern. */
+static uint64_t splitmix64(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static void make_pattern(uint64_t seed)
+{
+	uint64_t state = seed;
+	size_t total = (size_t)PATTERN_LEN + MAX_SIZE;
+
+	pattern = malloc(total + 8);
+	if (!pattern)
+		die("out of memory for the pattern");
+	for (size_t i = 0; i < total; i += 8) {
+		uint64_t v = splitmix64(&state);
+		memcpy(pattern + i, &v, 8);
+	}
+	/* The tail repeats the head so that a window starting near the end of
+	 * the pattern reads on seamlessly. */
+	for (size_t i = PATTERN_LEN; i < total; i++)
+		pattern[i] = pattern[i - PATTERN_LEN];
+}
+
+static const uint8_t *pattern_at(uint64_t offset)
+{
+	return pattern + offset % PATTERN_LEN;
+}
+
+static uint64_t request_offset(uint64_t i)
+{
+	return (i * MSG_STRIDE) % PATTERN_LEN;
+}
+
+static uint64_t response_offset(uint64_t i)
+{
+	return (request_offset(i) + RESPONSE_SHIFT) % PATTERN_LEN;
+}
+
+/* ---- sockets -------------------------------------------------------------- */
+
+static int unix_address(const char *path, struct sockaddr_un *sun)
+{
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun->sun_path))
+		die("unix socket path too long: %s", path);
+	strcpy(sun->sun_path, path);
+	return sizeof(*sun);
+}
+
+static struct addrinfo *resolve(const struct options *o, bool passive)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+	struct addrinfo *ai;
+	int rc;
+
+	if (passive)
+		hints.ai_flags |= AI_PASSIVE;
+	rc = getaddrinfo(o->host, o->port, &hints, &ai);
+	if (rc)
+		die("bad address %s port %s: %s", o->host, o->port, gai_strerror(rc));
+	return ai;
+}
+
+static int listen_socket(const struct options *o)
+{
+	int fd, one = 1;
+
+	if (o->unix_path) {
+		struct sockaddr_un sun;
+		socklen_t len = unix_address(o->unix_path, &sun);
+
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sun, len) || listen(fd, 1024))
+			die("listen on %s: %s", o->unix_path, strerror(errno));
+		printf("{\"event\":\"listening\",\"unix\":\"%s\"}\n", o->unix_path);
+	} else {
+		struct addrinfo *ai = resolve(o, true);
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int port;
+
+		fd = socket(ai->ai_family, SOCK_STREAM, 0);
+		if (fd < 0)
+			die("socket: %s", strerror(errno));
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 1024))
+			die("listen on %s port %s: %s", o->host, o->port, strerror(errno));
+		freeaddrinfo(ai);
+		if (getsockname(fd, (struct sockaddr *)&ss, &len))
+			die("getsockname: %s", strerror(errno));
+		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						       : ((struct sockaddr_in *)&ss)->sin_port);
+		printf("{\"event\":\"listening\",\"port\":%d}\n", port);
+	}
+	fflush(stdout);
+	return fd;
+}
+
+static int connect_socket(const struct options *o)
+{
+	int fd, one = 1;
+
+	if (o->unix_path) {
+		struct sockaddr_un sun;
+		socklen_t len = unix_address(o->unix_path, &sun);
+
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sun, len))
+			die("connect to %s: %s", o->unix_path, strerror(errno));
+	} else {
+		struct addrinfo *ai = resolve(o, false);
+
+		fd = socket(ai->ai_family, SOCK_STREAM, 0);
+		if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen))
+			die("connect to %s port %s: %s", o->host, o->port, strerror(errno));
+		freeaddrinfo(ai);
+		/* Request/response traffic: never wait to coalesce. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	return fd;
+}
+
+static void tcp_nodelay(int fd, const struct options *o)
+{
+	int one = 1;
+
+	if (!o->unix_path)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Returns bytes read before EOF (< len only at EOF); dies on error. */
+static size_t read_full(int fd, uint8_t *buf, size_t len, const char *what)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = recv(fd, buf + got, len - got, 0);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("%s: read: %s", what, strerror(errno));
+		}
+		got += (size_t)n;
+	}
+	return got;
+}
+
+static void write_full(int fd, const uint8_t *buf, size_t len, const char *what)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("%s: write: %s", what, strerror(errno));
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+/* ---- CPU accounting ------------------------------------------------------- */
+
+struct cpu_sample {
+	uint64_t utime_us, stime_us;
+	int ncpus;
+	uint64_t busy_ticks[MAX_CPUS]; /* user+nice+system+irq+softirq; steal is not ours */
+};
+
+static uint64_t tv_us(struct timeval tv)
+{
+	return (uint64_t)tv.tv_sec * 1000000ull + (uint64_t)tv.tv_usec;
+}
+
+static void sample_cpu(struct cpu_sample *s)
+{
+	struct rusage ru;
+	char line[512];
+	FILE *f;
+
+	getrusage(RUSAGE_SELF, &ru);
+	s->utime_us = tv_us(ru.ru_utime);
+	s->stime_us = tv_us(ru.ru_stime);
+	s->ncpus = 0;
+	f = fopen("/proc/stat", "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned cpu;
+		unsigned long long user, nice, sys, idle, iowait, irq, softirq;
+
+		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9')
+			continue;
+		if (sscanf(line, "cpu%u %llu %llu %llu %llu %llu %llu %llu", &cpu, &user, &nice, &sys, &idle,
+			   &iowait, &irq, &softirq) != 8 || cpu >= MAX_CPUS)
+			continue;
+		s->busy_ticks[cpu] = user + nice + sys + irq + softirq;
+		if ((int)cpu + 1 > s->ncpus)
+			s->ncpus = (int)cpu + 1;
+	}
+	fclose(f);
+}
+
+static void print_cpu_delta(const struct cpu_sample *a, const struct cpu_sample *b)
+{
+	double hz = (double)sysconf(_SC_CLK_TCK);
+
+	printf("\"cpu\":{\"userSec\":%.6f,\"sysSec\":%.6f,\"busySecByCpu\":[", (double)(b->utime_us - a->utime_us) / 1e6,
+	       (double)(b->stime_us - a->stime_us) / 1e6);
+	for (int i = 0; i < b->ncpus; i++)
+		printf("%s%.4f", i ? "," : "", (double)(b->busy_ticks[i] - a->busy_ticks[i]) / hz);
+	printf("]}");
+}
+
+/* ---- server --------------------------------------------------------------- */
+
+struct server_totals {
+	uint64_t accepted, conns_done, bytes_in, bytes_out, reads, failures;
+};
+
+static struct server_totals totals;
+
+/* rr: read a request, check it, answer from the response offset. */
+static void serve_rr(int fd, const struct options *o, uint8_t *buf)
+{
+	uint64_t i = 0, bad = 0;
+	int64_t first_bad = -1;
+
+	for (;;) {
+		size_t got = read_full(fd, buf, o->size, "rr server");
+
+		if (got == 0)
+			break;
+		totals.bytes_in += got;
+		if (got < o->size || memcmp(buf, pattern_at(request_offset(i)), o->size)) {
+			if (first_bad < 0)
+				first_bad = (int64_t)i;
+			bad++;
+			break;
+		}
+		write_full(fd, pattern_at(response_offset(i)), o->size, "rr server");
+		totals.bytes_out += o->size;
+		i++;
+	}
+	if (bad)
+		totals.failures++;
+	printf("{\"event\":\"conn\",\"mode\":\"rr\",\"messages\":%" PRIu64 ",\"badMessages\":%" PRIu64
+	       ",\"firstBadMessage\":%" PRId64 "}\n",
+	       i, bad, first_bad);
+}
+
+/* stream: read everything, compare each byte with the pattern at its offset. */
+static void serve_stream(int fd, uint8_t *buf)
+{
+	uint64_t pos = 0, reads = 0;
+	int64_t first_bad = -1;
+	struct cpu_sample a, b;
+
+	sample_cpu(&a);
+	for (;;) {
+		ssize_t n = recv(fd, buf, STREAM_READ_BUF, 0);
+
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("stream server: read: %s", strerror(errno));
+		}
+		reads++;
+		if (first_bad < 0 && memcmp(buf, pattern_at(pos), (size_t)n)) {
+			for (ssize_t k = 0; k < n; k++) {
+				if (buf[k] != *pattern_at(pos + (uint64_t)k)) {
+					first_bad = (int64_t)(pos + (uint64_t)k);
+					break;
+				}
+			}
+		}
+		pos += (uint64_t)n;
+	}
+	sample_cpu(&b);
+	totals.bytes_in += pos;
+	totals.reads += reads;
+	if (first_bad >= 0)
+		totals.failures++;
+	printf("{\"event\":\"conn\",\"mode\":\"stream\",\"bytesIn\":%" PRIu64 ",\"reads\":%" PRIu64
+	       ",\"firstBadOffset\":%" PRId64 ",",
+	       pos, reads, first_bad);
+	print_cpu_delta(&a, &b);
+	printf("}\n");
+}
+
+/*
+ * Blocking calls have no timeout: SO_RCVTIMEO arms a timer on every blocking
+ * read, which measurably adds to the round trip. A stalled data path is
+ * caught by this watchdog instead.
+ */
+static void on_watchdog(int sig)
+{
+	static const char msg[] = "{\"event\":\"error\",\"message\":\"watchdog: no progress; the data path stalled\"}\n";
+
+	(void)sig;
+	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(3);
+	_exit(2);
+}
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static int run_server(const struct options *o)
+{
+	struct sigaction sa = { .sa_handler = on_term };
+	uint8_t *buf = malloc(o->mode == MODE_STREAM ? STREAM_READ_BUF : o->size + 1);
+	int lfd;
+
+	if (!buf)
+		die("out of memory");
+	/* No SA_RESTART: SIGTERM interrupts accept() and we report totals. */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	lfd = listen_socket(o);
+	while (!stop_requested) {
+		int fd = accept(lfd, NULL, NULL);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			die("accept: %s", strerror(errno));
+		}
+		totals.accepted++;
+		if (o->mode == MODE_CONNRATE) {
+			/* We close first: TIME_WAIT lands on this side, keyed by the
+			 * server port, so the client's ephemeral ports stay reusable. */
+			close(fd);
+			continue;
+		}
+		tcp_nodelay(fd, o);
+			if (o->mode == MODE_RR)
+			serve_rr(fd, o, buf);
+		else
+			serve_stream(fd, buf);
+		totals.conns_done++;
+		close(fd);
+		fflush(stdout);
+	}
+	printf("{\"event\":\"summary\",\"accepted\":%" PRIu64 ",\"connsDone\":%" PRIu64 ",\"bytesIn\":%" PRIu64
+	       ",\"bytesOut\":%" PRIu64 ",\"failures\":%" PRIu64 "}\n",
+	       totals.accepted, totals.conns_done, totals.bytes_in, totals.bytes_out, totals.failures);
+	fflush(stdout);
+	return totals.failures ? 1 : 0;
+}
+
+/* ---- client --------------------------------------------------------------- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted samples. */
+static uint32_t percentile(const uint32_t *sorted, size_t n, double p)
+{
+	size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+
+	return sorted[rank == 0 ? 0 : rank - 1];
+}
+
+/* Histogram with 4 buckets per power of two (each about 19% wide). */
+static void print_histogram(const uint32_t *sorted, size_t n)
+{
+	size_t i = 0;
+	bool first = true;
+
+	printf("\"histogram\":[");
+	while (i < n) {
+		uint32_t v = sorted[i] ? sorted[i] : 1;
+		int exp = 31 - __builtin_clz(v);
+		uint64_t base = 1ull << exp, step = base / 4 ? base / 4 : 1;
+		uint64_t lo = base + (v - base) / step * step, hi = lo + step;
+		size_t count = 0;
+
+		while (i < n && (sorted[i] ? sorted[i] : 1) < hi) {
+			count++;
+			i++;
+		}
+		printf("%s[%" PRIu64 ",%" PRIu64 ",%zu]", first ? "" : ",", lo, hi, count);
+		first = false;
+	}
+	printf("]");
+}
+
+static int client_rr(const struct options *o)
+{
+	int fd = connect_socket(o);
+	uint8_t *buf = malloc(o->size);
+	size_t cap = 1 << 20, n = 0;
+	uint32_t *samples = malloc(cap * sizeof(*samples));
+	uint64_t i = 0, start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
+	uint64_t measured_start = 0, t1 = 0;
+	int64_t first_bad = -1;
+	double sum = 0, sumsq = 0;
+
+	if (!buf || !samples)
+		die("out of memory");
+	for (;;) {
+		uint64_t t0 = now_ns();
+
+		if (t0 >= end)
+			break;
+		write_full(fd, pattern_at(request_offset(i)), o->size, "rr client");
+		if (read_full(fd, buf, o->size, "rr client") < o->size ||
+		    memcmp(buf, pattern_at(response_offset(i)), o->size)) {
+			first_bad = (int64_t)i;
+			break;
+		}
+		t1 = now_ns();
+		i++;
+		if (t0 < measure_from)
+			continue;
+		if (!measured_start)
+			measured_start = t0;
+		if (n == cap) {
+			cap *= 2;
+			samples = realloc(samples, cap * sizeof(*samples));
+			if (!samples)
+				die("out of memory for samples");
+		}
+		samples[n++] = (uint32_t)(t1 - t0 > UINT32_MAX ? UINT32_MAX : t1 - t0);
+		sum += (double)(t1 - t0);
+		sumsq += (double)(t1 - t0) * (double)(t1 - t0);
+	}
+	shutdown(fd, SHUT_WR);
+	/* Wait for the server's EOF: it has checked every request by then. */
+	read_full(fd, buf, o->size, "rr client");
+	close(fd);
+
+	qsort(samples, n, sizeof(*samples), cmp_u32);
+	printf("{\"event\":\"result\",\"mode\":\"rr\",\"size\":%zu,\"messages\":%" PRIu64 ",\"transactions\":%zu,"
+	       "\"elapsedNs\":%" PRIu64 ",",
+	       o->size, i, n, n ? t1 - measured_start : 0);
+	if (n) {
+		double mean = sum / (double)n;
+
+		printf("\"latencyNs\":{\"min\":%u,\"p50\":%u,\"p90\":%u,\"p99\":%u,\"p999\":%u,\"max\":%u,"
+		       "\"mean\":%.1f,\"stddev\":%.1f},",
+		       samples[0], percentile(samples, n, 50), percentile(samples, n, 90), percentile(samples, n, 99),
+		       percentile(samples, n, 99.9), samples[n - 1], mean, sqrt(fmax(0, sumsq / (double)n - mean * mean)));
+		print_histogram(samples, n);
+		printf(",");
+	}
+	printf("\"integrity\":{\"ok\":%s,\"checkedBytes\":%" PRIu64 ",\"firstBadMessage\":%" PRId64 "}}\n",
+	       first_bad < 0 ? "true" : "false", i * o->size, first_bad);
+	return first_bad < 0 ? 0 : 1;
+}
+
+static int client_stream(const struct options *o)
+{
+	int fd = connect_socket(o);
+	uint64_t pos = 0, writes = 0, start = now_ns(), measure_from = start + o->warmup_ns;
+	uint64_t end = measure_from + o->duration_ns, window_bytes = 0, window_start = 0, t = start;
+	struct cpu_sample a, b;
+	bool measuring = false;
+	uint8_t eof;
+
+	while (t < end) {
+		ssize_t n = send(fd, pattern_at(pos), o->size, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			die("stream client: write: %s", strerror(errno));
+		}
+		pos += (uint64_t)n;
+		writes++;
+		t = now_ns();
+		if (measuring) {
+			window_bytes += (uint64_t)n;
+		} else if (t >= measure_from) {
+			measuring = true;
+			window_start = t;
+			sample_cpu(&a);
+		}
+	}
+	sample_cpu(&b);
+	shutdown(fd, SHUT_WR);
+	/* The server closes once it has read (and checked) everything. */
+	if (read(fd, &eof, 1) != 0)
+		die("stream client: expected EOF from the server");
+	close(fd);
+	printf("{\"event\":\"result\",\"mode\":\"stream\",\"size\":%zu,\"bytesSent\":%" PRIu64 ",\"writes\":%" PRIu64
+	       ",\"windowBytes\":%" PRIu64 ",\"windowNs\":%" PRIu64 ",",
+	       o->size, pos, writes, window_bytes, t - window_start);
+	print_cpu_delta(&a, &b);
+	printf("}\n");
+	return 0;
+}
+
+static int client_connrate(const struct options *o)
+{
+	uint64_t start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
+	uint64_t total = 0, window = 0, window_start = 0, t = start, bad = 0;
+
+	while (t < end) {
+		int fd = connect_socket(o);
+		uint8_t b;
+		ssize_t n;
+
+		do
+			n = read(fd, &b, 1);
+		while (n < 0 && errno == EINTR);
+		if (n != 0)
+			bad++;
+		close(fd);
+		total++;
+		t = now_ns();
+		if (t >= measure_from) {
+			if (!window_start)
+				window_start = t;
+			else
+				window++;
+		}
+	}
+	printf("{\"event\":\"result\",\"mode\":\"connrate\",\"connections\":%" PRIu64 ",\"windowConnections\":%" PRIu64
+	       ",\"windowNs\":%" PRIu64 ",\"integrity\":{\"ok\":%s,\"badCloses\":%" PRIu64 "}}\n",
+	       total, window, t - window_start, bad ? "false" : "true", bad);
+	return bad ? 1 : 0;
+}
+
+/* ---- arguments ------------------------------------------------------------ */
+
+static uint64_t parse_u64(const char *flag, const char *text)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno || *end || end == text)
+		die("%s: not a number: %s", flag, text);
+	return v;
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	*o = (struct options){ .port = "0", .size = 64, .duration_ns = 1000000000ull, .seed = 1 };
+	if (argc < 2 || (strcmp(argv[1], "server") && strcmp(argv[1], "client")))
+		die("usage: loadgen server|client --mode rr|stream|connrate (--host H --port P | --unix PATH) ...");
+	o->server = !strcmp(argv[1], "server");
+	for (int i = 2; i < argc; i += 2) {
+		const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!value)
+			die("%s needs a value", flag);
+		if (!strcmp(flag, "--mode")) {
+			if (!strcmp(value, "rr"))
+				o->mode = MODE_RR;
+			else if (!strcmp(value, "stream"))
+				o->mode = MODE_STREAM;
+			else if (!strcmp(value, "connrate"))
+				o->mode = MODE_CONNRATE;
+			else
+				die("unknown mode %s", value);
+		} else if (!strcmp(flag, "--host")) {
+			o->host = value;
+		} else if (!strcmp(flag, "--port")) {
+			o->port = value;
+		} else if (!strcmp(flag, "--unix")) {
+			o->unix_path = value;
+		} else if (!strcmp(flag, "--size")) {
+			o->size = parse_u64(flag, value);
+		} else if (!strcmp(flag, "--duration-ms")) {
+			o->duration_ns = parse_u64(flag, value) * 1000000ull;
+		} else if (!strcmp(flag, "--warmup-ms")) {
+			o->warmup_ns = parse_u64(flag, value) * 1000000ull;
+		} else if (!strcmp(flag, "--seed")) {
+			o->seed = parse_u64(flag, value);
+		} else {
+			die("unknown flag %s", flag);
+		}
+	}
+	if (!o->unix_path && !o->host)
+		die("--host or --unix is required");
+	if (o->size == 0 || o->size > MAX_SIZE)
+		die("--size must be 1..%u", MAX_SIZE);
+	if (o->unix_path && o->mode == MODE_CONNRATE)
+		die("connrate runs over TCP only");
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+
+	parse_args(argc, argv, &o);
+	/* A peer that vanished must turn into an error report, not a silent kill. */
+	signal(SIGPIPE, SIG_IGN);
+	make_pattern(o.seed);
+	if (o.server)
+		return run_server(&o);
+	signal(SIGALRM, on_watchdog);
+	alarm((unsigned)((o.warmup_ns + o.duration_ns) / 1000000000ull) + WATCHDOG_GRACE_S);
+	switch (o.mode) {
+	case MODE_RR:
+		return client_rr(&o);
+	case MODE_STREAM:
+		return client_stream(&o);
+	default:
+		return client_connrate(&o);
+	}
+}
