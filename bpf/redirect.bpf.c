@@ -36,7 +36,13 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
 	if (!sk)
 		goto pass;
 	st = bpf_sk_storage_get(&sa_sk_state, sk, 0, 0);
-	if (!st)
+	/*
+	 * Once a message of this connection went plain, every later one must
+	 * too, even if the server shows up in its map meanwhile: it is about to
+	 * take itself out again (it lost the race below), and bytes redirected
+	 * into it now would be dropped with it, or read before the plain ones.
+	 */
+	if (!st || (st->flags & SA_SK_PLAIN))
 		goto pass;
 	if (redirected(msg, peers, &st->key, size))
 		return SK_PASS;
@@ -44,9 +50,9 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
 	/*
 	 * Miss. For a client whose server is not in the map yet, this message
 	 * goes over plain TCP, and so must everything after it on this
-	 * connection: redirected bytes would be read before these. Claim
-	 * FALLBACK; if the server won the race and is PAIRED by now, it is in
-	 * the map: retry. A server only misses once its client has gone.
+	 * connection. Claim FALLBACK; if the server won the race and is PAIRED
+	 * by now, it is in the map: retry. A server only misses once its client
+	 * has gone.
 	 */
 	pair = bpf_map_lookup_elem(&sa_pairs, &st->key);
 	if (pair) {
@@ -57,6 +63,7 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
 		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, &st->key, size))
 			return SK_PASS;
 	}
+	st->flags |= SA_SK_PLAIN;
 pass:
 	/* SK_PASS without a redirect target: plain TCP. SK_DROP would fail the
 	 * write with EACCES. */

@@ -77,6 +77,7 @@ enum sa_sk_flags {
 	SA_SK_INSERTED = 1, /* this socket is (or was) in the clients or servers map */
 	SA_SK_CLIENT = 2,   /* the active (connecting) end */
 	SA_SK_REMOVED = 4,  /* taken out again before close (fallback) */
+	SA_SK_PLAIN = 8,    /* sk_msg saw this connection fall back: never redirect again */
 };
 
 struct sa_sk_state {

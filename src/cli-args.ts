@@ -32,6 +32,25 @@ export const COMMANDS = {
     summary: 'show whether acceleration is active, with its counters',
     flags: { json: { type: 'boolean', description: 'print the status as JSON' } },
   },
+  doctor: {
+    summary: 'check the kernel, privileges, bpffs, cgroup, other BPF programs and the daemon\'s pins and links; exit 1 if any check fails',
+    flags: { json: { type: 'boolean', description: 'print the checks as JSON' } },
+  },
+  conns: {
+    summary: 'list the accelerated connections: both ends, namespaces, owners and age',
+    flags: {
+      json: { type: 'boolean', description: 'print the connections as JSON' },
+      port: { type: 'string', description: 'only connections with this port at either end' },
+      addr: { type: 'string', description: 'only connections with this IP address at either end' },
+    },
+  },
+  purge: {
+    summary: 'remove the pinned maps and links once no accelerated connection uses them (the daemon must be stopped)',
+    flags: {
+      force: { type: 'boolean', description: 'remove them even if accelerated connections remain after the wait (see the README for the cost)' },
+      'wait-seconds': { type: 'string', description: 'how long to wait for accelerated connections to close (default 10)' },
+    },
+  },
   help: {
     summary: 'show usage, or the usage of one command',
     flags: {},

@@ -10,6 +10,9 @@ import { exitCodeOf, formatError } from './errors';
 import { createLogger } from './log';
 import { startDaemon, STOP_DEADLINE_MS } from './daemon';
 import { formatStatus, readStatus } from './status';
+import { runPurge } from './purge';
+import { runDoctorCommand } from './doctor';
+import { runConnsCommand } from './conns';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = require('../../package.json').version;
@@ -24,6 +27,9 @@ const HANDLERS: Record<CommandName, Handler> = {
     process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);
     return 0;
   },
+  doctor: runDoctorCommand,
+  conns: runConnsCommand,
+  purge: runPurge,
   help: async (cmd) => {
     process.stdout.write(formatUsage(cmd.operands[0]));
     return 0;

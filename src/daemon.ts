@@ -1,6 +1,8 @@
 /**
- * `sockaccel run`: probe, load, pin, attach, keep the local-endpoints map
- * current, report; and undo it all in reverse on stop.
+ * `sockaccel run`: take the pin root's instance lock, probe, load, pin,
+ * attach, keep the local-endpoints map current, report (to the log and, under
+ * systemd, as READY=1 / STATUS= / WATCHDOG=1); and undo it all in reverse on
+ * stop.
  */
 import type { Logger } from 'pino';
 import { SockaccelConfig } from './config';
@@ -14,6 +16,8 @@ import { resolveMesh } from './mesh';
 import { Lifecycle } from './lifecycle';
 import { setLibbpfPrinter } from './libbpf';
 import { readStats, summarize } from './stats';
+import { acquireInstanceLock } from './instance-lock';
+import { createNotifier } from './sd-notify';
 
 export interface Daemon {
   readonly dataPath: DataPath;
@@ -27,7 +31,16 @@ export const STOP_DEADLINE_MS = 10_000;
 export async function startDaemon(config: SockaccelConfig, root: Logger): Promise<Daemon> {
   const log = componentLogger(root, 'daemon');
   const lifecycle = new Lifecycle(log);
+  const notifier = createNotifier(componentLogger(root, 'systemd'));
   try {
+    // Before anything is probed or loaded: a second daemon on this pin root
+    // must fail without touching the running one's data path.
+    const lock = acquireInstanceLock(config.pinRoot, 'run');
+    lifecycle.add('instance-lock', () => lock.release());
+    // From the start, so that a hang anywhere (startup included) is caught.
+    lifecycle.add('watchdog', notifier.startWatchdog());
+    installTestHooks(lifecycle, log);
+
     routeLibbpfMessages(componentLogger(root, 'libbpf'));
     lifecycle.add('libbpf-printer', () => setLibbpfPrinter(null));
 
@@ -59,18 +72,26 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     lifecycle.add('local-endpoints', () => endpoints.stop());
 
     const statusLog = componentLogger(root, 'status');
-    const timer = setInterval(() => statusLog.debug(summarize(readStats(dataPath.mapFds.sa_stats))), config.statusIntervalMs);
+    const refreshStatus = (): string => {
+      const line = summarize(readStats(dataPath.mapFds.sa_stats));
+      statusLog.debug(line);
+      notifier.status(line);
+      return line;
+    };
+    const timer = setInterval(refreshStatus, config.statusIntervalMs);
     lifecycle.add('status-timer', () => clearInterval(timer));
 
     log.info(
       { cgroup: cgroupPath, pinRoot: config.pinRoot, mesh: config.mesh, programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps },
       'ready',
     );
+    notifier.ready(summarize(readStats(dataPath.mapFds.sa_stats)));
     return {
       dataPath,
       cgroupPath,
       stop: async (deadlineMs = STOP_DEADLINE_MS) => {
         log.info('stopping');
+        notifier.stopping('stopping: new connections stay plain TCP, accelerated ones keep their redirect');
         const clean = await lifecycle.stop(deadlineMs);
         log.info({ clean }, 'stopped');
         return clean;
@@ -89,4 +110,25 @@ function routeLibbpfMessages(log: Logger): void {
     else if (level === 'info') log.debug(text);
     else log.trace(text);
   });
+}
+
+/**
+ * Test-only, and only with SOCKACCEL_TEST_HOOKS=1 in the environment: SIGUSR2
+ * blocks the event loop (a busy wait, bounded so that a missing watchdog
+ * cannot spin forever), as a hung daemon would, so a test can watch systemd's
+ * watchdog kill and restart it.
+ */
+const TEST_HOOK_BLOCK_MS = 120_000;
+
+function installTestHooks(lifecycle: Lifecycle, log: Logger): void {
+  if (process.env.SOCKACCEL_TEST_HOOKS !== '1') return;
+  const blockLoop = () => {
+    log.warn({ ms: TEST_HOOK_BLOCK_MS }, 'test hook: blocking the event loop');
+    const until = Date.now() + TEST_HOOK_BLOCK_MS;
+    while (Date.now() < until) {
+      // spin: no timer, no I/O, no watchdog ping
+    }
+  };
+  process.on('SIGUSR2', blockLoop);
+  lifecycle.add('test-hooks', () => void process.off('SIGUSR2', blockLoop));
 }

@@ -10,6 +10,7 @@
 //   ERR_BPF               70  EX_SOFTWARE     a libbpf/bpf() call failed (also: any unexpected error)
 //   ERR_ENVIRONMENT       72  EX_OSFILE       bpffs / cgroup v2 missing or misplaced
 //   ERR_PIN_CONFLICT      73  EX_CANTCREAT    existing pins are incompatible or in use
+//   ERR_ALREADY_RUNNING   75  EX_TEMPFAIL     another sockaccel process holds the pin root
 //   ERR_PRIVILEGE         77  EX_NOPERM       not root / missing capabilities
 //   ERR_CONFIG            78  EX_CONFIG       invalid configuration
 import { getSystemErrorMap } from 'node:util';
@@ -21,6 +22,7 @@ export const EXIT_CODES = {
   ERR_BPF: { exitCode: 70, sysexits: 'EX_SOFTWARE', meaning: 'a libbpf/bpf() call failed, or an unexpected error' },
   ERR_ENVIRONMENT: { exitCode: 72, sysexits: 'EX_OSFILE', meaning: 'bpffs or cgroup v2 missing or misplaced' },
   ERR_PIN_CONFLICT: { exitCode: 73, sysexits: 'EX_CANTCREAT', meaning: 'existing pins are incompatible or in use' },
+  ERR_ALREADY_RUNNING: { exitCode: 75, sysexits: 'EX_TEMPFAIL', meaning: 'another sockaccel process holds the pin root' },
   ERR_PRIVILEGE: { exitCode: 77, sysexits: 'EX_NOPERM', meaning: 'not root or missing capabilities' },
   ERR_CONFIG: { exitCode: 78, sysexits: 'EX_CONFIG', meaning: 'invalid configuration' },
 } as const;
@@ -161,6 +163,17 @@ export class BpfError extends SockaccelError {
 export class PinConflictError extends SockaccelError {
   constructor(message: string, options?: SockaccelErrorOptions) {
     super('ERR_PIN_CONFLICT', message, options);
+  }
+}
+
+/**
+ * Another sockaccel process (a daemon, or a purge) holds the instance lock of
+ * this pin root. Raised before anything is loaded, so the running data path
+ * is untouched.
+ */
+export class AlreadyRunningError extends SockaccelError {
+  constructor(message: string, options?: SockaccelErrorOptions) {
+    super('ERR_ALREADY_RUNNING', message, options);
   }
 }
 

@@ -7,7 +7,7 @@ import { EnvironmentError } from './errors';
 import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from './libbpf';
 import { close } from './libc';
 import { SOCKOPS_PROGRAMS } from './loader';
-import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, PAIR, PAIR_STATES, Stats } from './bpf-layout';
+import { CONN_KEY, Connection, decodeConnection, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, PAIR, PAIR_STATES, Stats } from './bpf-layout';
 import { formatPrefix } from './ip-prefix';
 import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from './pins';
 import { mapKeys } from './map-iter';
@@ -73,6 +73,18 @@ function countKeys(fd: number, keySize: number): number {
   let n = 0;
   for (const _ of mapKeys(fd, keySize)) n++;
   return n;
+}
+
+/** Every connection in the pairs map (pending, paired or falling back). */
+export function listConnections(pinRoot: string): Connection[] {
+  return withPinnedFd(mapPinPath(pinRoot, 'sa_pairs'), (fd) => {
+    const value = Buffer.alloc(PAIR.size);
+    const out: Connection[] = [];
+    for (const key of mapKeys(fd, CONN_KEY.size)) {
+      if (bpfMapLookupElem(fd, key, value)) out.push(decodeConnection(key, value));
+    }
+    return out;
+  });
 }
 
 function pairStates(fd: number): Record<string, number> {

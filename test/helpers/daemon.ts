@@ -20,6 +20,10 @@ export interface DaemonOptions {
   includePorts?: number[];
   excludePorts?: number[];
   logLevel?: string;
+  mesh?: string;
+  meshExcludedPorts?: number[];
+  /** Any other `--flag=value` for `sockaccel run`. */
+  extraArgs?: string[];
 }
 
 export interface RunningDaemon {
@@ -38,7 +42,9 @@ export function daemonArgs(opts: DaemonOptions, pinRoot: string): string[] {
   if (opts.mapSize !== undefined) args.push(`--map-size=${opts.mapSize}`);
   if (opts.includePorts?.length) args.push(`--include-ports=${opts.includePorts.join(',')}`);
   if (opts.excludePorts?.length) args.push(`--exclude-ports=${opts.excludePorts.join(',')}`);
-  return args;
+  if (opts.mesh) args.push(`--mesh=${opts.mesh}`);
+  if (opts.meshExcludedPorts?.length) args.push(`--mesh-excluded-ports=${opts.meshExcludedPorts.join(',')}`);
+  return [...args, ...(opts.extraArgs ?? [])];
 }
 
 type LogLine = { msg?: string };

@@ -2,10 +2,12 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { PeerEvent } from './peer-protocol';
 
-/** Where a process runs: a cgroup v2 directory and/or a named network namespace. */
+/** Where a process runs: a cgroup v2 directory, a named network namespace, and as whom. */
 export interface Placement {
   cgroup?: string;
   netns?: string;
+  /** Run as this uid (and gid), e.g. a mesh proxy's 1337; root otherwise. */
+  uid?: number;
 }
 
 export interface ExitStatus {
@@ -26,6 +28,10 @@ const STDERR_TAIL_BYTES = 8192;
  */
 export function placedArgv(argv: string[], placement: Placement): string[] {
   let command = argv;
+  // setpriv last: `ip netns exec` needs root, the program itself may not.
+  if (placement.uid !== undefined) {
+    command = ['setpriv', `--reuid=${placement.uid}`, `--regid=${placement.uid}`, '--clear-groups', ...command];
+  }
   if (placement.netns) command = ['ip', 'netns', 'exec', placement.netns, ...command];
   if (placement.cgroup) {
     command = ['sh', '-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', placement.cgroup, ...command];

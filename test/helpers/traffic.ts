@@ -80,8 +80,8 @@ export interface ClientOptions extends Placement {
   timeoutMs?: number;
 }
 
-function peerProcess(role: 'server' | 'client', args: (string | undefined)[], { cgroup, netns }: Placement): JsonLineProcess {
-  const placement = { cgroup, netns };
+function peerProcess(role: 'server' | 'client', args: (string | undefined)[], { cgroup, netns, uid }: Placement): JsonLineProcess {
+  const placement = { cgroup, netns, uid };
   const definedArgs = args.filter((arg): arg is string => arg !== undefined);
   const where = [placement.netns && `netns ${placement.netns}`, placement.cgroup && `cgroup ${placement.cgroup}`]
     .filter(Boolean)

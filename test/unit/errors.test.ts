@@ -1,5 +1,6 @@
 import test from 'ava';
 import {
+  AlreadyRunningError,
   BpfError,
   ConfigError,
   EnvironmentError,
@@ -23,6 +24,7 @@ const ONE_OF_EACH: SockaccelError[] = [
   new VerifierError({ program: 'sockops_prog', log: 'R1 invalid mem access' }),
   new BpfError({ stage: 'load', call: 'bpf_object__load', errno: -22 }),
   new PinConflictError('map sock_hash has max_entries 1024, config says 65535'),
+  new AlreadyRunningError('another sockaccel process (pid 42) holds /sys/fs/bpf/sockaccel'),
 ];
 
 test('each error class has its own code and exit code, as in EXIT_CODES', (t) => {
@@ -50,6 +52,7 @@ test('exit codes follow sysexits', (t) => {
     VerifierError: 65,
     BpfError: 70,
     PinConflictError: 73,
+    AlreadyRunningError: 75,
   });
 });
 

@@ -1,0 +1,141 @@
+/**
+ * `sockaccel conns`: the accelerated connections right now, read from the
+ * pinned pairing table (read-only fd). Each entry of sa_pairs is one
+ * connection as both of its ends registered it: the client's own endpoint
+ * and where it connected, where the server accepted it (these differ under
+ * NAT, e.g. a mesh sidecar's redirect), each end's network namespace and
+ * owner, and when the client was established.
+ *
+ * Bytes per connection are not shown: the programs count bytes per node
+ * only (see the README for why per-connection counters stay out).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { bpfMapLookupBatch } from '../libbpf';
+import { CONN_KEY, Connection, decodeConnection, formatEndpoint, PAIR } from '../bpf-layout';
+import { parseIp } from '../ip-prefix';
+import { mapPinPath, withPinnedFd } from '../pins';
+import { EnvironmentError, UsageError } from '../errors';
+import { netnsNames } from './netns';
+import type { ParsedCommandLine } from '../cli-args';
+import { loadConfig } from '../config';
+
+export interface ConnsFilter {
+  /** Matches the client's, the destination's or the server's port. */
+  readonly port?: number;
+  /** Matches the client's, the destination's or the server's address (16 bytes, IPv4-mapped). */
+  readonly addr?: Buffer;
+}
+
+/** One accelerated connection as `conns` prints it. */
+export interface ConnRow {
+  /** The client's own endpoint. */
+  readonly client: string;
+  /** Where the client connected. */
+  readonly destination: string;
+  /** Where the server accepted the connection (differs from destination under NAT). */
+  readonly server: string;
+  /** Network namespace of each end: a name from /run/netns, "host", or the cookie. */
+  readonly clientNetns: string;
+  readonly serverNetns: string;
+  readonly clientUid: number;
+  readonly serverUid: number;
+  /** When the client end was established (ISO 8601), and how long ago. */
+  readonly since: string;
+  readonly ageSeconds: number;
+}
+
+export function parseConnsFilter(flags: Readonly<Record<string, string | boolean>>): ConnsFilter {
+  const filter: { port?: number; addr?: Buffer } = {};
+  if (typeof flags.port === 'string') {
+    const port = Number(flags.port);
+    if (!/^\d+$/.test(flags.port) || port < 1 || port > 65535) throw new UsageError(`--port must be a port number 1..65535, not "${flags.port}"`);
+    filter.port = port;
+  }
+  if (typeof flags.addr === 'string') {
+    if (net.isIP(flags.addr) === 0) throw new UsageError(`--addr must be an IPv4 or IPv6 address, not "${flags.addr}"`);
+    filter.addr = parseIp(flags.addr);
+  }
+  return filter;
+}
+
+export function matches(c: Connection, f: ConnsFilter): boolean {
+  const ends = [
+    { ip: c.client.ip, port: c.client.port },
+    c.dst,
+    { ip: c.server.ip, port: c.server.port },
+  ];
+  if (f.port !== undefined && !ends.some((e) => e.port === f.port)) return false;
+  if (f.addr !== undefined && !ends.some((e) => e.ip.equals(f.addr!))) return false;
+  return true;
+}
+
+/**
+ * `createdNs` is bpf_ktime_get_ns(), CLOCK_MONOTONIC, the clock behind
+ * process.hrtime.bigint(): the difference is the age, and the wall-clock
+ * time follows from now.
+ */
+export function toRow(c: Connection, now: { monoNs: bigint; wallMs: number }, names: ReadonlyMap<bigint, string>): ConnRow {
+  const ageNs = now.monoNs > c.createdNs ? now.monoNs - c.createdNs : 0n;
+  const ageMs = Number(ageNs / 1_000_000n);
+  const netns = (cookie: bigint) => names.get(cookie) ?? `cookie:${cookie}`;
+  return {
+    client: formatEndpoint(c.client.ip, c.client.port),
+    destination: formatEndpoint(c.dst.ip, c.dst.port),
+    server: formatEndpoint(c.server.ip, c.server.port),
+    clientNetns: netns(c.client.netns),
+    serverNetns: netns(c.server.netns),
+    clientUid: c.client.uid,
+    serverUid: c.server.uid,
+    since: new Date(now.wallMs - ageMs).toISOString(),
+    ageSeconds: ageMs / 1000,
+  };
+}
+
+/** 12.3s, 5m02s, 2h03m, 3d04h. */
+export function formatAge(seconds: number): string {
+  const s = Math.floor(seconds);
+  const two = (n: number) => String(n).padStart(2, '0');
+  if (seconds < 60) return `${seconds.toFixed(1)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${two(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${two(Math.floor(s / 60) % 60)}m`;
+  return `${Math.floor(s / 86400)}d${two(Math.floor(s / 3600) % 24)}h`;
+}
+
+const COLUMNS: readonly [string, (r: ConnRow) => string][] = [
+  ['CLIENT', (r) => r.client],
+  ['DESTINATION', (r) => r.destination],
+  ['SERVER', (r) => r.server],
+  ['NETNS (CLIENT/SERVER)', (r) => `${r.clientNetns}/${r.serverNetns}`],
+  ['UID (C/S)', (r) => `${r.clientUid}/${r.serverUid}`],
+  ['AGE', (r) => formatAge(r.ageSeconds)],
+  ['SINCE', (r) => r.since],
+];
+
+export function formatConns(rows: readonly ConnRow[]): string {
+  const cells = [COLUMNS.map(([h]) => h), ...rows.map((r) => COLUMNS.map(([, get]) => get(r)))];
+  const widths = COLUMNS.map((_, i) => Math.max(...cells.map((line) => line[i].length)));
+  const lines = cells.map((line) => line.map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i]))).join('  '));
+  return `${lines.join('\n')}\n${rows.length} accelerated connection${rows.length === 1 ? '' : 's'}\n`;
+}
+
+/** Paired connections (both ends redirected) matching `filter`, oldest first. */
+export function listConnections(pinRoot: string, filter: ConnsFilter = {}): ConnRow[] {
+  const pin = mapPinPath(pinRoot, 'sa_pairs');
+  if (!fs.existsSync(pin)) {
+    throw new EnvironmentError(`nothing pinned under ${pinRoot}`, { hint: 'start the daemon (sockaccel run), or pass the --pin-root it uses' });
+  }
+  const entries = withPinnedFd(pin, (fd) => bpfMapLookupBatch(fd, CONN_KEY.size, PAIR.size));
+  const now = { monoNs: process.hrtime.bigint(), wallMs: Date.now() };
+  const conns = entries.map((e) => decodeConnection(e.key, e.value)).filter((c) => c.state === 'paired' && matches(c, filter));
+  if (conns.length === 0) return [];
+  const names = netnsNames();
+  return conns.sort((a, b) => (a.createdNs < b.createdNs ? -1 : a.createdNs > b.createdNs ? 1 : 0)).map((c) => toRow(c, now, names));
+}
+
+export async function runConnsCommand(cmd: ParsedCommandLine): Promise<number> {
+  const config = loadConfig({ argv: cmd.configArgv });
+  const rows = listConnections(config.pinRoot, parseConnsFilter(cmd.commandFlags));
+  process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(rows, null, 2)}\n` : formatConns(rows));
+  return 0;
+}

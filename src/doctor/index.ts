@@ -1,0 +1,75 @@
+/**
+ * `sockaccel doctor`: everything the daemon depends on, checked in the order
+ * an operator would ask: may it run here, is it safe on this kernel, does
+ * anything else touch the same sockets, and is it working right now.
+ * Read-only: the probes use scratch maps of their own and never write to the
+ * daemon's.
+ */
+import os from 'node:os';
+import { loadConfig, type SockaccelConfig } from '../config';
+import type { ParsedCommandLine } from '../cli-args';
+import { resolveCgroupPath } from '../cgroup';
+import { Check, DoctorReport, formatReport, guarded, summarize } from './check';
+import { bpffsCheck, cgroupCheck, privilegeCheck } from './environment';
+import { atLeast, kernelChecks, parseKernelVersion, programLoadCheck } from './kernel';
+import { fionreadProbeCheck } from './fionread';
+import { effectiveSockops, loadedSkMsgPrograms, skMsgNeighboursCheck, sockopsNeighboursCheck } from './neighbours';
+import { frozenMapsCheck, linkChecks, pinCompatibilityCheck, pinPermissionsCheck, pinRootCheck } from './daemon-state';
+
+const ROOT_FIX = 'run doctor as root';
+
+type DoctorConfig = Pick<SockaccelConfig, 'pinRoot' | 'cgroupPath' | 'objectDir'>;
+
+export async function runDoctor(config: DoctorConfig): Promise<DoctorReport> {
+  const objectDir = config.objectDir || undefined;
+  const kernel = parseKernelVersion(os.release());
+  const checks: Check[] = [
+    privilegeCheck(),
+    ...guarded('kernel.features', 'kernel features', ROOT_FIX, () => kernelChecks()),
+    ...guarded('kernel.programs_load', 'BPF programs pass the verifier', ROOT_FIX, () => programLoadCheck(objectDir)),
+    await fionreadProbeCheck(),
+    ...guarded('env.bpffs', 'bpffs', ROOT_FIX, () => bpffsCheck(config.pinRoot)),
+    ...guarded('env.cgroup', 'cgroup v2', ROOT_FIX, () => cgroupCheck(config.cgroupPath)),
+  ];
+
+  let cgroupPath: string | null = null;
+  try {
+    cgroupPath = resolveCgroupPath(config.cgroupPath);
+  } catch {
+    // reported by the cgroup check above; the checks that need it are skipped
+  }
+
+  const pins = pinRootCheck(config.pinRoot);
+  checks.push(pins);
+  let ours = new Set<number>();
+  if (pins.status === 'pass') {
+    checks.push(...guarded('pins.permissions', 'pin directory and pins are root-only', ROOT_FIX, () => pinPermissionsCheck(config.pinRoot)));
+    checks.push(...guarded('pins.compatible', 'pinned maps match this build', ROOT_FIX, () => pinCompatibilityCheck(config.pinRoot, objectDir)));
+    checks.push(...guarded('pins.frozen', 'program-only maps refuse syscall writes', ROOT_FIX, () => frozenMapsCheck(config.pinRoot)));
+    if (cgroupPath !== null) {
+      const target = cgroupPath;
+      const sockmapLinks = kernel !== null && atLeast(kernel, '6.10');
+      checks.push(
+        ...guarded('links', 'links', ROOT_FIX, () => {
+          const state = linkChecks(config.pinRoot, target, sockmapLinks);
+          ours = state.programIds;
+          return state.checks;
+        }),
+      );
+    }
+  }
+
+  if (cgroupPath !== null) {
+    const target = cgroupPath;
+    checks.push(...guarded('programs.sockops', 'other sock_ops programs on the cgroup path', ROOT_FIX, () => sockopsNeighboursCheck(effectiveSockops(target), ours)));
+  }
+  checks.push(...guarded('programs.sk_msg', 'other sk_msg programs loaded', 'run doctor as root (listing programs needs CAP_SYS_ADMIN)', () => skMsgNeighboursCheck(loadedSkMsgPrograms(), ours)));
+  return summarize(checks);
+}
+
+/** Exit status 1 when any check failed, so that doctor can gate a rollout. */
+export async function runDoctorCommand(cmd: ParsedCommandLine): Promise<number> {
+  const report = await runDoctor(loadConfig({ argv: cmd.configArgv }));
+  process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+  return report.ok ? 0 : 1;
+}
