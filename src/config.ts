@@ -9,6 +9,7 @@ import { ConfigError } from './errors';
 import { LOG_LEVELS, type LogLevel } from './log';
 import { suggest } from './suggest';
 import { MESH_NAMES, type MeshName } from './mesh';
+import { parseListenAddress } from './metrics/address';
 
 export interface SockaccelConfig {
   readonly config: string;
@@ -21,6 +22,8 @@ export interface SockaccelConfig {
   readonly logLevel: LogLevel;
   readonly statusIntervalMs: number;
   readonly objectDir: string;
+  readonly metricsEnabled: boolean;
+  readonly metricsAddress: string;
   readonly mesh: MeshName;
   readonly meshProxyUid: number;
   readonly meshOutboundPort: number;
@@ -111,6 +114,12 @@ convict.addFormats({
       }
     },
     coerce: toList,
+  },
+  'listen-address': {
+    validate(value: unknown) {
+      if (typeof value !== 'string') throw new Error('must be host:port');
+      parseListenAddress(value);
+    },
   },
   'port-list': {
     validate(value: unknown) {
@@ -250,6 +259,22 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     default: '',
     env: 'SOCKACCEL_OBJECT_DIR',
     arg: 'object-dir',
+  },
+  metricsEnabled: {
+    doc: 'Serve Prometheus metrics on metricsAddress.',
+    format: 'boolean',
+    formatDoc: 'true or false',
+    default: false,
+    env: 'SOCKACCEL_METRICS_ENABLED',
+    arg: 'metrics-enabled',
+  },
+  metricsAddress: {
+    doc: 'Where the metrics endpoint listens (GET /metrics). Loopback by default: the counters say how busy local services are.',
+    format: 'listen-address',
+    formatDoc: 'IP:port, IPv6 in brackets ([::1]:9464)',
+    default: '127.0.0.1:9464',
+    env: 'SOCKACCEL_METRICS_ADDRESS',
+    arg: 'metrics-address',
   },
 };
 

@@ -24,6 +24,8 @@ export function desiredPrefixes(
   return new Map(all.map((p) => [encodeLpmKey(p).toString('hex'), p]));
 }
 
+type InterfaceLister = () => NodeJS.Dict<os.NetworkInterfaceInfo[]>;
+
 export class LocalEndpoints {
   private monitor: ChildProcess | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -33,11 +35,12 @@ export class LocalEndpoints {
     private readonly mapFd: number,
     private readonly localCidrs: readonly string[],
     private readonly log: Logger,
+    private readonly interfaces: InterfaceLister = os.networkInterfaces,
   ) {}
 
   /** Makes the map equal to the desired set; returns what changed. */
   sync(): { added: string[]; removed: string[] } {
-    const want = desiredPrefixes(this.localCidrs);
+    const want = desiredPrefixes(this.localCidrs, this.interfaces());
     const removed: string[] = [];
     for (const key of [...mapKeys(this.mapFd, LPM_KEY.size)]) {
       if (want.delete(key.toString('hex'))) continue;

@@ -113,10 +113,12 @@ export function skMsgNeighboursCheck(loaded: readonly ProgramRef[], ours: Readon
   const title = 'other sk_msg programs loaded';
   const others = loaded.filter((p) => !ours.has(p.id));
   if (others.length === 0) return pass(id, title, 'none besides sockaccel\'s own');
+  // Kernel program names stop at 15 characters: "sockaccel_to_se".
+  const twins = others.some((p) => p.name.startsWith('sockaccel_'));
   return warn(
     id,
     title,
-    `${others.map(describe).join('; ')}: another sockmap user is active on this node`,
-    'a socket carries only one msg program; if its sock_ops program (see above) selects the same sockets as sockaccel, the second insert fails with EBUSY (insert_fail_other). Make their scopes disjoint',
+    `${others.map(describe).join('; ')}: ${twins ? 'another sockaccel instance (a second pin root) is loaded' : 'another sockmap user is active on this node'}`,
+    'a socket carries only one msg program; if their sock_ops program (see above) selects the same sockets as sockaccel, the second insert fails with EBUSY (insert_fail_other). Keep their scopes disjoint',
   );
 }

@@ -1,0 +1,128 @@
+/**
+ * The Prometheus metrics, all computed at scrape time from one read of the
+ * per-CPU stats array (a single bpf() lookup, summed over CPUs): a scrape
+ * costs the same with 10 or 65,000 accelerated sockets, because nothing
+ * walks the sockhashes. Metrics carry no addresses or ports: connection
+ * details stay with `sockaccel conns`, behind root.
+ */
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { Stats, StatName } from '../bpf-layout';
+import { acceleratedSockets } from '../stats';
+
+interface Series {
+  readonly metric: string;
+  readonly help: string;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Every counter of struct sa_stats, as a series. A Record over StatName, so
+ * a counter added to the BPF side does not compile until it is exposed.
+ */
+export const STAT_SERIES: Readonly<Record<StatName, Series>> = {
+  sockets_inserted: { metric: 'sockaccel_sockets_inserted_total', help: 'Sockets put into a sockhash (both ends of each paired connection count).' },
+  sockets_removed: { metric: 'sockaccel_sockets_removed_total', help: 'Inserted sockets that left their sockhash again (close, or fallback before pairing).' },
+  insert_fail_full: {
+    metric: 'sockaccel_insert_failures_total',
+    help: 'Sockets that could not be inserted; reason="map_full" means raise mapSize.',
+    labels: { reason: 'map_full' },
+  },
+  insert_fail_other: { metric: 'sockaccel_insert_failures_total', help: '', labels: { reason: 'other' } },
+  msgs_redirected: {
+    metric: 'sockaccel_messages_total',
+    help: 'send() calls seen by the sk_msg programs: path="redirected" went socket to socket, path="passed" over plain TCP.',
+    labels: { path: 'redirected' },
+  },
+  msgs_passed: { metric: 'sockaccel_messages_total', help: '', labels: { path: 'passed' } },
+  bytes_redirected: {
+    metric: 'sockaccel_bytes_total',
+    help: 'Bytes of those messages, by path (redirected or passed).',
+    labels: { path: 'redirected' },
+  },
+  bytes_passed: { metric: 'sockaccel_bytes_total', help: '', labels: { path: 'passed' } },
+  pair_fallback: {
+    metric: 'sockaccel_pair_fallbacks_total',
+    help: 'Connections whose client was inserted but whose server never paired; they stay plain TCP.',
+  },
+  skipped_not_local: {
+    metric: 'sockaccel_connections_skipped_total',
+    help: 'Connections never considered, by reason: not_local (peer off this node), no_listener (no listener seen in the cgroup), port (port filters), mesh_policy (mesh rules refused the server end).',
+    labels: { reason: 'not_local' },
+  },
+  skipped_no_listener: { metric: 'sockaccel_connections_skipped_total', help: '', labels: { reason: 'no_listener' } },
+  skipped_port: { metric: 'sockaccel_connections_skipped_total', help: '', labels: { reason: 'port' } },
+  skipped_policy: { metric: 'sockaccel_connections_skipped_total', help: '', labels: { reason: 'mesh_policy' } },
+  listeners_seen: { metric: 'sockaccel_listeners_seen_total', help: 'listen() calls seen in the attached cgroup.' },
+  mesh_candidates: { metric: 'sockaccel_mesh_candidates_total', help: 'Clients inserted because a service mesh redirects their connection to a local proxy.' },
+};
+
+export interface DaemonInfo {
+  readonly version: string;
+  readonly kernel: string;
+  /** By program role, e.g. { sockops: 12, toServer: 13 }. */
+  readonly programIds: Readonly<Record<string, number>>;
+  /** Capacity of each sized map, by pin name (e.g. clients, servers, pairs). */
+  readonly capacities: Readonly<Record<string, number>>;
+}
+
+export interface DaemonMetrics {
+  readonly registry: Registry;
+  /** Reads the counters once; call before each registry.metrics(). */
+  refresh(): void;
+}
+
+/** camelCase role → snake_case label: toServer → to_server. */
+const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+export function createDaemonMetrics(readStats: () => Stats, info: DaemonInfo): DaemonMetrics {
+  const registry = new Registry();
+  let snapshot = readStats();
+
+  const byMetric = new Map<string, { help: string; stats: StatName[] }>();
+  for (const [stat, s] of Object.entries(STAT_SERIES) as [StatName, Series][]) {
+    const entry = byMetric.get(s.metric) ?? { help: '', stats: [] };
+    entry.help ||= s.help;
+    entry.stats.push(stat);
+    byMetric.set(s.metric, entry);
+  }
+  for (const [name, { help, stats }] of byMetric) {
+    const labelNames = [...new Set(stats.flatMap((st) => Object.keys(STAT_SERIES[st].labels ?? {})))];
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      // The kernel keeps the totals; each scrape replaces ours with them.
+      collect() {
+        this.reset();
+        for (const st of stats) this.inc(STAT_SERIES[st].labels ?? {}, Number(snapshot[st]));
+      },
+    });
+  }
+
+  new Gauge({
+    name: 'sockaccel_accelerated_sockets',
+    help: 'Sockets in the sockhashes now (inserted minus removed; two per accelerated connection).',
+    registers: [registry],
+    collect() {
+      this.set(Number(acceleratedSockets(snapshot)));
+    },
+  });
+  const capacity = new Gauge({ name: 'sockaccel_map_capacity_entries', help: 'Capacity of each map (the sockhashes hold one socket per entry).', labelNames: ['map'], registers: [registry] });
+  for (const [map, n] of Object.entries(info.capacities)) capacity.set({ map }, n);
+
+  const programLabels = Object.fromEntries(Object.entries(info.programIds).map(([role, id]) => [`${snake(role)}_program_id`, String(id)]));
+  new Gauge({
+    name: 'sockaccel_info',
+    help: 'Always 1; the labels say which daemon version, kernel and BPF program ids are running.',
+    labelNames: ['version', 'kernel', ...Object.keys(programLabels)],
+    registers: [registry],
+  }).set({ version: info.version, kernel: info.kernel, ...programLabels }, 1);
+
+  return {
+    registry,
+    refresh() {
+      snapshot = readStats();
+    },
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * The HTTP endpoint Prometheus scrapes: GET /metrics, nothing else.
+ */
+import http from 'node:http';
+import type { Registry } from 'prom-client';
+import { EnvironmentError } from '../errors';
+import { formatListenAddress, ListenAddress } from './address';
+
+export interface MetricsServer {
+  /** Where it listens, with the port the kernel chose if 0 was asked. */
+  readonly address: ListenAddress;
+  close(): Promise<void>;
+}
+
+export async function startMetricsServer(listen: ListenAddress, registry: Registry, refresh: () => void): Promise<MetricsServer> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('sockaccel: metrics are at /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    refresh();
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text),
+      (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`sockaccel: ${err.message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new EnvironmentError(`cannot serve metrics on ${formatListenAddress(listen)}: ${err.code ?? err.message}`, {
+          hint: 'choose another metricsAddress (host:port), or free that port',
+        }),
+      ),
+    );
+    server.listen(listen.port, listen.host, resolve);
+  });
+  const bound = server.address() as { address: string; port: number };
+  return {
+    address: { host: bound.address, port: bound.port },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // a scraper's keep-alive connection would hold close() open
+        server.closeAllConnections();
+      }),
+  };
+}
