@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Compile every bpf/<name>.bpf.c into build/bpf/<name>.bpf.o.
 # Rebuilds only what is older than its sources.
+# BPF_OUT_DIR and BPF_EXTRA_CFLAGS build a second set elsewhere (the upgrade
+# test loads one built with an extra -D).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang}
 ARCH_INCLUDE="/usr/include/$(uname -m)-linux-gnu"
 CFLAGS=(-O2 -g -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -I bpf -I "$ARCH_INCLUDE")
-OUT=build/bpf
+read -ra EXTRA_CFLAGS <<< "${BPF_EXTRA_CFLAGS:-}"
+CFLAGS+=("${EXTRA_CFLAGS[@]}")
+OUT=${BPF_OUT_DIR:-build/bpf}
 mkdir -p "$OUT"
 
 for src in bpf/*.bpf.c; do

@@ -4,7 +4,7 @@
 #   /usr/local/bin/sockaccel          wrapper: exec node /opt/sockaccel/dist/src/cli.js
 #   /etc/systemd/system/sockaccel.service
 #   /etc/sockaccel/config.json        default config, only if none exists
-# then, where systemd runs, enables the service and (re)starts it. Rerunning it
+# then enables the service and (re)starts it. Rerunning it
 # with a new build is the upgrade: the restart reuses the pinned maps and swaps
 # the pinned links to the new programs atomically, so no connection notices.
 # Idempotent. Build first (bash scripts/setup.sh); run as root.
@@ -21,6 +21,9 @@ say() { printf 'install: %s\n' "$*"; }
 die() { printf 'install: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root: it writes $PREFIX, $BIN, $UNIT and $CONFIG_DIR"
+# sd_booted(): systemd is PID 1 exactly when this directory exists.
+[[ -d /run/systemd/system ]] \
+  || die "systemd is not running here (PID 1 is $(cat /proc/1/comm)): nothing installed; without systemd run the daemon directly: node $SRC/dist/src/cli.js run"
 NODE=$(command -v node) || die 'node is not in PATH: install Node.js 20 or newer first'
 "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
   || die "$NODE is Node.js $("$NODE" --version); sockaccel needs 20 or newer"
@@ -73,11 +76,6 @@ mv "$wrapper" "$BIN"
 install -D -m 0644 "$SRC/systemd/sockaccel.service" "$UNIT"
 say "installed $BIN and $UNIT"
 
-# sd_booted(): systemd is PID 1 exactly when this directory exists.
-if [[ ! -d /run/systemd/system ]]; then
-  say 'systemd is not running here: the service was not enabled; run `sockaccel run` yourself'
-  exit 0
-fi
 systemctl daemon-reload
 systemctl enable --quiet sockaccel.service
 # restart, not start: after an upgrade the running daemon must hand over to

@@ -10,7 +10,9 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # Toolchain and runtime: clang + libbpf headers build the BPF objects,
 # libbpf1 is loaded through the FFI, iproute2 watches addresses and builds
 # test namespaces, bpftool and iptables serve diagnostics and tests.
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 iptables libcap2-bin util-linux procps)
+# debootstrap and systemd-container (systemd-nspawn) boot the real systemd
+# that test/integration/systemd.test.ts runs the service under.
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 iptables libcap2-bin util-linux procps debootstrap systemd-container)
 
 install_debian_packages() {
   local missing=()

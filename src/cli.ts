@@ -13,6 +13,7 @@ import { formatStatus, readStatus } from './status';
 import { runPurge } from './purge';
 import { runDoctorCommand } from './doctor';
 import { runConnsCommand } from './conns';
+import { runBenchCommand } from './bench';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = require('../../package.json').version;
@@ -30,6 +31,7 @@ const HANDLERS: Record<CommandName, Handler> = {
   doctor: runDoctorCommand,
   conns: runConnsCommand,
   purge: runPurge,
+  bench: runBenchCommand,
   help: async (cmd) => {
     process.stdout.write(formatUsage(cmd.operands[0]));
     return 0;

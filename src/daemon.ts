@@ -14,10 +14,12 @@ import { DataPath, loadDataPath } from './loader';
 import { LocalEndpoints } from './local-endpoints';
 import { resolveMesh } from './mesh';
 import { Lifecycle } from './lifecycle';
-import { setLibbpfPrinter } from './libbpf';
+import { mapInfo, setLibbpfPrinter } from './libbpf';
 import { readStats, summarize } from './stats';
 import { acquireInstanceLock } from './instance-lock';
 import { createNotifier } from './sd-notify';
+import { bindDaemonMetrics, serveDaemonMetrics } from './metrics';
+import { InsertFailureWarning } from './metrics/insert-failures';
 
 export interface Daemon {
   readonly dataPath: DataPath;
@@ -45,10 +47,13 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     lifecycle.add('libbpf-printer', () => setLibbpfPrinter(null));
 
     const probes = probeEnvironment();
-    log.debug({ probes }, 'feature probes passed');
+    log.info({ features: probes.map((p) => p.name) }, 'feature probes passed');
     if (ensureBpffsMounted()) log.info('mounted bpffs at /sys/fs/bpf');
     preparePinRoot(config.pinRoot);
     const cgroupPath = resolveCgroupPath(config.cgroupPath);
+    // Taken before loading: a busy address must fail the start with nothing attached.
+    const metrics = config.metricsEnabled ? await bindDaemonMetrics(config) : null;
+    if (metrics) lifecycle.add('metrics', () => metrics.close());
 
     const mesh = resolveMesh(config);
     const dataPath = loadDataPath({
@@ -63,23 +68,34 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     });
     lifecycle.add('data-path', () => dataPath.close());
     // Stop semantics: new connections stay plain; sockets already in the
-    // pinned sockhash keep being redirected (unpinning would drop their bytes),
-    // and the drained program keeps guarding handshakes that are in flight.
+    // pinned sockhashes keep being redirected (the pins stay, so the next
+    // start reuses the maps rather than making new ones beside them), and the
+    // drained program keeps guarding handshakes that are in flight.
     lifecycle.add('sockops-drain', () => dataPath.drain());
+    log.info({ programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps }, 'data path attached');
 
     const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'));
     endpoints.start();
     lifecycle.add('local-endpoints', () => endpoints.stop());
 
     const statusLog = componentLogger(root, 'status');
+    const insertFailures = new InsertFailureWarning(statusLog, mapInfo(dataPath.mapFds.sa_clients).maxEntries);
     const refreshStatus = (): string => {
-      const line = summarize(readStats(dataPath.mapFds.sa_stats));
+      const stats = readStats(dataPath.mapFds.sa_stats);
+      insertFailures.observe(stats);
+      const line = summarize(stats);
       statusLog.debug(line);
       notifier.status(line);
       return line;
     };
     const timer = setInterval(refreshStatus, config.statusIntervalMs);
     lifecycle.add('status-timer', () => clearInterval(timer));
+
+    if (metrics) {
+      serveDaemonMetrics(metrics, dataPath, componentLogger(root, 'metrics'));
+      // Closed again here, before the data path whose map fds it reads.
+      lifecycle.add('metrics-serving', () => metrics.close());
+    }
 
     log.info(
       { cgroup: cgroupPath, pinRoot: config.pinRoot, mesh: config.mesh, programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps },

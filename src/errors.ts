@@ -129,9 +129,22 @@ export class VerifierError extends SockaccelError {
 
 export type BpfStage = 'probe' | 'open' | 'configure' | 'load' | 'pin' | 'attach' | 'detach' | 'read';
 
-// Kernel-internal errnos that bpf() leaks to user space; libuv does not know them.
-const KERNEL_ERRNOS: ReadonlyMap<number, readonly [string, string]> = new Map([
+// Kernel-internal errnos that bpf() leaks to user space, and libbpf's own
+// error codes (enum libbpf_errno, texts from libbpf_strerror); libc and libuv
+// know neither. A truncated object file, for one, fails with 4001.
+export const KERNEL_ERRNOS: ReadonlyMap<number, readonly [string, string]> = new Map([
   [524, ['ENOTSUPP', 'operation not supported (kernel-internal ENOTSUPP)']],
+  [4000, ['LIBBPF_ERRNO__LIBELF', 'something wrong in libelf']],
+  [4001, ['LIBBPF_ERRNO__FORMAT', 'BPF object format invalid']],
+  [4002, ['LIBBPF_ERRNO__KVERSION', "'version' section incorrect or lost"]],
+  [4003, ['LIBBPF_ERRNO__ENDIAN', 'endian mismatch']],
+  [4004, ['LIBBPF_ERRNO__INTERNAL', 'internal error in libbpf']],
+  [4005, ['LIBBPF_ERRNO__RELOC', 'relocation failed']],
+  [4006, ['LIBBPF_ERRNO__LOAD', 'load program failure for unknown reason']],
+  [4007, ['LIBBPF_ERRNO__VERIFY', 'kernel verifier blocks program loading']],
+  [4008, ['LIBBPF_ERRNO__PROG2BIG', 'program too big']],
+  [4009, ['LIBBPF_ERRNO__KVER', 'incorrect kernel version']],
+  [4010, ['LIBBPF_ERRNO__PROGTYPE', "kernel doesn't support this program type"]],
 ]);
 
 function describeErrno(errno: number): readonly [name: string, message: string] {

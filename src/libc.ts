@@ -13,6 +13,7 @@ import os from 'node:os';
 import util from 'node:util';
 import type * as Ffi from '@2060.io/ffi-napi';
 import ref from '@2060.io/ref-napi';
+import { KERNEL_ERRNOS } from './errors';
 
 let ffiModule: typeof Ffi | undefined;
 
@@ -92,9 +93,9 @@ const ERRNO_NAMES = new Map<number, string>();
 for (const [name, value] of Object.entries(os.constants.errno)) {
   if (!ERRNO_NAMES.has(value)) ERRNO_NAMES.set(value, name);
 }
-// Kernel-internal errno values that bpf() leaks to userspace; libc has no
-// name for them (strerror says "Unknown error 524").
-ERRNO_NAMES.set(524, 'ENOTSUPP');
+// Kernel-internal errno values that bpf() leaks to userspace and libbpf's
+// own codes; libc has no name for them (strerror says "Unknown error 524").
+for (const [errno, [name]] of KERNEL_ERRNOS) ERRNO_NAMES.set(errno, name);
 
 /** Name of a positive errno, e.g. 1 → 'EPERM'; unknown values → 'ERRNO_<n>'. */
 export function errnoName(errno: number): string {
@@ -112,6 +113,8 @@ export function strerror(errno: number): string {
  * whose wording differs for some errnos (EEXIST: "file already exists").
  */
 function describeErrno(errno: number): string {
+  const special = KERNEL_ERRNOS.get(errno)?.[1];
+  if (special) return special;
   if (ffiModule) return strerror(errno);
   const text = util.getSystemErrorMap().get(-errno)?.[1];
   return text ? text[0].toUpperCase() + text.slice(1) : `Unknown error ${errno}`;

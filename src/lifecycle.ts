@@ -40,7 +40,7 @@ export class Lifecycle {
           this.log.error({ component: name, deadlineMs }, 'shutdown deadline passed; skipping the rest');
           return false;
         }
-        this.log.debug({ component: name }, 'closed');
+        this.log.info({ component: name }, 'closed');
       } catch (err) {
         clean = false;
         this.log.error({ err, component: name }, 'close failed');

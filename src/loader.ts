@@ -118,7 +118,7 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
   const objects = stage('open', () => ({
     sockops: openObject(path.join(dir, 'sockops.bpf.o'), undo),
     redirect: openObject(path.join(dir, 'redirect.bpf.o'), undo),
-  }), 'build the BPF objects first: bash scripts/setup.sh');
+  }), 'objectDir must hold sockops.bpf.o and redirect.bpf.o as scripts/build-bpf.sh builds them (bash scripts/setup.sh rebuilds the default ones)');
   log.debug({ dir }, 'stage open done');
 
   // configure: sizes and `const volatile` settings, before anything reaches the kernel
@@ -331,7 +331,7 @@ function loadObject(obj: bpf.BpfObjectPtr, label: string): void {
       throw new VerifierError({
         program: failed.name,
         log: failed.read(),
-        hint: `the kernel refused the ${label} program; the log lines above say why`,
+        hint: `the kernel refused the ${label} program; the verifier log below says why`,
       });
     }
     throw stageError('load', err);

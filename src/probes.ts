@@ -22,6 +22,7 @@ export interface Probe {
 
 const CAP_NET_ADMIN = 12;
 const CAP_SYS_ADMIN = 21;
+const CAP_PERFMON = 38;
 const CAP_BPF = 39;
 
 /** Effective capabilities of this process, from /proc/self/status. */
@@ -32,13 +33,20 @@ export function effectiveCapabilities(statusText = fs.readFileSync('/proc/self/s
 
 const has = (caps: bigint, cap: number) => (caps & (1n << BigInt(cap))) !== 0n;
 
-/** Loading sock_ops/sk_msg needs CAP_BPF + CAP_NET_ADMIN, or CAP_SYS_ADMIN. */
+/**
+ * Loading sock_ops/sk_msg needs CAP_BPF + CAP_NET_ADMIN; reading the socket
+ * owner through BTF (bpf_skc_to_tcp_sock) also needs CAP_PERFMON, or the
+ * verifier refuses the program. CAP_SYS_ADMIN covers all three.
+ */
 export function checkPrivileges(caps = effectiveCapabilities()): void {
-  const bpfOk = has(caps, CAP_BPF) || has(caps, CAP_SYS_ADMIN);
-  const netOk = has(caps, CAP_NET_ADMIN) || has(caps, CAP_SYS_ADMIN);
-  if (bpfOk && netOk) return;
-  const missing = [!bpfOk && 'CAP_BPF', !netOk && 'CAP_NET_ADMIN'].filter(Boolean).join(' and ');
-  throw new PrivilegeError(`missing ${missing} (effective capabilities 0x${caps.toString(16)})`, {
+  const admin = has(caps, CAP_SYS_ADMIN);
+  const missing = [
+    !(admin || has(caps, CAP_BPF)) && 'CAP_BPF',
+    !(admin || has(caps, CAP_NET_ADMIN)) && 'CAP_NET_ADMIN',
+    !(admin || has(caps, CAP_PERFMON)) && 'CAP_PERFMON',
+  ].filter(Boolean);
+  if (missing.length === 0) return;
+  throw new PrivilegeError(`missing ${missing.join(', ')} (effective capabilities 0x${caps.toString(16)})`, {
     hint: 'run as root, or grant CAP_BPF CAP_NET_ADMIN CAP_PERFMON (see systemd/sockaccel.service)',
   });
 }

@@ -1,5 +1,9 @@
 /**
  * The HTTP endpoint Prometheus scrapes: GET /metrics, nothing else.
+ *
+ * Bound in two steps: the address early, before anything is loaded into the
+ * kernel, so that a taken or invalid address fails the start with nothing
+ * attached; the metrics once the data path is up (until then: 503).
  */
 import http from 'node:http';
 import type { Registry } from 'prom-client';
@@ -9,13 +13,16 @@ import { formatListenAddress, ListenAddress } from './address';
 export interface MetricsServer {
   /** Where it listens, with the port the kernel chose if 0 was asked. */
   readonly address: ListenAddress;
+  /** Starts answering scrapes from `registry`, calling `refresh` before each. */
+  serve(registry: Registry, refresh: () => void): void;
+  /** Idempotent. */
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(listen: ListenAddress, registry: Registry, refresh: () => void): Promise<MetricsServer> {
+export async function bindMetricsServer(listen: ListenAddress): Promise<MetricsServer> {
+  let source: { registry: Registry; refresh: () => void } | undefined;
   const server = http.createServer((req, res) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== '/metrics') {
+    if ((req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('sockaccel: metrics are at /metrics\n');
       return;
     }
@@ -23,6 +30,11 @@ export async function startMetricsServer(listen: ListenAddress, registry: Regist
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
+    if (!source) {
+      res.writeHead(503, { 'content-type': 'text/plain' }).end('sockaccel: starting\n');
+      return;
+    }
+    const { registry, refresh } = source;
     refresh();
     registry.metrics().then(
       (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text),
@@ -40,13 +52,17 @@ export async function startMetricsServer(listen: ListenAddress, registry: Regist
     server.listen(listen.port, listen.host, resolve);
   });
   const bound = server.address() as { address: string; port: number };
+  let closing: Promise<void> | undefined;
   return {
     address: { host: bound.address, port: bound.port },
+    serve(registry, refresh) {
+      source = { registry, refresh };
+    },
     close: () =>
-      new Promise<void>((resolve) => {
+      (closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         // a scraper's keep-alive connection would hold close() open
         server.closeAllConnections();
-      }),
+      })),
   };
 }

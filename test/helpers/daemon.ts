@@ -8,6 +8,7 @@ import path from 'node:path';
 import { JsonLineProcess, type ExitStatus } from './process';
 import { uniqueName } from './names';
 import { readStatus, type StatusReport } from '../../src/status';
+import { lockPath } from '../../src/instance-lock';
 
 const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
 export const TEST_PIN_PREFIX = '/sys/fs/bpf/sockaccel-test-';
@@ -24,6 +25,8 @@ export interface DaemonOptions {
   meshExcludedPorts?: number[];
   /** Any other `--flag=value` for `sockaccel run`. */
   extraArgs?: string[];
+  /** Runs the daemon through this command, e.g. setpriv with fewer capabilities. */
+  wrapper?: string[];
 }
 
 export interface RunningDaemon {
@@ -51,7 +54,7 @@ type LogLine = { msg?: string };
 
 export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const pinRoot = opts.pinRoot ?? TEST_PIN_PREFIX + uniqueName('pins');
-  const proc = new JsonLineProcess('sockaccel daemon', [process.execPath, CLI, ...daemonArgs(opts, pinRoot)], {});
+  const proc = new JsonLineProcess('sockaccel daemon', [...(opts.wrapper ?? []), process.execPath, CLI, ...daemonArgs(opts, pinRoot)], {});
   try {
     await proc.waitUntil((events) => (events as LogLine[]).find((e) => e.msg === 'ready'), 20_000, 'the daemon to be ready');
   } catch (err) {
@@ -74,6 +77,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
 export function removePinRoot(pinRoot: string): void {
   if (!pinRoot.startsWith(TEST_PIN_PREFIX)) throw new Error(`refusing to remove ${pinRoot}: not a test pin root`);
   fs.rmSync(pinRoot, { recursive: true, force: true });
+  // A daemon that was SIGKILLed leaves its (no longer locked) instance-lock file.
+  fs.rmSync(lockPath(pinRoot), { force: true });
 }
 
 export function listTestPinRoots(): string[] {

@@ -1,12 +1,18 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { cleanUpOnFailure, runThenCleanUp } from './cleanup';
+import {
+  createNetns as createNamedNetns,
+  createPodNetwork as createPodNetworkIn,
+  deleteAllNetns,
+  type PodNetwork,
+  type PodNetworkOptions,
+} from '../../src/netns';
+import { runThenCleanUp } from './cleanup';
 import { uniqueName } from './names';
-import { runCommand } from './process';
 import { runClient, startServer } from './traffic';
 
-export const NETNS_PREFIX = 'sa-';
+export { deleteNetns, type NetnsEndpoint, type PodNetwork, type PodNetworkOptions } from '../../src/netns';
 
-const ip = (...args: string[]): Promise<string> => runCommand('ip', args);
+export const NETNS_PREFIX = 'sa-';
 
 /** Names of all test namespaces on the machine (`sa-*`), whoever created them. */
 export function listTestNetns(): string[] {
@@ -14,29 +20,12 @@ export function listTestNetns(): string[] {
   return readdirSync('/run/netns').filter((name) => name.startsWith(NETNS_PREFIX));
 }
 
+/** `sa-<tag>-<random>-<label>`: attributable to this test run. */
+const testNetnsName = (label: string): string => `${uniqueName(NETNS_PREFIX)}-${label}`;
+
 /** Creates `sa-<tag>-<random>-<label>` with loopback up. */
-export async function createNetns(label: string): Promise<string> {
-  const name = `${uniqueName(NETNS_PREFIX)}-${label}`;
-  await ip('netns', 'add', name);
-  try {
-    await ip('-n', name, 'link', 'set', 'lo', 'up');
-  } catch (err) {
-    await deleteNetns(name);
-    throw err;
-  }
-  return name;
-}
-
-/** Deletes a namespace; its veths and bridges go with it. Idempotent. */
-export async function deleteNetns(name: string): Promise<void> {
-  if (existsSync(`/run/netns/${name}`)) await ip('netns', 'del', name);
-}
-
-/** Deletes every namespace, attempting all of them even if some fail. */
-async function deleteAll(names: string[]): Promise<void> {
-  const outcomes = await Promise.allSettled(names.map(deleteNetns));
-  const failures = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
-  if (failures.length > 0) throw new AggregateError(failures.map((f) => f.reason), `could not delete namespaces: ${failures.map((f) => String(f.reason)).join('; ')}`);
+export function createNetns(label: string): Promise<string> {
+  return createNamedNetns(testNetnsName(label));
 }
 
 /** Runs `fn` with one fresh namespace per label, deleting them all afterwards. */
@@ -45,145 +34,15 @@ export async function withNetns<T>(labels: string[], fn: (names: string[]) => Pr
   return runThenCleanUp(async () => {
     for (const label of labels) created.push(await createNetns(label));
     return fn([...created]);
-  }, () => deleteAll(created));
-}
-
-/** A namespace and its addresses on the test network. */
-export interface NetnsEndpoint {
-  ns: string;
-  ipv4: string;
-  ipv6: string;
-}
-
-export interface PodNetwork {
-  /** The "node": holds the bridge (its addresses are the pods' gateway) and routes to `remote`. */
-  node: NetnsEndpoint;
-  /** Namespaces on the bridge, like pods on one node. */
-  pods: NetnsEndpoint[];
-  /** A namespace on another subnet, reached through the node: a non-local peer. */
-  remote: NetnsEndpoint;
-  /** Deletes every namespace (and with them the veths and the bridge). Idempotent. */
-  cleanup(): Promise<void>;
-}
-
-export interface PodNetworkOptions {
-  pods: number;
-  /** Default 10.213.0.0/24: the bridge is .1, pod i is .(10+i). */
-  podSubnet4?: string;
-  /** Default fd00:5a::/64, numbered like podSubnet4. */
-  podSubnet6?: string;
-  /** Default 10.214.0.0/24: the node is .1, the remote .2. */
-  remoteSubnet4?: string;
-  /** Default fd00:5a:0:1::/64, numbered like remoteSubnet4. */
-  remoteSubnet6?: string;
-}
-
-interface Subnet {
-  address(host: number): string;
-  prefixLength: number;
-}
-
-function ipv4Subnet(cidr: string): Subnet {
-  const [base, length] = cidr.split('/');
-  const prefixLength = Number(length);
-  const octets = (base ?? '').split('.').map(Number);
-  if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255)) || !(prefixLength >= 8 && prefixLength <= 30)) {
-    throw new Error(`bad IPv4 subnet ${cidr}`);
-  }
-  const network = octets.reduce((acc, o) => acc * 256 + o, 0);
-  return {
-    prefixLength,
-    address(host) {
-      if (host < 1 || host >= 2 ** (32 - prefixLength) - 1) throw new Error(`host ${host} does not fit in ${cidr}`);
-      const n = network + host;
-      return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
-    },
-  };
-}
-
-function ipv6Subnet(cidr: string): Subnet {
-  const [base, length] = cidr.split('/');
-  // Hosts are appended after "::", which needs a prefix written as "xxxx:...::/64".
-  if (length !== '64' || !base?.endsWith('::')) throw new Error(`IPv6 subnet must look like "fd00:5a::/64", got ${cidr}`);
-  return { prefixLength: 64, address: (host) => `${base}${host.toString(16)}` };
-}
-
-const GATEWAY_HOST = 1;
-const FIRST_POD_HOST = 10;
-const REMOTE_HOST = 2;
-
-/** A veth pair: `outer` inside the node namespace, `eth0` inside `ns`. */
-async function linkToNode(node: string, outer: string, ns: string): Promise<void> {
-  await ip('-n', node, 'link', 'add', outer, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-}
-
-/** Addresses (IPv6 with nodad: no duplicate-address-detection wait) and default routes in `ns`. */
-async function configureEndpoint(ns: string, v4: Subnet, v6: Subnet, host: number): Promise<NetnsEndpoint> {
-  const endpoint = { ns, ipv4: v4.address(host), ipv6: v6.address(host) };
-  await ip('-n', ns, 'addr', 'add', `${endpoint.ipv4}/${v4.prefixLength}`, 'dev', 'eth0');
-  await ip('-n', ns, 'addr', 'add', `${endpoint.ipv6}/${v6.prefixLength}`, 'dev', 'eth0', 'nodad');
-  await ip('-n', ns, 'link', 'set', 'eth0', 'up');
-  await ip('-n', ns, 'route', 'add', 'default', 'via', v4.address(GATEWAY_HOST));
-  await ip('-n', ns, '-6', 'route', 'add', 'default', 'via', v6.address(GATEWAY_HOST));
-  return endpoint;
+  }, () => deleteAllNetns(created));
 }
 
 /**
- * Builds the topology entirely inside namespaces it creates, so the host's own
- * interfaces, addresses and sysctls are never touched:
- *
- *   pod i (eth0) ──veth── vp<i> ┐
- *                               ├─ br0 [node ns, gateway, forwarding] ─ vremote ──veth── remote (eth0)
- *
- * Every link is then checked with a real TCP connection, over IPv4 and IPv6.
+ * The pod network of src/netns.ts with test names, every link then checked
+ * with a real TCP connection, over IPv4 and IPv6.
  */
-export async function createPodNetwork(opts: PodNetworkOptions): Promise<PodNetwork> {
-  const pod4 = ipv4Subnet(opts.podSubnet4 ?? '10.213.0.0/24');
-  const pod6 = ipv6Subnet(opts.podSubnet6 ?? 'fd00:5a::/64');
-  const remote4 = ipv4Subnet(opts.remoteSubnet4 ?? '10.214.0.0/24');
-  const remote6 = ipv6Subnet(opts.remoteSubnet6 ?? 'fd00:5a:0:1::/64');
-  const created: string[] = [];
-  const cleanup = () => deleteAll(created);
-  const netns = async (label: string) => {
-    const name = await createNetns(label);
-    created.push(name);
-    return name;
-  };
-
-  return cleanUpOnFailure(async () => {
-    const node = await netns('node');
-    await ip('-n', node, 'link', 'add', 'br0', 'type', 'bridge');
-    await ip('-n', node, 'addr', 'add', `${pod4.address(GATEWAY_HOST)}/${pod4.prefixLength}`, 'dev', 'br0');
-    await ip('-n', node, 'addr', 'add', `${pod6.address(GATEWAY_HOST)}/${pod6.prefixLength}`, 'dev', 'br0', 'nodad');
-    await ip('-n', node, 'link', 'set', 'br0', 'up');
-    // Forwarding is per namespace: this changes the node namespace only.
-    await runCommand('ip', ['netns', 'exec', node, 'sh', '-c',
-      'echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding']);
-
-    const pods: NetnsEndpoint[] = [];
-    for (let i = 0; i < opts.pods; i++) {
-      const ns = await netns(`pod${i}`);
-      await linkToNode(node, `vp${i}`, ns);
-      await ip('-n', node, 'link', 'set', `vp${i}`, 'master', 'br0', 'up');
-      pods.push(await configureEndpoint(ns, pod4, pod6, FIRST_POD_HOST + i));
-    }
-
-    const remoteNs = await netns('remote');
-    await linkToNode(node, 'vremote', remoteNs);
-    await ip('-n', node, 'addr', 'add', `${remote4.address(GATEWAY_HOST)}/${remote4.prefixLength}`, 'dev', 'vremote');
-    await ip('-n', node, 'addr', 'add', `${remote6.address(GATEWAY_HOST)}/${remote6.prefixLength}`, 'dev', 'vremote', 'nodad');
-    await ip('-n', node, 'link', 'set', 'vremote', 'up');
-    const remote = await configureEndpoint(remoteNs, remote4, remote6, REMOTE_HOST);
-
-    const network: PodNetwork = {
-      node: { ns: node, ipv4: pod4.address(GATEWAY_HOST), ipv6: pod6.address(GATEWAY_HOST) },
-      pods,
-      remote,
-      cleanup,
-    };
-    await verifyLinks(network, { ipv4: remote4.address(GATEWAY_HOST), ipv6: remote6.address(GATEWAY_HOST) });
-    return network;
-  }, cleanup);
+export function createPodNetwork(opts: PodNetworkOptions): Promise<PodNetwork> {
+  return createPodNetworkIn(opts, { name: testNetnsName, verify: verifyLinks });
 }
 
 /**
@@ -191,10 +50,10 @@ export async function createPodNetwork(opts: PodNetworkOptions): Promise<PodNetw
  * its link, over IPv4 and IPv6. One dual-stack server in the node namespace
  * answers them all.
  */
-async function verifyLinks(network: PodNetwork, nodeOnRemoteLink: { ipv4: string; ipv6: string }): Promise<void> {
+async function verifyLinks(network: PodNetwork): Promise<void> {
   const probes = [
     ...network.pods.map((pod) => ({ from: pod.ns, to: [network.node.ipv4, network.node.ipv6] })),
-    { from: network.remote.ns, to: [nodeOnRemoteLink.ipv4, nodeOnRemoteLink.ipv6] },
+    { from: network.remote.ns, to: [network.nodeOnRemoteLink.ipv4, network.nodeOnRemoteLink.ipv6] },
   ].flatMap(({ from, to }) => to.map((host) => ({ from, host })));
   const server = await startServer({ netns: network.node.ns, host: '::', mode: 'sink' });
   await runThenCleanUp(

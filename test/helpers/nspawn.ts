@@ -4,15 +4,18 @@
  * systemd as PID 1, cgroup v2 only at /sys/fs/cgroup/unified):
  *
  * - --register=no --keep-unit: no host systemd/machined to register with.
- *   nspawn then puts the container under its own cgroup, so it is started
- *   inside a scratch cgroup, which holds exactly the container: everything in
- *   it can be killed at once (cgroup.kill) and removed afterwards.
+ *   nspawn then puts the container below its own cgroup, so it is started in
+ *   a scratch cgroup (<scratch>/nspawn; commands run in <scratch>/exec): all
+ *   the test started can be killed at once (cgroup.kill) and removed.
  * - SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1: a pure cgroup v2 container, whose
- *   cgroup root is <scratch>/payload on the host. The daemon inside attaches
+ *   cgroup root is <scratch>/nspawn/payload on the host. The daemon inside attaches
  *   to its root, so it accelerates the container's processes and whatever a
- *   test places below <scratch>/payload from the host.
+ *   test places below it from the host.
  * - --capability=all: the container's root keeps CAP_BPF, CAP_NET_ADMIN,
  *   CAP_PERFMON, which systemd then narrows for the service as the unit says.
+ * - --system-call-filter=bpf: nspawn's own seccomp filter blocks bpf() for
+ *   everything the container's systemd starts (the daemon's first probe then
+ *   reads as "the kernel does not support sock_ops programs").
  * - --bind=<host bpffs dir>:/sys/fs/bpf: nspawn mounts /sys read-only and no
  *   bpffs; on a real host PID 1 mounts it. A fresh directory of the host's
  *   bpffs stands in, so the host (the test) can read the pins too.
@@ -78,16 +81,25 @@ export function missingNspawn(): string | undefined {
 }
 
 /** Builds the cached image if needed (about a minute once, instant after). */
-function ensureRootfs(): void {
-  execFileSync('bash', [path.join(REPO, 'scripts', 'test-rootfs.sh')], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
+function ensureRootfs(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('bash', [path.join(REPO, 'scripts', 'test-rootfs.sh')], { timeout: 300_000 }, (err, _stdout, stderr) => {
+      if (err) reject(new Error(`scripts/test-rootfs.sh failed: ${stderr.trim() || err.message}`));
+      else resolve();
+    });
+  });
 }
 
-function runIn(initPid: number, argv: string[], timeoutMs: number): Promise<ExecResult> {
-  // --kill-child: a timeout that kills nsenter takes the command with it.
-  const nsenter = ['-t', String(initPid), '-a', '--kill-child', '--', ...argv];
+/**
+ * Runs argv in the container's namespaces, from a leaf of its scratch cgroup:
+ * nsenter does not move a process into the container's cgroup, and this way
+ * the teardown's cgroup.kill also ends a command that outlived its timeout.
+ */
+function runIn(initPid: number, execCgroup: string, argv: string[], timeoutMs: number): Promise<ExecResult> {
+  const command = ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', execCgroup, 'nsenter', '-t', String(initPid), '-a', '--', ...argv];
   const env = { PATH: CONTAINER_PATH, LANG: 'C.UTF-8', SYSTEMD_PAGER: '', SYSTEMD_COLORS: '0' };
   return new Promise((resolve) => {
-    execFile('nsenter', nsenter, { env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile('sh', command, { env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
       const killed = err?.killed ? `\n[killed after ${timeoutMs} ms]` : '';
       resolve({ code, stdout, stderr: stderr + killed });
@@ -104,6 +116,14 @@ function childrenOf(pid: number): number[] {
       .map(Number);
   } catch {
     return [];
+  }
+}
+
+function commOf(pid: number): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
   }
 }
 
@@ -126,36 +146,30 @@ async function removeCgroupTree(dir: string): Promise<void> {
 }
 
 /**
- * Boots a container, runs `fn`, and always tears it down: poweroff, then
- * SIGKILL to everything left in its cgroup, then the cgroups and the bpffs
- * directory (every pin the daemon inside made) are removed.
+ * Boots a container. `shutdown` tears it down whatever state it is in:
+ * poweroff, then SIGKILL to everything left in its scratch cgroup, then the
+ * cgroups and the bpffs directory (every pin the daemon inside made) go.
  */
-export async function withContainer<T>(fn: (container: Container) => Promise<T>): Promise<T> {
-  const { container, shutdown } = await bootContainer();
-  try {
-    return await fn(container);
-  } finally {
-    await shutdown();
-  }
-}
-
 export async function bootContainer(): Promise<{ container: Container; shutdown: () => Promise<void> }> {
-  ensureRootfs();
+  await ensureRootfs();
   fs.mkdirSync('/run/systemd/nspawn/propagate', { recursive: true });
   const tag = uniqueName('');
   const name = `sa-${tag}`;
   const scratch = path.join(findCgroup2Root(), `${SCRATCH_CGROUP_PREFIX}${tag}-nspawn`);
   const bpffsDir = `${TEST_PIN_PREFIX}${tag}-nspawn`;
+  const execCgroup = path.join(scratch, 'exec');
   fs.mkdirSync(scratch);
+  fs.mkdirSync(execCgroup);
+  fs.mkdirSync(path.join(scratch, 'nspawn'));
   fs.mkdirSync(bpffsDir);
 
   const args = [
     '-D', ROOTFS, '-M', name, '--register=no', '--keep-unit', '-b', '--volatile=overlay', '--capability=all',
-    '--console=read-only', `--bind=${bpffsDir}:/sys/fs/bpf`, `--bind-ro=${REPO}:${REPO_IN_CONTAINER}`,
+    '--system-call-filter=bpf', `--bind=${bpffsDir}:/sys/fs/bpf`, `--bind-ro=${REPO}:${REPO_IN_CONTAINER}`,
     `--bind-ro=${process.execPath}:${NODE_IN_CONTAINER}`,
   ];
   // Joins the scratch cgroup first, so the container and all it starts live there.
-  const nspawn = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec systemd-nspawn "$@"', 'sh', scratch, ...args], {
+  const nspawn = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec systemd-nspawn "$@"', 'sh', path.join(scratch, 'nspawn'), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1' },
   });
@@ -175,7 +189,12 @@ export async function bootContainer(): Promise<{ container: Container; shutdown:
     if (running) {
       // SIGTERM asks nspawn for a clean poweroff of the container.
       nspawn.kill('SIGTERM');
-      const off = await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]);
+      const giveUp = new AbortController();
+      const off = await Promise.race([
+        exited.then(() => true),
+        sleep(10_000, undefined, { signal: giveUp.signal }).then(() => false, () => true),
+      ]);
+      giveUp.abort();
       if (!off) {
         fs.writeFileSync(path.join(scratch, 'cgroup.kill'), '1');
         nspawn.kill('SIGKILL');
@@ -195,20 +214,23 @@ export async function bootContainer(): Promise<{ container: Container; shutdown:
     while (initPid === undefined) {
       if (!running) throw new Error(describe('systemd-nspawn exited during boot'));
       if (Date.now() > deadline) throw new Error(describe('no init process after 30 s'));
-      initPid = childrenOf(nspawn.pid!)[0];
+      // The first child is nspawn's own until it execs the container's systemd.
+      initPid = childrenOf(nspawn.pid!).find((pid) => commOf(pid) === 'systemd');
       if (initPid === undefined) await sleep(50);
     }
     const pid = initPid;
-    const initCgroup = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!.slice(3);
+    // Known once booted: PID 1 moves itself from the root into <root>/init.scope.
+    let cgroupRoot = '';
     const container: Container = {
       name,
       initPid: pid,
-      // PID 1 sits in <root>/init.scope
-      cgroupRoot: path.join(findCgroup2Root(), path.dirname(initCgroup)),
+      get cgroupRoot() {
+        return cgroupRoot;
+      },
       bpffsDir,
-      exec: (argv, timeoutMs = 60_000) => runIn(pid, argv, timeoutMs),
+      exec: (argv, timeoutMs = 60_000) => runIn(pid, execCgroup, argv, timeoutMs),
       async sh(script, timeoutMs = 60_000) {
-        const r = await runIn(pid, ['sh', '-c', script], timeoutMs);
+        const r = await runIn(pid, execCgroup, ['sh', '-c', script], timeoutMs);
         if (r.code !== 0) throw new Error(`in container: sh -c '${script}' exited ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
         return r.stdout;
       },
@@ -223,11 +245,17 @@ export async function bootContainer(): Promise<{ container: Container; shutdown:
       },
       consoleTail: () => consoleText,
     };
+    // Until PID 1 listens, systemctl says "offline" or cannot connect at all.
     // "degraded" is fine: units this image cannot run in a container may fail.
-    const state = await container.exec(['systemctl', 'is-system-running', '--wait'], 30_000);
-    if (!['running', 'degraded'].includes(state.stdout.trim())) {
-      throw new Error(describe(`did not finish booting: ${state.stdout.trim()} ${state.stderr.trim()}`));
+    for (;;) {
+      const state = await container.exec(['systemctl', 'is-system-running', '--wait'], 30_000);
+      const word = state.stdout.trim();
+      if (['running', 'degraded'].includes(word)) break;
+      if (Date.now() > deadline) throw new Error(describe(`did not finish booting: ${word} ${state.stderr.trim()}`));
+      await sleep(100);
     }
+    const initCgroup = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!.slice(3);
+    cgroupRoot = path.join(findCgroup2Root(), initCgroup.replace(/\/init\.scope$/, ''));
     return { container, shutdown };
   }, shutdown);
 }

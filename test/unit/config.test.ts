@@ -24,6 +24,8 @@ const DEFAULTS: SockaccelConfig = {
   meshExcludedPorts: [],
   acceleratePlain: true,
   objectDir: '',
+  metricsEnabled: false,
+  metricsAddress: '127.0.0.1:9464',
 };
 
 function tempDir(t: ExecutionContext): string {

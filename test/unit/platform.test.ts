@@ -22,11 +22,11 @@ test('capabilities come from CapEff', (t) => {
   t.is(effectiveCapabilities('CapEff:\t0000000000000000\n'), 0n);
 });
 
-test('missing CAP_BPF / CAP_NET_ADMIN is a PrivilegeError naming them', (t) => {
+test('missing CAP_BPF / CAP_NET_ADMIN / CAP_PERFMON is a PrivilegeError naming them', (t) => {
   const err = t.throws(() => checkPrivileges(0n), { instanceOf: PrivilegeError });
-  t.regex(err!.message, /CAP_BPF and CAP_NET_ADMIN/);
+  t.regex(err!.message, /CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON/);
   t.is(err!.exitCode, 77);
-  t.notThrows(() => checkPrivileges(1n << 21n)); // CAP_SYS_ADMIN covers both
-  t.notThrows(() => checkPrivileges((1n << 39n) | (1n << 12n)));
-  t.throws(() => checkPrivileges(1n << 39n), { message: /CAP_NET_ADMIN/ });
+  t.notThrows(() => checkPrivileges(1n << 21n)); // CAP_SYS_ADMIN covers all
+  t.notThrows(() => checkPrivileges((1n << 39n) | (1n << 38n) | (1n << 12n)));
+  t.throws(() => checkPrivileges((1n << 39n) | (1n << 12n)), { message: /missing CAP_PERFMON \(/ });
 });

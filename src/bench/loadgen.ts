@@ -1,0 +1,226 @@
+/**
+ * Drives build/native/loadgen (scripts/bench/loadgen.c): one server and one
+ * client process per run, placed by the caller, and turns their JSON lines
+ * into integrity problems and metrics.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { EnvironmentError } from '../errors';
+import type { Placement, ProcessGroup, JsonLine } from './processes';
+
+export const LOADGEN_BINARY = path.resolve(__dirname, '..', '..', '..', 'build', 'native', 'loadgen');
+
+export type Mode = 'rr' | 'stream' | 'connrate';
+
+/** A TCP host (listen: bind address; client: where to connect) or a Unix socket path. */
+export type Address = { readonly tcp: string } | { readonly unix: string };
+
+export interface RunSpec {
+  readonly mode: Mode;
+  /** rr: message size; stream: write size; connrate: unused. */
+  readonly size: number;
+  readonly warmupMs: number;
+  readonly durationMs: number;
+  readonly server: { readonly listen: Address; readonly placement: Placement };
+  readonly client: { readonly connect: Address; readonly placement: Placement };
+}
+
+export interface RrClientResult {
+  readonly mode: 'rr';
+  readonly size: number;
+  readonly messages: number;
+  readonly transactions: number;
+  readonly elapsedNs: number;
+  readonly latencyNs: { min: number; p50: number; p90: number; p99: number; p999: number; max: number; mean: number; stddev: number };
+  /** [from ns, to ns, count] buckets, 4 per power of two. */
+  readonly histogram: readonly [number, number, number][];
+  readonly integrity: { ok: boolean; checkedBytes: number; firstBadMessage: number };
+}
+
+export interface CpuReport {
+  readonly userSec: number;
+  readonly sysSec: number;
+  /** Busy time of every CPU over the window, from /proc/stat (user+nice+system+irq+softirq). */
+  readonly busySecByCpu: readonly number[];
+}
+
+export interface StreamClientResult {
+  readonly mode: 'stream';
+  readonly size: number;
+  readonly bytesSent: number;
+  readonly writes: number;
+  readonly windowBytes: number;
+  readonly windowNs: number;
+  /** How the server's side ended: "eof" when it had read everything, else what the client saw. */
+  readonly serverClose: string;
+  readonly cpu: CpuReport;
+}
+
+export interface ConnrateClientResult {
+  readonly mode: 'connrate';
+  readonly connections: number;
+  readonly windowConnections: number;
+  readonly windowNs: number;
+  readonly integrity: { ok: boolean; badCloses: number };
+}
+
+export type ClientResult = RrClientResult | StreamClientResult | ConnrateClientResult;
+
+export interface ServerConnReport {
+  readonly mode: 'rr' | 'stream';
+  readonly messages?: number;
+  readonly badMessages?: number;
+  readonly bytesIn?: number;
+  readonly reads?: number;
+  readonly firstBadOffset?: number;
+  readonly cpu?: CpuReport;
+}
+
+export interface ServerSummary {
+  readonly accepted: number;
+  readonly failures: number;
+  readonly spuriousEagain: number;
+}
+
+export interface LoadgenRun {
+  readonly client: ClientResult;
+  /** Blocking recv() calls that returned EAGAIN (see recv_blocking in loadgen.c), both processes. */
+  readonly spuriousEagain: number;
+  /** The server's report on the (one) connection; absent for connrate. */
+  readonly serverConn?: ServerConnReport;
+  readonly serverSummary: ServerSummary;
+}
+
+const START_TIMEOUT_MS = 10_000;
+const REPORT_TIMEOUT_MS = 15_000;
+/** Beyond the planned run time; loadgen's own watchdog fires first. */
+const CLIENT_GRACE_MS = 30_000;
+
+export function checkLoadgenBuilt(): void {
+  if (!fs.existsSync(LOADGEN_BINARY)) {
+    throw new EnvironmentError(`the load generator ${LOADGEN_BINARY} is not built`, {
+      hint: 'build it with: bash scripts/setup.sh (or bash scripts/build-native.sh)',
+    });
+  }
+}
+
+function addressArgs(address: Address): string[] {
+  return 'unix' in address ? ['--unix', address.unix] : ['--host', address.tcp];
+}
+
+/** Starts the server, runs the client to the end, collects both sides' reports, ends the server. */
+export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: string): Promise<LoadgenRun> {
+  const common = ['--mode', spec.mode, '--size', String(spec.size)];
+  const server = group.spawn(`loadgen server (${label})`, [LOADGEN_BINARY, 'server', ...common, ...addressArgs(spec.server.listen)], spec.server.placement);
+  try {
+    const listening = await server.waitFor((l) => l.event === 'listening', START_TIMEOUT_MS, 'it to listen');
+    const portArgs = 'tcp' in spec.client.connect ? ['--port', String(listening.port)] : [];
+    const client = group.spawn(
+      `loadgen client (${label})`,
+      [
+        LOADGEN_BINARY, 'client', ...common, ...addressArgs(spec.client.connect), ...portArgs,
+        '--duration-ms', String(spec.durationMs), '--warmup-ms', String(spec.warmupMs),
+      ],
+      spec.client.placement,
+    );
+    let result: JsonLine;
+    try {
+      result = await client.waitFor((l) => l.event === 'result', spec.warmupMs + spec.durationMs + CLIENT_GRACE_MS, 'its result');
+    } finally {
+      await client.kill();
+    }
+    const clientQuirks = Number(client.lines.find((l) => l.event === 'quirks')?.spuriousEagain ?? 0);
+    const serverConn = spec.mode === 'connrate'
+      ? undefined
+      : ((await server.waitFor((l) => l.event === 'conn', REPORT_TIMEOUT_MS, 'its connection report')) as unknown as ServerConnReport);
+    server.signal('SIGTERM');
+    const summary = await server.waitFor((l) => l.event === 'summary', REPORT_TIMEOUT_MS, 'its summary');
+    const serverSummary = summary as unknown as ServerSummary;
+    return {
+      client: result as unknown as ClientResult,
+      serverConn,
+      serverSummary,
+      spuriousEagain: clientQuirks + serverSummary.spuriousEagain,
+    };
+  } finally {
+    await server.kill();
+  }
+}
+
+/** Every way the two sides disagree about the bytes, as sentences; empty when intact. */
+export function integrityProblems(run: LoadgenRun): string[] {
+  const problems: string[] = [];
+  const { client, serverConn, serverSummary } = run;
+  switch (client.mode) {
+    case 'rr':
+      if (!client.integrity.ok) problems.push(`the client received a wrong response to message ${client.integrity.firstBadMessage}`);
+      if ((serverConn?.badMessages ?? 0) > 0) problems.push('the server received a request that differs from what the client sent');
+      if (serverConn?.messages !== client.messages) {
+        problems.push(`the client completed ${client.messages} messages, the server answered ${serverConn?.messages}`);
+      }
+      break;
+    case 'stream':
+      if (client.serverClose !== 'eof') problems.push(`the connection did not end in a clean EOF: ${client.serverClose}`);
+      if (serverConn?.firstBadOffset !== -1) problems.push(`the server read a wrong byte at stream offset ${serverConn?.firstBadOffset}`);
+      if (serverConn?.bytesIn !== client.bytesSent) {
+        problems.push(`the client sent ${client.bytesSent} bytes, the server received ${serverConn?.bytesIn}`);
+      }
+      break;
+    case 'connrate':
+      if (!client.integrity.ok) problems.push(`${client.integrity.badCloses} connections did not end in a clean EOF`);
+      if (serverSummary.accepted !== client.connections) {
+        problems.push(`the client made ${client.connections} connections, the server accepted ${serverSummary.accepted}`);
+      }
+      break;
+  }
+  if (serverSummary.failures > 0) problems.push(`the server counted ${serverSummary.failures} failed connections`);
+  return problems;
+}
+
+/** Payload bytes the run moved, both directions: what the redirect counters must account for. */
+export function payloadBytes(run: LoadgenRun): number {
+  switch (run.client.mode) {
+    case 'rr':
+      return 2 * run.client.messages * run.client.size;
+    case 'stream':
+      return run.client.bytesSent;
+    case 'connrate':
+      return 0;
+  }
+}
+
+/** The CPUs in a taskset list such as "0,2-3". */
+export function cpuList(list: string): number[] {
+  return list.split(',').flatMap((part) => {
+    const [from, to] = part.split('-').map(Number);
+    if (!Number.isInteger(from) || (to !== undefined && !Number.isInteger(to))) throw new RangeError(`bad CPU list "${list}"`);
+    return to === undefined ? [from!] : Array.from({ length: to - from! + 1 }, (_, i) => from! + i);
+  });
+}
+
+/** The metrics of one run, by name (see METRICS in results.ts). */
+export function runMetrics(run: LoadgenRun, cpusUsed: readonly number[]): Record<string, number> {
+  const { client } = run;
+  switch (client.mode) {
+    case 'rr':
+      return {
+        p50Us: client.latencyNs.p50 / 1e3,
+        p99Us: client.latencyNs.p99 / 1e3,
+        meanUs: client.latencyNs.mean / 1e3,
+        tps: client.transactions / (client.elapsedNs / 1e9),
+      };
+    case 'stream': {
+      const gb = client.windowBytes / 1e9;
+      const busy = cpusUsed.reduce((sum, cpu) => sum + (client.cpu.busySecByCpu[cpu] ?? 0), 0);
+      const server = run.serverConn;
+      return {
+        gbps: (client.windowBytes * 8) / client.windowNs,
+        cpuSecPerGB: busy / gb,
+        clientCpuSecPerGB: (client.cpu.userSec + client.cpu.sysSec) / gb,
+        serverBytesPerRead: server?.reads ? (server.bytesIn ?? 0) / server.reads : 0,
+      };
+    }
+    case 'connrate':
+      return { connPerSec: client.windowConnections / (client.windowNs / 1e9) };
+  }
+}

@@ -1,0 +1,350 @@
+/**
+ * The bench orchestrator: builds the paths and the accelerated side, proves
+ * on every path that acceleration really happens and keeps the bytes intact
+ * (the integrity gate), then measures every case in interleaved rounds
+ * (plain, accelerated, Unix socket; next case; next round), checking the
+ * bytes and the redirect counters of every single run, and summarizes.
+ * Everything it creates is removed again, whatever happens.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Stats, StatName } from '../bpf-layout';
+import { PrivilegeError } from '../errors';
+import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunSpec } from './loadgen';
+import { caseId, type BenchOptions, type CaseSpec } from './options';
+import { benchRunName, type PreparedPath } from './paths';
+import { ProcessGroup, type Placement } from './processes';
+import type { Progress } from './progress';
+import { evaluateGoals, RESULTS_SCHEMA_VERSION, type BenchResults, type CaseResult, type Side, type SockperfCheck } from './results';
+import { startAcceleratedSide, type AcceleratedSide } from './scratch';
+import { checkSockperfInstalled, runSockperf } from './sockperf';
+import { summarizeRatios, summarizeRounds, type RatioSummary, type RoundSummary } from './stats';
+
+/** The accelerated side did not accelerate, or bytes were lost or changed: the numbers would lie. */
+export class BenchIntegrityError extends Error {
+  override readonly name = 'BenchIntegrityError';
+}
+
+export interface BenchIo {
+  readonly progress: (totalSteps: number) => Progress;
+  readonly log: Logger;
+  readonly signal: AbortSignal;
+  readonly group: ProcessGroup;
+  readonly version: string;
+}
+
+type Delta = Record<StatName, bigint>;
+
+function delta(before: Stats, after: Stats): Delta {
+  return Object.fromEntries(Object.keys(after).map((k) => [k, after[k as StatName] - before[k as StatName]])) as Delta;
+}
+
+/**
+ * What the daemon's counters say about a run that should (accelerated) or
+ * should not (plain) have been redirected; empty when they agree.
+ */
+export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta): string[] {
+  if (side === 'unix') return [];
+  if (side === 'plain') {
+    return d.sockets_inserted > 0n || d.bytes_redirected > 0n
+      ? [`the plain run was accelerated (${d.sockets_inserted} sockets inserted, ${d.bytes_redirected} bytes redirected)`]
+      : [];
+  }
+  const counts = `counters: sockets_inserted +${d.sockets_inserted}, bytes_redirected +${d.bytes_redirected}, bytes_passed +${d.bytes_passed}, pair_fallback +${d.pair_fallback}, insert_fail_full +${d.insert_fail_full}, insert_fail_other +${d.insert_fail_other}, skipped_port +${d.skipped_port}, skipped_no_listener +${d.skipped_no_listener}, skipped_not_local +${d.skipped_not_local}`;
+  if (run.client.mode === 'connrate') {
+    const expected = 2n * BigInt(run.client.connections);
+    return d.sockets_inserted < expected
+      ? [`only ${d.sockets_inserted} of ${expected} sockets entered the sockhash: connections were set up as plain TCP (${counts})`]
+      : [];
+  }
+  const payload = BigInt(payloadBytes(run));
+  const problems: string[] = [];
+  if (d.sockets_inserted < 2n) problems.push('the connection was never paired');
+  if (d.bytes_redirected < payload) problems.push(`only ${d.bytes_redirected} of ${payload} payload bytes were redirected`);
+  if (d.bytes_passed > 0n) problems.push(`${d.bytes_passed} bytes went over plain TCP`);
+  return problems.length ? [`the accelerated run fell back to plain TCP: ${problems.join(', ')} (${counts})`] : [];
+}
+
+function sidesOf(c: CaseSpec): Side[] {
+  // The Unix socket limit line does not depend on the TCP path: measured once, on loopback.
+  return c.kind !== 'connrate' && c.path.name === 'loopback' ? ['plain', 'accelerated', 'unix'] : ['plain', 'accelerated'];
+}
+
+function sizeLabel(bytes: number): string {
+  return bytes >= 1024 ? `${bytes / 1024} KiB` : `${bytes} B`;
+}
+
+function caseLabel(c: CaseSpec): string {
+  return `${c.kind} ${c.path.name}${c.size === null ? '' : ` ${sizeLabel(c.size)}`} ${c.pinning}`;
+}
+
+interface Context {
+  readonly opts: BenchOptions;
+  readonly io: BenchIo;
+  readonly accelerated: AcceleratedSide;
+  readonly prepared: ReadonlyMap<string, PreparedPath>;
+  readonly unixDir: string;
+  unixCount: number;
+  readonly spuriousEagain: Record<Side, number>;
+}
+
+function cpusFor(opts: BenchOptions, c: Pick<CaseSpec, 'pinning'>): { server: string; client: string } {
+  return c.pinning === 'same-cpu' || opts.cpus.crossCpu === null
+    ? { server: opts.cpus.sameCpu, client: opts.cpus.sameCpu }
+    : opts.cpus.crossCpu;
+}
+
+function runSpec(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: number; durationMs: number }): RunSpec {
+  const cpus = cpusFor(ctx.opts, c);
+  const cgroup = side === 'accelerated' ? ctx.accelerated.cgroup : undefined;
+  const place = (netns: string | undefined, cpu: string): Placement => ({
+    ...(cgroup ? { cgroup } : {}),
+    ...(netns ? { netns } : {}),
+    cpus: cpu,
+  });
+  const common = { mode: c.kind, size: c.size ?? 1, ...timing };
+  if (side === 'unix') {
+    const socket = path.join(ctx.unixDir, `s${ctx.unixCount++}.sock`);
+    return { ...common, server: { listen: { unix: socket }, placement: place(undefined, cpus.server) }, client: { connect: { unix: socket }, placement: place(undefined, cpus.client) } };
+  }
+  const p = ctx.prepared.get(c.path.name)!;
+  return {
+    ...common,
+    server: { listen: { tcp: p.server.host }, placement: place(p.server.netns, cpus.server) },
+    client: { connect: { tcp: p.client.host }, placement: place(p.client.netns, cpus.client) },
+  };
+}
+
+/** One run, its bytes and counters checked; throws BenchIntegrityError on any doubt. */
+async function measureOnce(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: number; durationMs: number }): Promise<{ run: LoadgenRun; metrics: Record<string, number>; delta: Delta }> {
+  const label = `${caseLabel(c)} ${side}`;
+  const spec = runSpec(ctx, c, side, timing);
+  const before = ctx.accelerated.counters();
+  const run = await runLoadgen(ctx.io.group, spec, label);
+  const d = delta(before, ctx.accelerated.counters());
+  ctx.spuriousEagain[side] += run.spuriousEagain;
+  const problems = [...integrityProblems(run), ...accelerationProblems(side, run, d)];
+  if (problems.length > 0) throw new BenchIntegrityError(`${label}: ${problems.join('; ')}`);
+  const cpus = cpusFor(ctx.opts, c);
+  const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
+  if ('unix' in spec.server.listen) fs.rmSync(spec.server.listen.unix, { force: true });
+  return { run, metrics: runMetrics(run, used), delta: d };
+}
+
+const MB = 1e6;
+
+/** Before any measurement: on every path, accelerated bytes arrive intact and the counters prove the redirect. */
+async function integrityGate(ctx: Context, step: (label: string) => void): Promise<BenchResults['integrityGate']> {
+  const gate: { path: string; checks: string[] }[] = [];
+  const timing = { warmupMs: 0, durationMs: 150 };
+  for (const p of ctx.opts.paths) {
+    const checks: string[] = [];
+    for (const [kind, size] of [['rr', 64], ['stream', 65536]] as const) {
+      const c: CaseSpec = { kind, path: p, size, pinning: 'same-cpu' };
+      step(`integrity gate: ${caseLabel(c)} accelerated`);
+      const { run, delta: d } = await measureOnce(ctx, c, 'accelerated', timing);
+      checks.push(
+        run.client.mode === 'rr'
+          ? `rr ${size} B: ${run.client.messages} request/response pairs compared byte for byte; ${d.sockets_inserted} sockets paired; ${d.bytes_redirected} bytes redirected, 0 over plain TCP`
+          : `stream ${sizeLabel(size)}: ${(payloadBytes(run) / MB).toFixed(1)} MB compared at the server; ${(Number(d.bytes_redirected) / MB).toFixed(1)} MB redirected, 0 over plain TCP`,
+      );
+    }
+    step(`integrity gate: rr ${p.name} plain`);
+    await measureOnce(ctx, { kind: 'rr', path: p, size: 64, pinning: 'same-cpu' }, 'plain', timing);
+    checks.push('plain run: no socket inserted, no byte redirected');
+    gate.push({ path: p.name, checks });
+  }
+  return gate;
+}
+
+type Samples = Map<string, Partial<Record<Side, Record<string, number[]>>>>;
+
+function record(samples: Samples, c: CaseSpec, side: Side, metrics: Record<string, number>): void {
+  const id = caseId(c);
+  const bySide = samples.get(id) ?? {};
+  const byMetric = (bySide[side] ??= {});
+  for (const [name, value] of Object.entries(metrics)) (byMetric[name] ??= []).push(value);
+  samples.set(id, bySide);
+}
+
+function ratiosOf(num: Record<string, number[]>, den: Record<string, number[]>): Record<string, RatioSummary> {
+  return Object.fromEntries(
+    Object.keys(num)
+      .filter((m) => den[m] && den[m]!.length === num[m]!.length && den[m]!.every((v) => v !== 0))
+      .map((m) => [m, summarizeRatios(num[m]!, den[m]!)]),
+  );
+}
+
+function caseResults(opts: BenchOptions, samples: Samples): CaseResult[] {
+  return opts.cases.map((c) => {
+    const bySide = samples.get(caseId(c)) ?? {};
+    // Paths other than loopback compare against the loopback case's Unix runs (same round, same CPUs).
+    const unix = bySide.unix ?? samples.get(caseId({ ...c, path: 'loopback' }))?.unix;
+    const sides = Object.fromEntries(
+      Object.entries(bySide).map(([side, metrics]) => [
+        side,
+        Object.fromEntries(Object.entries(metrics).map(([m, v]) => [m, summarizeRounds(v)])) as Record<string, RoundSummary>,
+      ]),
+    ) as CaseResult['sides'];
+    const acc = bySide.accelerated ?? {};
+    return {
+      id: caseId(c),
+      kind: c.kind,
+      path: c.path.name,
+      size: c.size,
+      pinning: c.pinning,
+      cpus: cpusFor(opts, c),
+      sides,
+      ratios: {
+        acceleratedVsPlain: ratiosOf(acc, bySide.plain ?? {}),
+        ...(unix ? { acceleratedVsUnix: ratiosOf(acc, unix) } : {}),
+      },
+    };
+  });
+}
+
+async function sockperfChecks(ctx: Context, cases: readonly CaseResult[], step: (label: string) => void): Promise<SockperfCheck[]> {
+  const target = cases.find((c) => c.kind === 'rr' && c.path === 'loopback' && c.size === 64 && c.pinning === 'same-cpu');
+  if (!target) return [];
+  const checks: SockperfCheck[] = [];
+  for (const side of ['plain', 'accelerated'] as const) {
+    step(`sockperf ping-pong 64 B loopback same-cpu ${side}`);
+    const cgroup = side === 'accelerated' ? { cgroup: ctx.accelerated.cgroup } : {};
+    const before = ctx.accelerated.counters();
+    const rtt = await runSockperf(ctx.io.group, {
+      host: '127.0.0.1',
+      size: 64,
+      seconds: ctx.opts.sockperfSeconds,
+      server: { ...cgroup, cpus: ctx.opts.cpus.sameCpu },
+      client: { ...cgroup, cpus: ctx.opts.cpus.sameCpu },
+    });
+    const d = delta(before, ctx.accelerated.counters());
+    if (side === 'accelerated' && (d.sockets_inserted < 2n || d.bytes_redirected === 0n || d.bytes_passed > 0n)) {
+      throw new BenchIntegrityError(`sockperf accelerated: not redirected (sockets_inserted +${d.sockets_inserted}, bytes_redirected +${d.bytes_redirected}, bytes_passed +${d.bytes_passed})`);
+    }
+    if (side === 'plain' && d.sockets_inserted > 0n) throw new BenchIntegrityError('sockperf plain: the plain run was accelerated');
+    const m = target.sides[side]!;
+    const loadgen = { p50Us: m.p50Us!.median, p99Us: m.p99Us!.median, meanUs: m.meanUs!.median };
+    checks.push({ side, path: 'loopback', size: 64, pinning: 'same-cpu', sockperf: rtt, loadgen, p50Ratio: loadgen.p50Us / rtt.p50Us });
+  }
+  return checks;
+}
+
+function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new PrivilegeError('sockaccel bench creates a cgroup, network namespaces and BPF programs: it must run as root');
+  }
+}
+
+const METHOD = {
+  loadGenerator:
+    'build/native/loadgen (scripts/bench/loadgen.c): one blocking socket per process, no event loop; server and client are separate processes, each pinned with taskset',
+  order:
+    'each round runs every case; within a case plain, accelerated, then the Unix domain socket limit (loopback cases; other paths are compared with it); round i of every case shares one time slice. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios',
+  integrity:
+    'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: every byte compared at the server with the pattern at its stream offset, byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match. Accelerated runs must show both sockets paired and the redirect counter covering every payload byte with none over plain TCP; plain runs must leave the counters untouched',
+  cpuAccounting:
+    'stream cpuSecPerGB: busy time (user+nice+system+irq+softirq, /proc/stat) of the CPUs both processes are pinned to over the measured window, per GB moved; clientCpuSecPerGB: the writer\'s own getrusage',
+} as const;
+
+export async function runBench(opts: BenchOptions, configArgv: readonly string[], io: BenchIo): Promise<BenchResults> {
+  requireRoot();
+  checkLoadgenBuilt();
+  if (opts.sockperf) checkSockperfInstalled();
+  const started = new Date();
+  const name = benchRunName();
+  const cleanups: (() => Promise<void>)[] = [];
+  const prepared = new Map<string, PreparedPath>();
+  const abortIfAsked = () => {
+    if (io.signal.aborted) throw new Error('interrupted');
+  };
+
+  const sideRuns = opts.cases.reduce((n, c) => n + sidesOf(c).length, 0);
+  const gateRuns = opts.paths.length * 3;
+  const sockperfRuns = opts.sockperf ? 2 : 0;
+  const progress = io.progress(gateRuns + opts.rounds * sideRuns + sockperfRuns);
+  const step = (label: string) => {
+    abortIfAsked();
+    progress.step(label);
+  };
+
+  let succeeded = false;
+  try {
+    const unixDir = fs.mkdtempSync(path.join(os.tmpdir(), name));
+    cleanups.push(async () => fs.rmSync(unixDir, { recursive: true, force: true }));
+    for (const p of opts.paths) {
+      abortIfAsked();
+      const ready = await p.setup({ name: (label) => `${name}-${label}` });
+      cleanups.push(ready.cleanup);
+      prepared.set(p.name, ready);
+    }
+    const accelerated = await startAcceleratedSide({
+      name,
+      configArgv,
+      localCidrs: opts.paths.flatMap((p) => p.localCidrs),
+      log: io.log,
+    });
+    // Before the daemon stops: our processes must be out of its cgroup.
+    cleanups.push(accelerated.close, () => io.group.killAll());
+    const ctx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, unix: 0 } };
+
+    const integrityGateResult = await integrityGate(ctx, step);
+    const samples: Samples = new Map();
+    for (let round = 1; round <= opts.rounds; round++) {
+      for (const c of opts.cases) {
+        const timing = { warmupMs: opts.warmupMs, durationMs: opts.durationMs[c.kind] };
+        for (const side of sidesOf(c)) {
+          step(`round ${round}/${opts.rounds}: ${caseLabel(c)} ${side}`);
+          record(samples, c, side, (await measureOnce(ctx, c, side, timing)).metrics);
+        }
+      }
+    }
+    const cases = caseResults(opts, samples);
+    const sockperf = opts.sockperf ? await sockperfChecks(ctx, cases, step) : null;
+    succeeded = true;
+    return {
+      schemaVersion: RESULTS_SCHEMA_VERSION,
+      sockaccelVersion: io.version,
+      profile: opts.profile,
+      startedAt: started.toISOString(),
+      elapsedSec: (Date.now() - started.getTime()) / 1000,
+      environment: {
+        kernel: os.release(),
+        cpuModel: os.cpus()[0]?.model ?? 'unknown',
+        onlineCpus: os.cpus().length,
+        cpuSets: { sameCpu: opts.cpus.sameCpu, crossCpu: opts.cpus.crossCpu },
+      },
+      method: {
+        ...METHOD,
+        rounds: opts.rounds,
+        warmupMs: opts.warmupMs,
+        durationMs: opts.durationMs,
+        acceleratedSide: `scratch cgroup ${accelerated.cgroup} with its own pin root ${accelerated.pinRoot}; the data path runs inside the bench process, the host's daemon is not used`,
+      },
+      paths: opts.paths.map((p) => ({ name: p.name, description: p.description })),
+      integrityGate: integrityGateResult,
+      cases,
+      sockperf,
+      goals: evaluateGoals(cases),
+      observations: { spuriousEagain: ctx.spuriousEagain },
+    };
+  } finally {
+    progress.finish();
+    const failures: unknown[] = [];
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch (err) {
+        failures.push(err);
+      }
+    }
+    if (failures.length > 0) {
+      const text = `bench cleanup incomplete: ${failures.map(String).join('; ')}`;
+      // A failed run's own error is the news; a clean run must not hide leftovers.
+      if (succeeded) throw new AggregateError(failures, text);
+      io.log.error(text);
+    }
+  }
+}

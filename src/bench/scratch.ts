@@ -1,0 +1,138 @@
+/**
+ * The accelerated side of the bench: a scratch cgroup under the cgroup v2
+ * root, its own pin root, and the data path started in this process on that
+ * cgroup only. The host's own daemon (if any) is never used or touched: the
+ * scratch daemon has its own pins and lock, and only processes the bench
+ * places in the scratch cgroup are accelerated.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { findCgroup2Root } from '../cgroup';
+import { loadConfig, type SockaccelConfig } from '../config';
+import { startDaemon, type Daemon } from '../daemon';
+import { effectiveSockops } from '../doctor/neighbours';
+import { EnvironmentError } from '../errors';
+import { lockPath } from '../instance-lock';
+import { readStats } from '../stats';
+import type { Stats } from '../bpf-layout';
+
+const BPFFS = '/sys/fs/bpf';
+const RMDIR_RETRY_MS = 5_000;
+
+export interface AcceleratedSide {
+  readonly cgroup: string;
+  readonly pinRoot: string;
+  /** The daemon's counters, summed over CPUs. */
+  counters(): Stats;
+  /** Stops the daemon, removes its pins and lock file, removes the cgroup. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * The bench's daemon configuration: the defaults plus the configuration
+ * flags given on the bench's own command line (e.g. --object-dir to measure
+ * another build, --include-ports), never the host's config file or
+ * SOCKACCEL_* environment, which describe the host daemon. Where it attaches
+ * and pins, what counts as local and metrics (off: the host daemon may hold
+ * the port) are the bench's.
+ */
+export function benchDaemonConfig(configArgv: readonly string[], overrides: { cgroupPath: string; pinRoot: string; localCidrs: readonly string[] }): SockaccelConfig {
+  const namesFile = configArgv.some((arg) => arg.startsWith('--config='));
+  const base = loadConfig({ argv: [...(namesFile ? [] : ['--config=/dev/null']), ...configArgv], env: {} });
+  return Object.freeze({
+    ...base,
+    cgroupPath: overrides.cgroupPath,
+    pinRoot: overrides.pinRoot,
+    localCidrs: Object.freeze([...new Set([...base.localCidrs, ...overrides.localCidrs])]),
+    metricsEnabled: false,
+  });
+}
+
+/**
+ * Another sock_ops program in effect where the bench runs would accelerate
+ * (or otherwise change) the "plain" side and fight over the accelerated
+ * one's sockets: the comparison would be meaningless.
+ */
+export function refuseForeignSockops(cgroups: readonly string[]): void {
+  const foreign = cgroups.flatMap((cg) => effectiveSockops(cg).map((p) => `${p.name} (id ${p.id}) attached at ${p.cgroup}`));
+  if (foreign.length > 0) {
+    throw new EnvironmentError(`sock_ops programs already run for the bench's sockets: ${[...new Set(foreign)].join('; ')}`, {
+      hint: 'plain TCP would not be plain. Stop the daemon (or CNI feature) that attached them to a parent cgroup, or run the bench on another machine',
+    });
+  }
+}
+
+/** Creates the scratch cgroup and starts the data path on it. */
+export async function startAcceleratedSide(opts: {
+  name: string;
+  configArgv: readonly string[];
+  localCidrs: readonly string[];
+  log: Logger;
+}): Promise<AcceleratedSide> {
+  const cgroup = path.join(findCgroup2Root(), opts.name);
+  const pinRoot = path.join(BPFFS, opts.name);
+  const config = benchDaemonConfig(opts.configArgv, { cgroupPath: cgroup, pinRoot, localCidrs: opts.localCidrs });
+  fs.mkdirSync(cgroup);
+  let daemon: Daemon | undefined;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    const problems: unknown[] = [];
+    const attempt = async (step: () => unknown) => {
+      try {
+        await step();
+      } catch (err) {
+        problems.push(err);
+      }
+    };
+    await attempt(() => daemon?.stop());
+    await attempt(() => fs.rmSync(pinRoot, { recursive: true, force: true }));
+    await attempt(() => fs.rmSync(lockPath(pinRoot), { force: true }));
+    await attempt(() => removeCgroup(cgroup));
+    if (problems.length > 0) throw new AggregateError(problems, `bench cleanup incomplete: ${problems.map(String).join('; ')}`);
+  };
+  try {
+    refuseForeignSockops([cgroup, cgroupOfSelf()]);
+    daemon = await startDaemon(config, opts.log);
+  } catch (err) {
+    await close().catch(() => {
+      // the start failure is the news; close() already tried every step
+    });
+    throw err;
+  }
+  const statsFd = daemon.dataPath.mapFds.sa_stats;
+  return { cgroup, pinRoot, counters: () => readStats(statsFd), close };
+}
+
+/** This process's cgroup v2 directory: where the plain side's processes run. */
+export function cgroupOfSelf(): string {
+  const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  if (line === undefined) throw new EnvironmentError('this process has no cgroup v2 membership');
+  // path.resolve drops the trailing slash of the root cgroup ("0::/").
+  return path.resolve(findCgroup2Root(), `.${line.slice(3)}`);
+}
+
+/**
+ * rmdir answers EBUSY until exited members are released; the caller has
+ * already ended every process it put there, so retry briefly.
+ */
+async function removeCgroup(dir: string): Promise<void> {
+  const deadline = Date.now() + RMDIR_RETRY_MS;
+  for (;;) {
+    try {
+      fs.rmdirSync(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || Date.now() > deadline) {
+        const procs = fs.existsSync(dir) ? fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').join(' ') : '';
+        throw new Error(`cannot remove the bench cgroup ${dir} (${code}); processes still in it: ${procs || 'none'}`);
+      }
+    }
+    await sleep(50);
+  }
+}
