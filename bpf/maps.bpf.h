@@ -21,21 +21,17 @@
  * socket. bpf_sock_hash_update from the sock_ops program is unaffected.
  * The 8-byte value makes user-space lookups return the socket cookie.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, 65535); /* set by loader */
-	__uint(map_flags, BPF_F_RDONLY);
-	__type(key, struct sa_conn_key);
-	__type(value, __u64);
-} sa_clients SEC(".maps");
+#define SA_SOCKHASH(name)                                                      \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_SOCKHASH);                           \
+		__uint(max_entries, 65535); /* set by loader */                \
+		__uint(map_flags, BPF_F_RDONLY);                               \
+		__type(key, struct sa_conn_key);                               \
+		__type(value, __u64);                                          \
+	} name SEC(".maps")
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, 65535); /* set by loader */
-	__uint(map_flags, BPF_F_RDONLY);
-	__type(key, struct sa_conn_key);
-	__type(value, __u64);
-} sa_servers SEC(".maps");
+SA_SOCKHASH(sa_clients);
+SA_SOCKHASH(sa_servers);
 
 /* Pairing state per connection. A plain hash, not LRU: an evicted entry
  * would make a paired client look unpaired. */

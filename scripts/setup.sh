@@ -12,7 +12,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # test namespaces, bpftool and iptables serve diagnostics and tests.
 # debootstrap and systemd-container (systemd-nspawn) boot the real systemd
 # that test/integration/systemd.test.ts runs the service under.
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 iptables libcap2-bin util-linux procps debootstrap systemd-container)
+# sockperf cross-checks the bench's own load generator (sockaccel bench --sockperf).
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 iptables libcap2-bin util-linux procps debootstrap systemd-container sockperf)
 
 install_debian_packages() {
   local missing=()
@@ -53,4 +54,5 @@ build_typescript() {
 install_debian_packages
 install_npm_packages
 bash scripts/build-bpf.sh
+bash scripts/build-native.sh
 build_typescript

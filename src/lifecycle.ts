@@ -37,13 +37,14 @@ export class Lifecycle {
           }),
         ]);
         if (!done) {
-          this.log.error({ component: name, deadlineMs }, 'shutdown deadline passed; skipping the rest');
+          this.log.error({ step: name, deadlineMs }, 'shutdown deadline passed; skipping the rest');
           return false;
         }
-        this.log.info({ component: name }, 'closed');
+        // "step", not "component": the daemon's logger already carries that key.
+        this.log.info({ step: name }, 'closed');
       } catch (err) {
         clean = false;
-        this.log.error({ err, component: name }, 'close failed');
+        this.log.error({ err, step: name }, 'close failed');
       } finally {
         clearTimeout(timer);
       }

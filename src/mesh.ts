@@ -6,6 +6,7 @@
  */
 import { ConfigError } from './errors';
 import type { MeshSettings } from './loader';
+import type { SockaccelConfig } from './config';
 
 export const MESH_NAMES = ['none', 'istio', 'linkerd', 'kuma', 'custom'] as const;
 export type MeshName = (typeof MESH_NAMES)[number];
@@ -28,14 +29,10 @@ export const MESH_PRESETS: Readonly<Record<Exclude<MeshName, 'none' | 'custom'>,
   kuma: { proxyUid: 5678, outboundPort: 15001, inboundPort: 15006, excludedPorts: [9901] },
 };
 
-export interface MeshConfig {
-  readonly mesh: MeshName;
-  readonly meshProxyUid: number;
-  readonly meshOutboundPort: number;
-  readonly meshInboundPort: number;
-  readonly meshExcludedPorts: readonly number[];
-  readonly acceleratePlain: boolean;
-}
+export type MeshConfig = Pick<
+  SockaccelConfig,
+  'mesh' | 'meshProxyUid' | 'meshOutboundPort' | 'meshInboundPort' | 'meshExcludedPorts' | 'acceleratePlain'
+>;
 
 export interface ResolvedMesh {
   readonly settings: MeshSettings | null;

@@ -203,9 +203,22 @@ static int listen_socket(const struct options *o)
 	return fd;
 }
 
+/*
+ * Request/response traffic must never wait to coalesce: TCP_NODELAY on both
+ * ends. Streams keep Nagle and autocorking, as bulk senders (and iperf3) do:
+ * that coalescing is part of what plain TCP does well with small writes.
+ */
+static void tcp_nodelay(int fd, const struct options *o)
+{
+	int one = 1;
+
+	if (!o->unix_path && o->mode == MODE_RR)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static int connect_socket(const struct options *o)
 {
-	int fd, one = 1;
+	int fd;
 
 	if (o->unix_path) {
 		struct sockaddr_un sun;
@@ -221,18 +234,9 @@ static int connect_socket(const struct options *o)
 		if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen))
 			die("connect to %s port %s: %s", o->host, o->port, strerror(errno));
 		freeaddrinfo(ai);
-		/* Request/response traffic: never wait to coalesce. */
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
+	tcp_nodelay(fd, o);
 	return fd;
-}
-
-static void tcp_nodelay(int fd, const struct options *o)
-{
-	int one = 1;
-
-	if (!o->unix_path)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static uint64_t spurious_eagain;

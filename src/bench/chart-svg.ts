@@ -7,7 +7,7 @@
 import type { BenchResults, CaseResult, Side } from './results';
 
 const WIDTH = 960;
-const HEIGHT = 440;
+const HEIGHT = 470;
 const PANEL = { top: 70, height: 290, gap: 60, left: 70, right: 20 };
 const SERIES: readonly { side: Side; label: string; color: string }[] = [
   { side: 'plain', label: 'plain TCP', color: '#9e9e9e' },
@@ -112,7 +112,7 @@ export function renderChart(r: BenchResults): string {
   const tput = panelFor(r.cases, 'stream', 'gbps', 'Throughput by write size', 'Gbit/s (higher is better)');
   const legend = SERIES.map((s, i) => {
     const x = PANEL.left + i * 190;
-    return `<rect x="${x}" y="${HEIGHT - 30}" width="14" height="14" fill="${s.color}"/>${text(x + 20, HEIGHT - 18, s.label, 'font-size="12"')}`;
+    return `<rect x="${x}" y="${HEIGHT - 56}" width="14" height="14" fill="${s.color}"/>${text(x + 20, HEIGHT - 44, s.label, 'font-size="12"')}`;
   }).join('\n');
   const footer = `kernel ${r.environment.kernel}, ${r.environment.cpuModel}; ${r.method.rounds} rounds, median with min..max whiskers; ${r.startedAt.slice(0, 10)}`;
   return [
@@ -123,7 +123,7 @@ export function renderChart(r: BenchResults): string {
     panelSvg(rtt, PANEL.left, panelWidth),
     panelSvg(tput, PANEL.left * 2 + panelWidth + PANEL.gap, panelWidth),
     legend,
-    text(WIDTH - PANEL.right, HEIGHT - 18, footer, 'text-anchor="end" font-size="10" fill="#666"'),
+    text(WIDTH - PANEL.right, HEIGHT - 12, footer, 'text-anchor="end" font-size="10" fill="#666"'),
     `</svg>`,
     '',
   ].join('\n');

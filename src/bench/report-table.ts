@@ -76,13 +76,13 @@ function streamTable(cases: readonly CaseResult[]): string {
 function connTable(cases: readonly CaseResult[]): string {
   const rows = cases.map((c) => [
     c.path,
-    '-',
+    'connect+accept+close',
     c.pinning,
     withSpread(metric(c, 'plain', 'connPerSec')),
     withSpread(metric(c, 'accelerated', 'connPerSec')),
     ratio(c.ratios.acceleratedVsPlain.connPerSec),
   ]);
-  return renderTable(['path', '', 'pinning', 'plain conn/s', 'accel conn/s', 'accel/plain'], rows);
+  return renderTable(['path', 'cycle', 'pinning', 'plain conn/s', 'accel conn/s', 'accel/plain'], rows);
 }
 
 export function formatReport(r: BenchResults, files: { json: string; chart: string }): string {
@@ -96,7 +96,7 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
   ];
   if (of('rr').length) sections.push(`Request/response round trip (${r.method.loadGenerator.split(' (')[0]} rr)\n${rrTable(of('rr'))}`);
   if (of('stream').length) sections.push(`Streaming throughput (client writes, server reads and checks)\n${streamTable(of('stream'))}`);
-  if (of('connrate').length) sections.push(`Connection setup rate (connect + accept + close)\n${connTable(of('connrate'))}`);
+  if (of('connrate').length) sections.push(`Connection setup rate (the client connects, the server accepts and closes, the client sees EOF)\n${connTable(of('connrate'))}`);
   if (r.sockperf?.length) {
     sections.push(
       `Cross-check: sockperf ping-pong --full-rtt, 64 B, loopback, same CPU\n${renderTable(

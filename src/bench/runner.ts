@@ -269,6 +269,9 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
     abortIfAsked();
     progress.step(label);
   };
+  // Named up front, so that whoever watches (a test, an operator after a
+  // crash) knows what this run creates.
+  progress.note(`run ${name}: cgroup ${name}, pin root /sys/fs/bpf/${name}, namespaces ${name}-*`);
 
   let succeeded = false;
   try {

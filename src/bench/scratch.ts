@@ -14,7 +14,6 @@ import { loadConfig, type SockaccelConfig } from '../config';
 import { startDaemon, type Daemon } from '../daemon';
 import { effectiveSockops } from '../doctor/neighbours';
 import { EnvironmentError } from '../errors';
-import { lockPath } from '../instance-lock';
 import { readStats } from '../stats';
 import type { Stats } from '../bpf-layout';
 
@@ -26,7 +25,7 @@ export interface AcceleratedSide {
   readonly pinRoot: string;
   /** The daemon's counters, summed over CPUs. */
   counters(): Stats;
-  /** Stops the daemon, removes its pins and lock file, removes the cgroup. Idempotent. */
+  /** Stops the daemon (which releases its instance lock), removes its pins, removes the cgroup. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -90,7 +89,6 @@ export async function startAcceleratedSide(opts: {
     };
     await attempt(() => daemon?.stop());
     await attempt(() => fs.rmSync(pinRoot, { recursive: true, force: true }));
-    await attempt(() => fs.rmSync(lockPath(pinRoot), { force: true }));
     await attempt(() => removeCgroup(cgroup));
     if (problems.length > 0) throw new AggregateError(problems, `bench cleanup incomplete: ${problems.map(String).join('; ')}`);
   };

@@ -37,7 +37,9 @@ const VERSION_FEATURES: readonly { name: string; minKernel: string; optional?: s
   { name: 'cgroup bpf_link and link pinning', minKernel: '5.7' },
   { name: 'CAP_BPF', minKernel: '5.8' },
   { name: 'msg->sk in sk_msg', minKernel: '5.8' },
-  { name: 'PARSE_HDR_OPT_CB (unpaired clients leave the map on plain data)', minKernel: '5.10' },
+  { name: 'bpf_skc_to_tcp_sock (socket owner for mesh rules)', minKernel: '5.9' },
+  { name: 'PARSE_ALL_HDR_OPT_CB (unpaired clients leave the map on plain data)', minKernel: '5.10' },
+  { name: 'BPF atomic compare-and-swap (pairing state)', minKernel: '5.12' },
   {
     name: 'sockmap bpf_link',
     minKernel: '6.10',

@@ -80,12 +80,12 @@ test('an unknown flag is reported as such even when its value looks like a comma
   t.is(usageError(['run', '-x']).message, 'unknown option -x');
 });
 
-test('--json is accepted only by status, doctor and conns', (t) => {
-  for (const command of ['status', 'doctor', 'conns']) t.deepEqual(parseCommandLine([command, '--json']).commandFlags, { json: true });
+test('--json is accepted only by status, doctor, conns and bench', (t) => {
+  for (const command of ['status', 'doctor', 'conns', 'bench']) t.deepEqual(parseCommandLine([command, '--json']).commandFlags, { json: true });
   for (const command of ['run', 'help', 'version']) {
     const err = usageError([command, '--json']);
     t.is(err.message, `option --json is not accepted by command "${command}"`);
-    t.is(err.hint, '--json is an option of: status, doctor, conns');
+    t.is(err.hint, '--json is an option of: status, doctor, conns, bench');
   }
   t.is(usageError(['--json']).message, 'option --json is not accepted without a command');
 });

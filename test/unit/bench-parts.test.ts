@@ -1,0 +1,107 @@
+/* The pure parts of `sockaccel bench`: options, integrity verdicts, parsers, chart. */
+import test from 'ava';
+import { niceMax } from '../../src/bench/chart-svg';
+import { cpuList, integrityProblems, type LoadgenRun } from '../../src/bench/loadgen';
+import { parseBenchOptions, planCpus } from '../../src/bench/options';
+import { placedArgv } from '../../src/bench/processes';
+import { accelerationProblems } from '../../src/bench/runner';
+import { parseSockperfOutput } from '../../src/bench/sockperf';
+import { STAT_FIELDS, type Stats } from '../../src/bpf-layout';
+import { UsageError } from '../../src/errors';
+
+const zero = (): Stats => Object.fromEntries(STAT_FIELDS.map((f) => [f, 0n])) as Stats;
+
+const rrRun = (over: Partial<{ messages: number; serverMessages: number; ok: boolean }> = {}): LoadgenRun => ({
+  client: {
+    mode: 'rr',
+    size: 64,
+    messages: over.messages ?? 100,
+    transactions: 90,
+    elapsedNs: 1e6,
+    latencyNs: { min: 1, p50: 2, p90: 3, p99: 4, p999: 5, max: 6, mean: 2, stddev: 1 },
+    histogram: [],
+    integrity: { ok: over.ok ?? true, checkedBytes: 6400, firstBadMessage: over.ok === false ? 7 : -1 },
+  },
+  serverConn: { mode: 'rr', messages: over.serverMessages ?? over.messages ?? 100, badMessages: 0 },
+  serverSummary: { accepted: 1, failures: 0, spuriousEagain: 0 },
+  spuriousEagain: 0,
+});
+
+test('placedArgv joins the cgroup first, then the namespace, then the CPUs', (t) => {
+  t.deepEqual(placedArgv(['loadgen', 'server'], { cgroup: '/cg', netns: 'ns1', cpus: '1' }), [
+    'sh', '-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', '/cg',
+    'ip', 'netns', 'exec', 'ns1', 'taskset', '-c', '1', 'loadgen', 'server',
+  ]);
+  t.deepEqual(placedArgv(['x'], {}), ['x']);
+});
+
+test('cpuList reads taskset lists', (t) => {
+  t.deepEqual(cpuList('1'), [1]);
+  t.deepEqual(cpuList('0,2-4'), [0, 2, 3, 4]);
+  t.throws(() => cpuList('a'), { instanceOf: RangeError });
+});
+
+test('planCpus: the last two usable CPUs; same-cpu runs on the second', (t) => {
+  t.deepEqual(planCpus(undefined, [0, 1, 2, 3]), { sameCpu: '3', crossCpu: { server: '2', client: '3' } });
+  t.deepEqual(planCpus(undefined, [0]), { sameCpu: '0', crossCpu: null });
+  t.deepEqual(planCpus(['1', '0'], [0, 1]), { sameCpu: '0', crossCpu: { server: '1', client: '0' } });
+  t.throws(() => planCpus(['5'], [0, 1]), { instanceOf: UsageError });
+});
+
+test('options: quick is a subset of thorough, flags narrow it, bad values are usage errors', (t) => {
+  const thorough = parseBenchOptions({});
+  const quick = parseBenchOptions({ quick: true });
+  t.is(thorough.profile, 'thorough');
+  t.true(thorough.sockperf);
+  t.true(quick.cases.length < thorough.cases.length);
+  t.true(quick.cases.every((q) => thorough.cases.some((c) => c.kind === q.kind && c.path === q.path && c.size === q.size && c.pinning === q.pinning)));
+  const narrow = parseBenchOptions({ quick: true, paths: 'loopback', kinds: 'rr', 'rr-sizes': '64', rounds: '1' });
+  t.true(narrow.cases.length > 0);
+  t.true(narrow.cases.every((c) => c.kind === 'rr' && c.path.name === 'loopback' && c.size === 64));
+  t.true(narrow.cases.some((c) => c.pinning === 'same-cpu'));
+  t.is(narrow.rounds, 1);
+  t.throws(() => parseBenchOptions({ paths: 'moon' }), { instanceOf: UsageError });
+  t.throws(() => parseBenchOptions({ rounds: '0' }), { instanceOf: UsageError });
+  t.throws(() => parseBenchOptions({ 'rr-sizes': '64,big' }), { instanceOf: UsageError });
+});
+
+test('integrityProblems: intact runs pass, any disagreement is named', (t) => {
+  t.deepEqual(integrityProblems(rrRun()), []);
+  t.regex(integrityProblems(rrRun({ ok: false })).join('\n'), /wrong response to message 7/);
+  t.regex(integrityProblems(rrRun({ messages: 100, serverMessages: 99 })).join('\n'), /completed 100 messages, the server answered 99/);
+  const stream: LoadgenRun = {
+    client: { mode: 'stream', size: 1024, bytesSent: 1000, writes: 1, windowBytes: 900, windowNs: 1, serverClose: 'eof', cpu: { userSec: 0, sysSec: 0, busySecByCpu: [] } },
+    serverConn: { mode: 'stream', bytesIn: 999, reads: 1, firstBadOffset: -1 },
+    serverSummary: { accepted: 1, failures: 0, spuriousEagain: 0 },
+    spuriousEagain: 0,
+  };
+  t.regex(integrityProblems(stream).join('\n'), /sent 1000 bytes, the server received 999/);
+});
+
+test('accelerationProblems: a fallback to plain TCP is caught from the counters', (t) => {
+  const run = rrRun();
+  const good = { ...zero(), sockets_inserted: 2n, bytes_redirected: 12800n };
+  t.deepEqual(accelerationProblems('accelerated', run, good), []);
+  t.regex(accelerationProblems('accelerated', run, zero()).join('\n'), /fell back to plain TCP: the connection was never paired, only 0 of 12800/);
+  t.regex(accelerationProblems('accelerated', run, { ...good, bytes_passed: 64n }).join('\n'), /64 bytes went over plain TCP/);
+  t.deepEqual(accelerationProblems('plain', run, zero()), []);
+  t.regex(accelerationProblems('plain', run, good).join('\n'), /plain run was accelerated/);
+  t.deepEqual(accelerationProblems('unix', run, good), []);
+});
+
+test('parseSockperfOutput reads the full-RTT summary', (t) => {
+  const text = [
+    'sockperf: ====> avg-rtt=15.285 (std-dev=4.509)',
+    'sockperf: ---> percentile 99.000 =   20.770',
+    'sockperf: ---> percentile 50.000 =   14.090',
+  ].join('\n');
+  t.deepEqual(parseSockperfOutput(text), { p50Us: 14.09, p99Us: 20.77, meanUs: 15.285 });
+  t.throws(() => parseSockperfOutput('nothing'), { message: /no p50/ });
+});
+
+test('niceMax rounds an axis up to 1, 2 or 5 times a power of ten', (t) => {
+  t.is(niceMax(36.3), 50);
+  t.is(niceMax(0.7), 1);
+  t.is(niceMax(101), 200);
+  t.is(niceMax(0), 1);
+});
