@@ -54,6 +54,6 @@ export function formatReport(report: DoctorReport): string {
     if (c.fix !== undefined) lines.push(`       fix: ${c.fix}`);
   }
   const { pass: p, warn: w, fail: f } = report.summary;
-  lines.push('', `${p} passed, ${w} warnings, ${f} failed`);
+  lines.push('', `${p} passed, ${w} warning${w === 1 ? '' : 's'}, ${f} failed`);
   return `${lines.join('\n')}\n`;
 }

@@ -87,7 +87,7 @@ export function pinCompatibilityCheck(pinRoot: string, objectDir: string = DEFAU
 }
 
 /** Whether syscall writes to the map behind `pin` are refused; never changes the map. */
-export function isFrozen(pin: string): boolean {
+function isFrozen(pin: string): boolean {
   return withPinnedFd(pin, (fd) => {
     const { keySize, valueSize } = bpf.mapInfo(fd);
     // Per-CPU values take one slot per possible CPU; oversizing is harmless.

@@ -18,7 +18,7 @@ import { bindMetricsServer, MetricsServer } from './server';
 const VERSION: string = require('../../../package.json').version;
 
 /** Capacity of every map that can fill up (not socket storage, not the one-slot arrays), by pin name. */
-export function mapCapacities(dataPath: DataPath): Record<string, number> {
+function mapCapacities(dataPath: DataPath): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [name, fd] of Object.entries(dataPath.mapFds) as [keyof typeof SHARED_MAPS, number][]) {
     const max = mapInfo(fd).maxEntries;

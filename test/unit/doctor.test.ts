@@ -71,7 +71,7 @@ test('the report: any failure makes it not ok; fixes are printed under their che
   t.deepEqual(report.summary, { pass: 1, warn: 1, fail: 1 });
   const text = formatReport(report);
   t.regex(text, /\[FAIL\] C: broken\n {7}fix: do c/);
-  t.regex(text, /1 passed, 1 warnings, 1 failed/);
+  t.regex(text, /1 passed, 1 warning, 1 failed/);
   t.true(summarize([pass('a', 'A', 'fine'), warn('b', 'B', 'hmm', 'x')]).ok);
 });
 
