@@ -7,7 +7,8 @@ import { EnvironmentError } from './errors';
 import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from './libbpf';
 import { close } from './libc';
 import { SOCKOPS_PROGRAMS } from './loader';
-import { CONN_KEY, Connection, decodeConnection, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, PAIR, PAIR_STATES, Stats } from './bpf-layout';
+import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, Stats } from './bpf-layout';
+import { readPairs } from './pairs';
 import { formatPrefix } from './ip-prefix';
 import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from './pins';
 import { mapKeys } from './map-iter';
@@ -60,7 +61,7 @@ export function readStatus(pinRoot: string): StatusReport {
     },
     sockets: { clients: clients.entries, servers, capacity: clients.capacity },
     acceleratedSockets: acceleratedSockets(stats).toString(),
-    pairs: withPinnedFd(mapPinPath(pinRoot, 'sa_pairs'), pairStates),
+    pairs: pairStates(pinRoot),
     listeners: withPinnedFd(mapPinPath(pinRoot, 'sa_listeners'), (fd) => countKeys(fd, LISTENER_KEY.size)),
     localEndpoints: withPinnedFd(mapPinPath(pinRoot, 'sa_local'), (fd) =>
       [...mapKeys(fd, LPM_KEY.size)].map((k) => formatPrefix(decodeLpmKey(k))).sort(),
@@ -75,26 +76,9 @@ function countKeys(fd: number, keySize: number): number {
   return n;
 }
 
-/** Every connection in the pairs map (pending, paired or falling back). */
-export function listConnections(pinRoot: string): Connection[] {
-  return withPinnedFd(mapPinPath(pinRoot, 'sa_pairs'), (fd) => {
-    const value = Buffer.alloc(PAIR.size);
-    const out: Connection[] = [];
-    for (const key of mapKeys(fd, CONN_KEY.size)) {
-      if (bpfMapLookupElem(fd, key, value)) out.push(decodeConnection(key, value));
-    }
-    return out;
-  });
-}
-
-function pairStates(fd: number): Record<string, number> {
+function pairStates(pinRoot: string): Record<string, number> {
   const counts: Record<string, number> = { pending: 0, paired: 0, fallback: 0 };
-  const value = Buffer.alloc(PAIR.size);
-  for (const key of mapKeys(fd, CONN_KEY.size)) {
-    if (!bpfMapLookupElem(fd, key, value)) continue;
-    const state = PAIR_STATES[value.readUInt32LE(PAIR.state)] ?? 'unknown';
-    counts[state] = (counts[state] ?? 0) + 1;
-  }
+  for (const c of readPairs(pinRoot)) counts[c.state] = (counts[c.state] ?? 0) + 1;
   return counts;
 }
 

@@ -56,7 +56,7 @@
 #define MSG_STRIDE 7919u
 #define STREAM_READ_BUF (256u << 10)
 /* Seconds a client may run past its planned time before it gives up. */
-#define WATCHDOG_GRACE_S 20
+#define WATCHDOG_GRACE_S 10
 #define MAX_CPUS 256
 
 enum mode { MODE_RR, MODE_STREAM, MODE_CONNRATE };

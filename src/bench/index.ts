@@ -12,7 +12,8 @@ import { parseBenchOptions } from './options';
 import { ProcessGroup } from './processes';
 import { Progress } from './progress';
 import { formatReport } from './report-table';
-import { BenchIntegrityError, runBench } from './runner';
+import { BenchIntegrityError } from './loadgen';
+import { runBench } from './runner';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = require('../../../package.json').version;

@@ -12,6 +12,11 @@ export const LOADGEN_BINARY = path.resolve(__dirname, '..', '..', '..', 'build',
 
 export type Mode = 'rr' | 'stream' | 'connrate';
 
+/** The accelerated side did not accelerate, stalled, or lost or changed bytes: the numbers would lie. */
+export class BenchIntegrityError extends Error {
+  override readonly name = 'BenchIntegrityError';
+}
+
 /** A TCP host (listen: bind address; client: where to connect) or a Unix socket path. */
 export type Address = { readonly tcp: string } | { readonly unix: string };
 
@@ -126,6 +131,11 @@ export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: stri
     let result: JsonLine;
     try {
       result = await client.waitFor((l) => l.event === 'result', spec.warmupMs + spec.durationMs + CLIENT_GRACE_MS, 'its result');
+    } catch (err) {
+      // Bytes that never arrive are an integrity failure, not a crash.
+      const stall = client.lines.find((l) => l.event === 'error' && String(l.message).startsWith('watchdog'));
+      if (stall) throw new BenchIntegrityError(`${label}: ${String(stall.message)} (sent data was never delivered)`);
+      throw err;
     } finally {
       await client.kill();
     }

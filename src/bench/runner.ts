@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Stats, StatName } from '../bpf-layout';
 import { PrivilegeError } from '../errors';
-import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunSpec } from './loadgen';
+import { BenchIntegrityError, checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunSpec } from './loadgen';
 import { caseId, type BenchOptions, type CaseSpec } from './options';
 import { benchRunName, type PreparedPath } from './paths';
 import { ProcessGroup, type Placement } from './processes';
@@ -21,11 +21,6 @@ import { evaluateGoals, RESULTS_SCHEMA_VERSION, type BenchResults, type CaseResu
 import { startAcceleratedSide, type AcceleratedSide } from './scratch';
 import { checkSockperfInstalled, runSockperf } from './sockperf';
 import { summarizeRatios, summarizeRounds, type RatioSummary, type RoundSummary } from './stats';
-
-/** The accelerated side did not accelerate, or bytes were lost or changed: the numbers would lie. */
-export class BenchIntegrityError extends Error {
-  override readonly name = 'BenchIntegrityError';
-}
 
 export interface BenchIo {
   readonly progress: (totalSteps: number) => Progress;

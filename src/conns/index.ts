@@ -11,10 +11,10 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import { bpfMapLookupBatch } from '../libbpf';
-import { CONN_KEY, Connection, decodeConnection, formatEndpoint, PAIR } from '../bpf-layout';
+import { Connection, formatEndpoint } from '../bpf-layout';
 import { parseIp } from '../ip-prefix';
-import { mapPinPath, withPinnedFd } from '../pins';
+import { mapPinPath } from '../pins';
+import { readPairs } from '../pairs';
 import { EnvironmentError, UsageError } from '../errors';
 import { netnsNames } from './netns';
 import type { ParsedCommandLine } from '../cli-args';
@@ -125,9 +125,8 @@ export function listConnections(pinRoot: string, filter: ConnsFilter = {}): Conn
   if (!fs.existsSync(pin)) {
     throw new EnvironmentError(`nothing pinned under ${pinRoot}`, { hint: 'start the daemon (sockaccel run), or pass the --pin-root it uses' });
   }
-  const entries = withPinnedFd(pin, (fd) => bpfMapLookupBatch(fd, CONN_KEY.size, PAIR.size));
   const now = { monoNs: process.hrtime.bigint(), wallMs: Date.now() };
-  const conns = entries.map((e) => decodeConnection(e.key, e.value)).filter((c) => c.state === 'paired' && matches(c, filter));
+  const conns = readPairs(pinRoot).filter((c) => c.state === 'paired' && matches(c, filter));
   if (conns.length === 0) return [];
   const names = netnsNames();
   return conns.sort((a, b) => (a.createdNs < b.createdNs ? -1 : a.createdNs > b.createdNs ? 1 : 0)).map((c) => toRow(c, now, names));

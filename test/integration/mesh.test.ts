@@ -7,7 +7,7 @@
  */
 import test, { type ExecutionContext, type TestFn } from 'ava';
 import { formatEndpoint } from '../../src/bpf-layout';
-import { listConnections } from '../../src/status';
+import { readPairs } from '../../src/pairs';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { ISTIO, sidecarAccepts, sidecarErrors, withMesh, type Mesh } from '../helpers/mesh';
@@ -86,7 +86,7 @@ privileged('all three hops of app -> sidecar -> sidecar -> app are paired and re
         // A slow first connection, to look at the live pairs while it runs.
         const slow = chain(mesh, cg.path, APP_PORT, { bytes: 1024 * 1024, chunk: 4096, pauseMs: 5 });
         await new Promise((r) => setTimeout(r, 600));
-        const live = listConnections(d.pinRoot).filter((c) => c.state === 'paired');
+        const live = readPairs(d.pinRoot).filter((c) => c.state === 'paired');
         const hops = live.map((c) => `${formatEndpoint(c.dst.ip, c.dst.port)} => ${formatEndpoint(c.server.ip, c.server.port)}`).sort();
         t.deepEqual(
           hops,
@@ -161,7 +161,7 @@ privileged('churn: 1,000 short connections through the chain, all byte-exact, ma
           s = d.status();
         }
         t.deepEqual([s.sockets.clients, s.sockets.servers], [0, 0], 'sockhashes empty');
-        t.is(listConnections(d.pinRoot).length, 0, 'pairing table empty');
+        t.is(readPairs(d.pinRoot).length, 0, 'pairing table empty');
         t.is(moved.sockets_inserted, moved.sockets_removed);
       }),
     ),
