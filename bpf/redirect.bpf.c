@@ -44,8 +44,12 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
 	 */
 	if (!st || (st->flags & SA_SK_PLAIN))
 		goto pass;
-	if (redirected(msg, peers, &st->key, size))
+	if (redirected(msg, peers, &st->key, size)) {
+		/* No atomic needed: sk_msg runs under the sending socket's lock,
+		 * so this counter has a single writer. */
+		st->bytes_redirected += size;
 		return SK_PASS;
+	}
 
 	/*
 	 * Miss. For a client whose server is not in the map yet, this message
@@ -60,8 +64,10 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
 
 		if (seen == SA_PAIR_PENDING)
 			SA_COUNT(pair_fallback);
-		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, &st->key, size))
+		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, &st->key, size)) {
+			st->bytes_redirected += size;
 			return SK_PASS;
+		}
 	}
 	st->flags |= SA_SK_PLAIN;
 pass:

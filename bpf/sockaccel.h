@@ -8,7 +8,7 @@
 #ifndef SOCKACCEL_H
 #define SOCKACCEL_H
 
-#define SA_LAYOUT_VERSION 2
+#define SA_LAYOUT_VERSION 3
 
 /*
  * One TCP connection, as both of its ends can name it. Addresses and ports
@@ -85,6 +85,21 @@ struct sa_sk_state {
 	__u32 pad;
 	__u64 inserted_ns;
 	struct sa_conn_key key; /* what sk_msg looks the peer up by */
+	/* Sent by this socket and redirected into its peer: one direction of
+	 * the connection (client→server on a client). Plain-TCP bytes are not
+	 * in it. Written only by sk_msg, under this socket's lock. */
+	__u64 bytes_redirected;
+};
+
+/*
+ * One record of the conns_iter program's output (bpf_seq_write), per socket
+ * still in a sockhash: what `sockaccel conns` joins with the pairs map.
+ */
+struct sa_bytes_record {
+	struct sa_conn_key key;
+	__u32 flags; /* enum sa_sk_flags: SA_SK_CLIENT says which direction */
+	__u32 pad;
+	__u64 bytes_redirected;
 };
 
 /*

@@ -5,7 +5,7 @@
  */
 import { formatIp, IpPrefix, isV4Mapped } from './ip-prefix';
 
-export const LAYOUT_VERSION = 2;
+export const LAYOUT_VERSION = 3;
 export const META_MAGIC = 0x53414343;
 
 /** struct sa_conn_key */
@@ -28,6 +28,12 @@ export const PAIR = {
   serverPort: 68,
   serverUid: 72,
 } as const;
+/** struct sa_sk_state (socket-local storage value) */
+export const SK_STATE = { size: 56, flags: 0, insertedNs: 8, key: 16, bytesRedirected: 48 } as const;
+/** enum sa_sk_flags */
+export const SK_FLAGS = { inserted: 1, client: 2, removed: 4, plain: 8 } as const;
+/** struct sa_bytes_record: one per socket in the conns iterator's output */
+export const BYTES_RECORD = { size: 48, key: 0, flags: 32, bytesRedirected: 40 } as const;
 /** struct sa_meta */
 export const META = { size: 8, magic: 0, layoutVersion: 4 } as const;
 
@@ -69,6 +75,8 @@ export function sumPerCpuStats(buf: Buffer, ncpus: number): Stats {
 
 /** One accelerated connection as the pairs map describes it. */
 export interface Connection {
+  /** The pairs map key (struct sa_conn_key) in hex: what joins a connection with its sockets. */
+  keyHex: string;
   client: { ip: Buffer; port: number; uid: number; netns: bigint };
   /** Where the client connected, before any NAT. */
   dst: { ip: Buffer; port: number };
@@ -81,6 +89,7 @@ export interface Connection {
 export function decodeConnection(key: Buffer, value: Buffer): Connection {
   const ip = (b: Buffer, at: number) => Buffer.from(b.subarray(at, at + 16));
   return {
+    keyHex: key.toString('hex'),
     client: {
       ip: ip(key, CONN_KEY.clientIp),
       port: key.readUInt32LE(CONN_KEY.clientPort),

@@ -94,6 +94,8 @@ export type BpfObjectPtr = Handle<'bpf_object'>;
 export type BpfMapPtr = Handle<'bpf_map'>;
 /** struct bpf_program *; owned by its bpf_object. */
 export type BpfProgramPtr = Handle<'bpf_program'>;
+/** struct bpf_link *; owned: free it with bpfLinkDestroy(). */
+export type BpfLinkPtr = Handle<'bpf_link'>;
 
 // Every libbpf function used, in one place. Pointers to opaque structs, out
 // parameters and byte buffers are all 'pointer' (a Buffer).
@@ -136,6 +138,10 @@ const LIBBPF_SIGNATURES = {
   bpf_program__set_log_buf: ['int', ['pointer', 'pointer', 'size_t']],
   bpf_program__set_log_level: ['int', ['pointer', 'uint32']],
   bpf_program__log_buf: ['pointer', ['pointer', 'pointer']],
+  bpf_program__attach_iter: ['pointer', ['pointer', 'pointer']],
+
+  bpf_link__fd: ['int', ['pointer']],
+  bpf_link__destroy: ['int', ['pointer']],
 
   bpf_map_create: ['int', ['int', 'string', 'uint32', 'uint32', 'uint32', 'pointer']],
   bpf_map_lookup_elem: ['int', ['int', 'pointer', 'pointer']],
@@ -152,6 +158,7 @@ const LIBBPF_SIGNATURES = {
   bpf_link_create: ['int', ['int', 'int', 'int', 'pointer']],
   bpf_link_update: ['int', ['int', 'int', 'pointer']],
   bpf_link_detach: ['int', ['int']],
+  bpf_iter_create: ['int', ['int']],
   bpf_prog_query: ['int', ['int', 'int', 'uint32', 'pointer', 'pointer', 'pointer']],
   bpf_obj_get_info_by_fd: ['int', ['int', 'pointer', 'pointer']],
   bpf_prog_get_fd_by_id: ['int', ['uint32']],
@@ -185,12 +192,22 @@ const LinkUpdateOpts = Struct({
   flags: 'uint32',
   old_prog_fd: 'uint32',
 }); // 16 bytes
+// From /usr/include/bpf/libbpf.h.
+const IterAttachOpts = Struct({
+  sz: 'size_t',
+  link_info: 'pointer', // union bpf_iter_link_info *
+  link_info_len: 'uint32',
+}); // 24 bytes
+
+/** sizeof(union bpf_iter_link_info) in /usr/include/linux/bpf.h; map.map_fd is at offset 0. */
+const ITER_LINK_INFO_SIZE = 16;
 
 /** For tests: the option struct sizes as laid out here. */
 export const OPTS_SIZES = {
   bpf_map_create_opts: MapCreateOpts.size,
   bpf_obj_get_opts: ObjGetOpts.size,
   bpf_link_update_opts: LinkUpdateOpts.size,
+  bpf_iter_attach_opts: IterAttachOpts.size,
 } as const;
 
 let libbpfNative: ReturnType<typeof openLibbpf> | undefined;
@@ -431,6 +448,18 @@ export function bpfProgramLogBuf(prog: BpfProgramPtr): string | null {
   return cString(ref.reinterpret(ptr, Number(size.deref()), 0));
 }
 
+/**
+ * Attaches an iterator program of a map iterator type (e.g.
+ * iter/bpf_sk_storage_map) to the map `mapFd`. The link holds its own
+ * reference to the map: the caller may close `mapFd` afterwards.
+ */
+export function bpfProgramAttachIterMap(prog: BpfProgramPtr, mapFd: number): BpfLinkPtr {
+  const linkInfo = Buffer.alloc(ITER_LINK_INFO_SIZE);
+  linkInfo.writeUInt32LE(mapFd, 0); // map.map_fd
+  const opts = new IterAttachOpts({ sz: IterAttachOpts.size, link_info: linkInfo, link_info_len: linkInfo.length });
+  return checkPtr(bpf().bpf_program__attach_iter(prog, opts.ref()), 'bpf_program__attach_iter', `${bpfProgramName(prog)}, map fd ${mapFd}`);
+}
+
 // Log buffers handed to libbpf, by bpf_program address. libbpf holds raw
 // pointers into them, so they must not be garbage-collected before the
 // object is closed; bpfObjectClose drops them.
@@ -456,6 +485,19 @@ export function attachLogBuffer(prog: BpfProgramPtr, sizeBytes = DEFAULT_LOG_BUF
   bpfProgramSetLogBuf(prog, buf);
   logBuffers.set(ref.address(prog), buf);
   return () => cString(buf);
+}
+
+// ---------------------------------------------------------------------------
+// bpf_link (libbpf's link objects, from bpf_program__attach_*)
+
+/** The link's fd, owned by libbpf (do not close it). */
+export function bpfLinkFd(link: BpfLinkPtr): number {
+  return check(bpf().bpf_link__fd(link), 'bpf_link__fd');
+}
+
+/** Closes the link's fd and frees it; an unpinned link is gone afterwards. The handle dangles. */
+export function bpfLinkDestroy(link: BpfLinkPtr): void {
+  check(bpf().bpf_link__destroy(link), 'bpf_link__destroy');
 }
 
 // ---------------------------------------------------------------------------
@@ -602,6 +644,11 @@ export interface LinkUpdateOptions {
 export function bpfLinkUpdate(linkFd: number, newProgFd: number, opts?: LinkUpdateOptions): void {
   const copts = opts && new LinkUpdateOpts({ sz: LinkUpdateOpts.size, flags: opts.flags ?? 0, old_prog_fd: opts.oldProgFd ?? 0 });
   check(bpf().bpf_link_update(linkFd, newProgFd, copts ? copts.ref() : ref.NULL), 'bpf_link_update', `link fd ${linkFd}`);
+}
+
+/** BPF_ITER_CREATE: a new fd whose read() runs the iterator; read to EOF (0), then close it. */
+export function bpfIterCreate(linkFd: number): number {
+  return check(bpf().bpf_iter_create(linkFd), 'bpf_iter_create', `link fd ${linkFd}`);
 }
 
 /** Detaches the link's program now; the link fd stays valid but defunct. */

@@ -276,21 +276,38 @@ function reusePinnedMaps(obj: bpf.BpfObjectPtr, opts: LoaderOptions): SharedMapN
   for (const name of SHARED_MAP_NAMES) {
     const pin = mapPinPath(opts.pinRoot, name);
     if (!pinExists(pin)) continue;
-    const map = requireMap(obj, name);
-    const fd = bpf.bpfObjGet(pin);
-    try {
-      checkCompatible(name, pin, map, fd, opts);
-      bpf.bpfMapReuseFd(map, fd);
-      reused.push(name);
-    } finally {
-      closeFd(fd);
+    const have = reusePinnedMap(obj, name, pin);
+    if (SIZED_MAPS.includes(name) && have.maxEntries !== opts.mapSize) {
+      opts.log.warn(
+        { map: name, pinned: have.maxEntries, configured: opts.mapSize },
+        'mapSize differs from the pinned map; keeping the pinned size (resizing would drop live sockets)',
+      );
     }
+    reused.push(name);
   }
   return reused;
 }
 
-function checkCompatible(name: SharedMapName, pin: string, map: bpf.BpfMapPtr, fd: number, opts: LoaderOptions): void {
-  const have = bpf.mapInfo(fd);
+/**
+ * Makes loading `obj` use the map pinned at `pin` for its map `name`, after
+ * checking that this build can read it (PinConflictError if not). Also for
+ * objects loaded outside the daemon (the conns iterator). Returns what the
+ * pinned map is.
+ */
+export function reusePinnedMap(obj: bpf.BpfObjectPtr, name: SharedMapName, pin: string): bpf.MapInfo {
+  const map = requireMap(obj, name);
+  const fd = bpf.bpfObjGet(pin);
+  try {
+    const have = bpf.mapInfo(fd);
+    checkCompatible(name, pin, map, fd, have);
+    bpf.bpfMapReuseFd(map, fd);
+    return have;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+function checkCompatible(name: SharedMapName, pin: string, map: bpf.BpfMapPtr, fd: number, have: bpf.MapInfo): void {
   const want = {
     type: bpf.bpfMapType(map),
     keySize: bpf.bpfMapKeySize(map),
@@ -312,12 +329,6 @@ function checkCompatible(name: SharedMapName, pin: string, map: bpf.BpfMapPtr, f
     throw new PinConflictError(`pinned map ${pin} is incompatible with this build: ${diffs.join(', ')}`, {
       hint: 'it was made by another sockaccel version; existing connections still use it. Run `sockaccel purge` once they have drained, then start again',
     });
-  }
-  if (SIZED_MAPS.includes(name) && have.maxEntries !== opts.mapSize) {
-    opts.log.warn(
-      { map: name, pinned: have.maxEntries, configured: opts.mapSize },
-      'mapSize differs from the pinned map; keeping the pinned size (resizing would drop live sockets)',
-    );
   }
 }
 

@@ -23,11 +23,17 @@ function text(x: number, y: number, content: string, attrs = ''): string {
   return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${attrs}>${escapeXml(content)}</text>`;
 }
 
-/** A "nice" axis maximum (1, 2 or 5 times a power of ten) at or above `max`. */
-export function niceMax(max: number): number {
-  if (!(max > 0)) return 1;
-  const power = 10 ** Math.floor(Math.log10(max));
-  return [1, 2, 5, 10].map((m) => m * power).find((v) => v >= max)!;
+/**
+ * A value axis for data up to `max`: a tick step of 1, 2 or 5 times a power
+ * of ten giving four to seven intervals, and the first tick at or above `max`.
+ */
+export function axisScale(max: number): { max: number; step: number } {
+  if (!(max > 0)) return { max: 1, step: 0.2 };
+  const rough = max / 5;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  // The nice step nearest to a fifth of the range, on a log scale.
+  const step = [1, 2, 5, 10].map((m) => m * power).reduce((best, v) => (Math.abs(Math.log(v / rough)) < Math.abs(Math.log(best / rough)) ? v : best));
+  return { max: Number((Math.ceil(max / step - 1e-9) * step).toPrecision(12)), step };
 }
 
 interface Bar {
@@ -56,10 +62,11 @@ function panelSvg(panel: Panel, x0: number, width: number): string {
     out.push(text(x0 + width / 2, top + height / 2, 'not measured in this run', 'text-anchor="middle" fill="#666"'));
     return out.join('\n');
   }
-  const yMax = niceMax(Math.max(...panel.groups.flatMap((g) => g.bars.map((b) => b.max))) * 1.1);
+  const axis = axisScale(Math.max(...panel.groups.flatMap((g) => g.bars.map((b) => b.max))) * 1.08);
+  const yMax = axis.max;
   const y = (v: number) => bottom - (v / yMax) * height;
-  for (let i = 0; i <= 5; i++) {
-    const v = (yMax * i) / 5;
+  for (let i = 0; i * axis.step <= yMax + 1e-9; i++) {
+    const v = i * axis.step;
     out.push(`<line x1="${x0}" x2="${x0 + width}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e0e0e0"/>`);
     out.push(text(x0 - 6, y(v) + 4, Number(v.toPrecision(3)).toString(), 'text-anchor="end" font-size="11" fill="#444"'));
   }

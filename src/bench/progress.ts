@@ -48,12 +48,12 @@ export class Progress {
     this.out.write(`bench: ${text}\n`);
   }
 
-  /** Removes the bar (before the results are printed). */
-  finish(): void {
+  /** Removes the bar (before the results are printed). Idempotent. */
+  finish(completed: boolean): void {
     if (this.finished) return;
     this.finished = true;
     this.clear();
-    if (!this.out.isTTY) this.out.write(`bench: done in ${formatDuration(Date.now() - this.started)}\n`);
+    if (!this.out.isTTY) this.out.write(`bench: ${completed ? 'done in' : 'stopped after'} ${formatDuration(Date.now() - this.started)}\n`);
   }
 
   private clear(): void {

@@ -85,6 +85,14 @@ function connTable(cases: readonly CaseResult[]): string {
   return renderTable(['path', 'cycle', 'pinning', 'plain conn/s', 'accel conn/s', 'accel/plain'], rows);
 }
 
+/** Both tools' accelerated / plain: the speed-up should agree even when the machine drifts. */
+function speedups(checks: NonNullable<BenchResults['sockperf']>): string {
+  const plain = checks.find((c) => c.side === 'plain');
+  const acc = checks.find((c) => c.side === 'accelerated');
+  if (!plain || !acc) return '';
+  return `\naccelerated / plain p50: sockperf ${(acc.sockperf.p50Us / plain.sockperf.p50Us).toFixed(2)}x, loadgen ${(acc.loadgen.p50Us / plain.loadgen.p50Us).toFixed(2)}x`;
+}
+
 export function formatReport(r: BenchResults, files: { json: string; chart: string }): string {
   const of = (kind: CaseResult['kind']) => r.cases.filter((c) => c.kind === kind);
   const cross = r.environment.cpuSets.crossCpu;
@@ -102,7 +110,7 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
       `Cross-check: sockperf ping-pong --full-rtt, 64 B, loopback, same CPU\n${renderTable(
         ['side', '', '', 'sockperf p50 µs', 'loadgen p50 µs', 'loadgen/sockperf'],
         r.sockperf.map((s) => [s.side, '', '', fixed(s.sockperf.p50Us), fixed(s.loadgen.p50Us), `${s.p50Ratio.toFixed(2)}x`]),
-      )}`,
+      )}${speedups(r.sockperf)}`,
     );
   }
   sections.push(

@@ -65,7 +65,7 @@ export interface SockperfCheck {
   readonly pinning: Pinning;
   /** sockperf ping-pong --full-rtt, µs. */
   readonly sockperf: { readonly p50Us: number; readonly p99Us: number; readonly meanUs: number };
-  /** loadgen's median over the rounds of the same case, µs. */
+  /** loadgen rr right after it: same path, size, CPUs and duration, µs. */
   readonly loadgen: { readonly p50Us: number; readonly p99Us: number; readonly meanUs: number };
   /** loadgen p50 / sockperf p50. */
   readonly p50Ratio: number;
@@ -83,7 +83,7 @@ export interface GoalResult {
 export interface BenchResults {
   readonly schemaVersion: typeof RESULTS_SCHEMA_VERSION;
   readonly sockaccelVersion: string;
-  readonly profile: 'quick' | 'thorough' | 'custom';
+  readonly profile: 'quick' | 'thorough';
   readonly startedAt: string;
   readonly elapsedSec: number;
   readonly environment: {

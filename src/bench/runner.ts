@@ -200,12 +200,18 @@ function caseResults(opts: BenchOptions, samples: Samples): CaseResult[] {
   });
 }
 
-async function sockperfChecks(ctx: Context, cases: readonly CaseResult[], step: (label: string) => void): Promise<SockperfCheck[]> {
-  const target = cases.find((c) => c.kind === 'rr' && c.path === 'loopback' && c.size === 64 && c.pinning === 'same-cpu');
-  if (!target) return [];
+/**
+ * sockperf ping-pong and loadgen rr back to back, same path, size, CPUs and
+ * duration: adjacent in time, so the VM's drift over the whole bench does
+ * not show up as a disagreement between the two tools.
+ */
+async function sockperfChecks(ctx: Context, step: (label: string) => void): Promise<SockperfCheck[]> {
+  const loopback = ctx.opts.paths.find((p) => p.name === 'loopback');
+  if (!loopback) return [];
+  const c: CaseSpec = { kind: 'rr', path: loopback, size: 64, pinning: 'same-cpu' };
   const checks: SockperfCheck[] = [];
   for (const side of ['plain', 'accelerated'] as const) {
-    step(`sockperf ping-pong 64 B loopback same-cpu ${side}`);
+    step(`sockperf ping-pong 64 B loopback same-cpu ${side}, then loadgen`);
     const cgroup = side === 'accelerated' ? { cgroup: ctx.accelerated.cgroup } : {};
     const before = ctx.accelerated.counters();
     const rtt = await runSockperf(ctx.io.group, {
@@ -220,8 +226,8 @@ async function sockperfChecks(ctx: Context, cases: readonly CaseResult[], step: 
       throw new BenchIntegrityError(`sockperf accelerated: not redirected (sockets_inserted +${d.sockets_inserted}, bytes_redirected +${d.bytes_redirected}, bytes_passed +${d.bytes_passed})`);
     }
     if (side === 'plain' && d.sockets_inserted > 0n) throw new BenchIntegrityError('sockperf plain: the plain run was accelerated');
-    const m = target.sides[side]!;
-    const loadgen = { p50Us: m.p50Us!.median, p99Us: m.p99Us!.median, meanUs: m.meanUs!.median };
+    const { metrics } = await measureOnce(ctx, c, side, { warmupMs: ctx.opts.warmupMs, durationMs: ctx.opts.sockperfSeconds * 1000 });
+    const loadgen = { p50Us: metrics.p50Us!, p99Us: metrics.p99Us!, meanUs: metrics.meanUs! };
     checks.push({ side, path: 'loopback', size: 64, pinning: 'same-cpu', sockperf: rtt, loadgen, p50Ratio: loadgen.p50Us / rtt.p50Us });
   }
   return checks;
@@ -237,7 +243,7 @@ const METHOD = {
   loadGenerator:
     'build/native/loadgen (scripts/bench/loadgen.c): one blocking socket per process, no event loop; server and client are separate processes, each pinned with taskset',
   order:
-    'each round runs every case; within a case plain, accelerated, then the Unix domain socket limit (loopback cases; other paths are compared with it); round i of every case shares one time slice. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios',
+    'each round runs every case; within a case plain, accelerated, then the Unix domain socket limit (loopback cases; other paths are compared with it), in reverse order every other round (A B, B A); round i of every case shares one time slice. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios',
   integrity:
     'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: every byte compared at the server with the pattern at its stream offset, byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match. Accelerated runs must show both sockets paired and the redirect counter covering every payload byte with none over plain TCP; plain runs must leave the counters untouched',
   cpuAccounting:
@@ -293,14 +299,17 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
     for (let round = 1; round <= opts.rounds; round++) {
       for (const c of opts.cases) {
         const timing = { warmupMs: opts.warmupMs, durationMs: opts.durationMs[c.kind] };
-        for (const side of sidesOf(c)) {
+        // A B, then B A: whatever the first run leaves behind (TIME_WAIT
+        // sockets, psocks still being freed, a warm cache) favours neither side.
+        const sides = round % 2 === 1 ? sidesOf(c) : [...sidesOf(c)].reverse();
+        for (const side of sides) {
           step(`round ${round}/${opts.rounds}: ${caseLabel(c)} ${side}`);
           record(samples, c, side, (await measureOnce(ctx, c, side, timing)).metrics);
         }
       }
     }
     const cases = caseResults(opts, samples);
-    const sockperf = opts.sockperf ? await sockperfChecks(ctx, cases, step) : null;
+    const sockperf = opts.sockperf ? await sockperfChecks(ctx, step) : null;
     succeeded = true;
     return {
       schemaVersion: RESULTS_SCHEMA_VERSION,
@@ -329,7 +338,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
       observations: { spuriousEagain: ctx.spuriousEagain },
     };
   } finally {
-    progress.finish();
+    progress.finish(succeeded);
     const failures: unknown[] = [];
     for (const cleanup of cleanups.reverse()) {
       try {

@@ -4,10 +4,9 @@
  * connection as both of its ends registered it: the client's own endpoint
  * and where it connected, where the server accepted it (these differ under
  * NAT, e.g. a mesh sidecar's redirect), each end's network namespace and
- * owner, and when the client was established.
- *
- * Bytes per connection are not shown: the programs count bytes per node
- * only (see the README for why per-connection counters stay out).
+ * owner, and when the client was established. Bytes redirected in each
+ * direction come from the sockets' own counters, read with a BPF iterator
+ * (bytes.ts); where that cannot run, the connections are listed without them.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -17,6 +16,7 @@ import { mapPinPath } from '../pins';
 import { readPairs } from '../pairs';
 import { EnvironmentError, UsageError } from '../errors';
 import { netnsNames } from './netns';
+import { ConnBytes, readConnBytes } from './bytes';
 import type { ParsedCommandLine } from '../cli-args';
 import { loadConfig } from '../config';
 
@@ -40,6 +40,9 @@ export interface ConnRow {
   readonly serverNetns: string;
   readonly clientUid: number;
   readonly serverUid: number;
+  /** Bytes each end sent that were redirected into the other; null if they could not be read. */
+  readonly bytesClientToServer: number | null;
+  readonly bytesServerToClient: number | null;
   /** When the client end was established (ISO 8601), and how long ago. */
   readonly since: string;
   readonly ageSeconds: number;
@@ -75,7 +78,12 @@ export function matches(c: Connection, f: ConnsFilter): boolean {
  * process.hrtime.bigint(): the difference is the age, and the wall-clock
  * time follows from now.
  */
-export function toRow(c: Connection, now: { monoNs: bigint; wallMs: number }, names: ReadonlyMap<bigint, string>): ConnRow {
+export function toRow(
+  c: Connection,
+  now: { monoNs: bigint; wallMs: number },
+  names: ReadonlyMap<bigint, string>,
+  bytes: ConnBytes | null,
+): ConnRow {
   const ageNs = now.monoNs > c.createdNs ? now.monoNs - c.createdNs : 0n;
   const ageMs = Number(ageNs / 1_000_000n);
   const netns = (cookie: bigint) => names.get(cookie) ?? `cookie:${cookie}`;
@@ -87,6 +95,8 @@ export function toRow(c: Connection, now: { monoNs: bigint; wallMs: number }, na
     serverNetns: netns(c.server.netns),
     clientUid: c.client.uid,
     serverUid: c.server.uid,
+    bytesClientToServer: bytes?.clientToServer ?? null,
+    bytesServerToClient: bytes?.serverToClient ?? null,
     since: new Date(now.wallMs - ageMs).toISOString(),
     ageSeconds: ageMs / 1000,
   };
@@ -108,6 +118,8 @@ const COLUMNS: readonly [string, (r: ConnRow) => string][] = [
   ['SERVER', (r) => r.server],
   ['NETNS (CLIENT/SERVER)', (r) => `${r.clientNetns}/${r.serverNetns}`],
   ['UID (C/S)', (r) => `${r.clientUid}/${r.serverUid}`],
+  ['BYTES C>S', (r) => String(r.bytesClientToServer ?? '-')],
+  ['BYTES S>C', (r) => String(r.bytesServerToClient ?? '-')],
   ['AGE', (r) => formatAge(r.ageSeconds)],
   ['SINCE', (r) => r.since],
 ];
@@ -119,8 +131,15 @@ export function formatConns(rows: readonly ConnRow[]): string {
   return `${lines.join('\n')}\n${rows.length} accelerated connection${rows.length === 1 ? '' : 's'}\n`;
 }
 
+export interface ListOptions {
+  /** Where conns_iter.bpf.o is; the daemon's objectDir. */
+  readonly objectDir?: string;
+  /** Told why the byte counts are missing (null in every row). */
+  readonly onBytesUnavailable?: (reason: string) => void;
+}
+
 /** Paired connections (both ends redirected) matching `filter`, oldest first. */
-export function listConnections(pinRoot: string, filter: ConnsFilter = {}): ConnRow[] {
+export function listConnections(pinRoot: string, filter: ConnsFilter = {}, opts: ListOptions = {}): ConnRow[] {
   const pin = mapPinPath(pinRoot, 'sa_pairs');
   if (!fs.existsSync(pin)) {
     throw new EnvironmentError(`nothing pinned under ${pinRoot}`, { hint: 'start the daemon (sockaccel run), or pass the --pin-root it uses' });
@@ -128,13 +147,30 @@ export function listConnections(pinRoot: string, filter: ConnsFilter = {}): Conn
   const now = { monoNs: process.hrtime.bigint(), wallMs: Date.now() };
   const conns = readPairs(pinRoot).filter((c) => c.state === 'paired' && matches(c, filter));
   if (conns.length === 0) return [];
+  const bytes = bytesOrNull(pinRoot, opts);
   const names = netnsNames();
-  return conns.sort((a, b) => (a.createdNs < b.createdNs ? -1 : a.createdNs > b.createdNs ? 1 : 0)).map((c) => toRow(c, now, names));
+  return conns
+    .sort((a, b) => (a.createdNs < b.createdNs ? -1 : a.createdNs > b.createdNs ? 1 : 0))
+    // A connection whose sockets closed since the pairs read has no records.
+    .map((c) => toRow(c, now, names, bytes && (bytes.get(c.keyHex) ?? { clientToServer: 0, serverToClient: 0 })));
+}
+
+/** The byte counters, or null (reported) if the iterator cannot run here. */
+function bytesOrNull(pinRoot: string, opts: ListOptions): Map<string, ConnBytes> | null {
+  try {
+    return readConnBytes(pinRoot, opts.objectDir);
+  } catch (err) {
+    opts.onBytesUnavailable?.((err as Error).message);
+    return null;
+  }
 }
 
 export async function runConnsCommand(cmd: ParsedCommandLine): Promise<number> {
   const config = loadConfig({ argv: cmd.configArgv });
-  const rows = listConnections(config.pinRoot, parseConnsFilter(cmd.commandFlags));
+  const rows = listConnections(config.pinRoot, parseConnsFilter(cmd.commandFlags), {
+    objectDir: config.objectDir || undefined,
+    onBytesUnavailable: (reason) => process.stderr.write(`sockaccel: bytes per connection unavailable: ${reason}\n`),
+  });
   process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(rows, null, 2)}\n` : formatConns(rows));
   return 0;
 }

@@ -1,6 +1,7 @@
 /**
  * Minimal declarations for ref-struct-di (it ships no types). Only what
- * src/libbpf.ts uses: structs whose fields are all integers.
+ * src/libbpf.ts uses: structs of integer fields, and 'pointer' fields set
+ * from a Buffer (its address is written; the struct keeps it referenced).
  */
 declare module 'ref-struct-di' {
   namespace StructDi {
@@ -11,7 +12,7 @@ declare module 'ref-struct-di' {
     };
 
     interface StructType<F extends string = string> {
-      new (init?: Partial<Record<F, number>>): StructInstance<F>;
+      new (init?: Partial<Record<F, number | Buffer>>): StructInstance<F>;
       /** sizeof the struct, with C alignment and tail padding. */
       readonly size: number;
     }

@@ -5,6 +5,8 @@
  * the right ones.
  */
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type TestFn } from 'ava';
@@ -86,7 +88,7 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
             t.deepEqual((await connsJson(d.pinRoot, '--addr=127.0.0.1')).map((r) => r.client), [host.client]);
             t.deepEqual(await connsJson(d.pinRoot, '--addr=127.0.0.1', `--port=${podServer.port}`), []);
             const text = await conns([`--pin-root=${d.pinRoot}`, `--port=${hostServer.port}`]);
-            t.regex(text.stdout, /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +AGE +SINCE\n/);
+            t.regex(text.stdout, /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +BYTES C>S +BYTES S>C +AGE +SINCE\n/);
             t.regex(text.stdout, new RegExp(`${host.client.replace(/\./g, '\\.')} +127\\.0\\.0\\.1:${hostServer.port} .* host/host +${user.uid}/0 `));
             t.regex(text.stdout, /\n1 accelerated connection\n$/);
 
@@ -106,6 +108,63 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
         }),
       ),
     ),
+  );
+});
+
+// One loopback connection inside the cgroup: the client sends C2S bytes once
+// the server has accepted (so the connection pairs before its first byte),
+// the server answers with S2C, then both stay open until killed.
+const C2S = 1024 * 1024;
+const S2C = 256 * 1024;
+const KNOWN_TRAFFIC = `
+const net = require('node:net');
+const client = { sock: null };
+const server = net.createServer((s) => {
+  let got = 0;
+  s.on('data', (d) => { got += d.length; if (got === ${C2S}) s.write(Buffer.alloc(${S2C}, 2)); });
+  client.sock.write(Buffer.alloc(${C2S}, 1));
+});
+server.listen(0, '127.0.0.1', () => {
+  let got = 0;
+  client.sock = net.connect(server.address().port, '127.0.0.1');
+  client.sock.on('data', (d) => {
+    got += d.length;
+    if (got === ${S2C}) console.log(JSON.stringify({ event: 'ready', local: client.sock.localAddress + ':' + client.sock.localPort }));
+  });
+});`;
+
+privileged('conns shows the bytes redirected in each direction of a live connection', async (t) => {
+  await withScratchCgroup((cg) =>
+    withDaemon({ cgroup: cg.path }, async (d) => {
+      const traffic = new JsonLineProcess('known traffic', [process.execPath, '-e', KNOWN_TRAFFIC], { cgroup: cg.path });
+      try {
+        type Ready = { event?: string; local: string };
+        const ready = await traffic.waitUntil((events) => (events as unknown as Ready[]).find((e) => e.event === 'ready'), 20_000, 'the traffic to be exchanged');
+        const started = process.hrtime.bigint();
+        const rows = await connsJson(d.pinRoot);
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        t.log(`conns with bytes: ${ms.toFixed(0)} ms (CLI start included)`);
+        const row = rows.find((r) => r.client === ready.local);
+        t.like(row, { bytesClientToServer: C2S, bytesServerToClient: S2C }, JSON.stringify(rows));
+        const text = await conns([`--pin-root=${d.pinRoot}`]);
+        t.regex(text.stdout, new RegExp(`${ready.local.replace(/\./g, '\\.')} .* ${C2S} +${S2C} +\\d`));
+        t.is(text.stderr, '', 'no "bytes unavailable" note');
+
+        // Without the iterator object (as without CAP_PERFMON or on an old
+        // kernel): the connection is still listed, its bytes are not.
+        const noIter = fs.mkdtempSync(path.join(os.tmpdir(), 'sa-noiter-'));
+        try {
+          const r = await conns([`--pin-root=${d.pinRoot}`, `--object-dir=${noIter}`, '--json']);
+          t.is(r.code, 0, r.stderr);
+          t.like((JSON.parse(r.stdout) as ConnRow[]).find((x) => x.client === ready.local), { bytesClientToServer: null, bytesServerToClient: null });
+          t.regex(r.stderr, /^sockaccel: bytes per connection unavailable: bpf_object__open_file\(.*conns_iter\.bpf\.o\): ENOENT/);
+        } finally {
+          fs.rmSync(noIter, { recursive: true, force: true });
+        }
+      } finally {
+        await traffic.kill();
+      }
+    }),
   );
 });
 

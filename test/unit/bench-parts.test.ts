@@ -1,9 +1,10 @@
 /* The pure parts of `sockaccel bench`: options, integrity verdicts, parsers, chart. */
 import test from 'ava';
-import { niceMax } from '../../src/bench/chart-svg';
+import { axisScale } from '../../src/bench/chart-svg';
 import { cpuList, integrityProblems, type LoadgenRun } from '../../src/bench/loadgen';
 import { parseBenchOptions, planCpus } from '../../src/bench/options';
 import { placedArgv } from '../../src/bench/processes';
+import { Progress } from '../../src/bench/progress';
 import { accelerationProblems } from '../../src/bench/runner';
 import { parseSockperfOutput } from '../../src/bench/sockperf';
 import { STAT_FIELDS, type Stats } from '../../src/bpf-layout';
@@ -99,9 +100,30 @@ test('parseSockperfOutput reads the full-RTT summary', (t) => {
   t.throws(() => parseSockperfOutput('nothing'), { message: /no p50/ });
 });
 
-test('niceMax rounds an axis up to 1, 2 or 5 times a power of ten', (t) => {
-  t.is(niceMax(36.3), 50);
-  t.is(niceMax(0.7), 1);
-  t.is(niceMax(101), 200);
-  t.is(niceMax(0), 1);
+test('axisScale: four to seven steps of 1, 2 or 5 times a power of ten, up to the first tick above the data', (t) => {
+  t.deepEqual(axisScale(51.7), { max: 60, step: 10 });
+  t.deepEqual(axisScale(44), { max: 50, step: 10 });
+  t.deepEqual(axisScale(40), { max: 40, step: 10 });
+  t.deepEqual(axisScale(13), { max: 14, step: 2 });
+  t.deepEqual(axisScale(0.7), { max: 0.7, step: 0.1 });
+  t.deepEqual(axisScale(0), { max: 1, step: 0.2 });
+});
+
+test('progress: plain lines without a terminal, one redrawn bar on a terminal', (t) => {
+  const plain: string[] = [];
+  const p = new Progress(2, { isTTY: false, write: (s: string) => plain.push(s) });
+  p.step('rr loopback');
+  p.note('a finding');
+  p.finish(false);
+  t.deepEqual(plain.slice(0, 2), ['bench: [1/2] rr loopback\n', 'bench: a finding\n']);
+  t.regex(plain[2]!, /^bench: stopped after \d+s\n$/);
+
+  const tty: string[] = [];
+  const bar = new Progress(4, { isTTY: true, columns: 60, write: (s: string) => tty.push(s) });
+  bar.step('one');
+  bar.step('two');
+  bar.finish(true);
+  t.true(tty[0]!.startsWith('\r\x1b[K[') && tty[0]!.includes('1/4 one'));
+  t.true(tty[1]!.includes('2/4') && tty[1]!.length <= 60 + 4);
+  t.is(tty.at(-1), '\r\x1b[K', 'the bar is cleared, nothing else printed');
 });

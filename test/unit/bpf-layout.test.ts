@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  CONN_KEY, LISTENER_KEY, LPM_KEY, META, PAIR, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
+  BYTES_RECORD, CONN_KEY, LISTENER_KEY, LPM_KEY, META, PAIR, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
   sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, formatEndpoint,
 } from '../../src/bpf-layout';
 import { parsePrefix } from '../../src/ip-prefix';
@@ -40,6 +40,19 @@ function compileLayoutProbe(): Record<string, number> {
       ['pair.dstPort', 'offsetof(struct sa_pair, dst_port)'],
       ['pair.serverPort', 'offsetof(struct sa_pair, server_port)'],
       ['pair.serverUid', 'offsetof(struct sa_pair, server_uid)'],
+      ['sk_state.size', 'sizeof(struct sa_sk_state)'],
+      ['sk_state.flags', 'offsetof(struct sa_sk_state, flags)'],
+      ['sk_state.insertedNs', 'offsetof(struct sa_sk_state, inserted_ns)'],
+      ['sk_state.key', 'offsetof(struct sa_sk_state, key)'],
+      ['sk_state.bytesRedirected', 'offsetof(struct sa_sk_state, bytes_redirected)'],
+      ['sk_flags.inserted', 'SA_SK_INSERTED'],
+      ['sk_flags.client', 'SA_SK_CLIENT'],
+      ['sk_flags.removed', 'SA_SK_REMOVED'],
+      ['sk_flags.plain', 'SA_SK_PLAIN'],
+      ['bytes_record.size', 'sizeof(struct sa_bytes_record)'],
+      ['bytes_record.key', 'offsetof(struct sa_bytes_record, key)'],
+      ['bytes_record.flags', 'offsetof(struct sa_bytes_record, flags)'],
+      ['bytes_record.bytesRedirected', 'offsetof(struct sa_bytes_record, bytes_redirected)'],
       ['meta.size', 'sizeof(struct sa_meta)'],
       ['meta.magic', 'offsetof(struct sa_meta, magic)'],
       ['meta.layoutVersion', 'offsetof(struct sa_meta, layout_version)'],
@@ -71,6 +84,7 @@ test('every struct size and offset matches bpf/sockaccel.h', (t) => {
   const c = compileLayoutProbe();
   const mirror: Record<string, Record<string, number>> = {
     conn_key: CONN_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
+    sk_state: SK_STATE, sk_flags: SK_FLAGS, bytes_record: BYTES_RECORD,
   };
   for (const [struct, fields] of Object.entries(mirror)) {
     for (const [field, value] of Object.entries(fields)) t.is(value, c[`${struct}.${field}`], `${struct}.${field}`);
@@ -124,6 +138,7 @@ test('pairing entries decode to both ends of a connection', (t) => {
   value.writeUInt32LE(15001, PAIR.serverPort);
   value.writeUInt32LE(1337, PAIR.serverUid);
   const c = decodeConnection(key, value);
+  t.is(c.keyHex, key.toString('hex'));
   t.is(c.state, 'paired');
   t.is(formatEndpoint(c.client.ip, c.client.port), '10.213.0.10:40000');
   t.is(formatEndpoint(c.dst.ip, c.dst.port), '10.96.0.1:80');

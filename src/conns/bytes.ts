@@ -1,0 +1,83 @@
+/**
+ * Bytes per connection for `sockaccel conns`. Each accelerated socket counts
+ * the bytes it sent that were redirected into its peer (sa_sk_state, updated
+ * by the sk_msg program), so a client's count is client→server and a
+ * server's server→client. Socket-local storage cannot be read with map
+ * syscalls; the conns_iter object's bpf_sk_storage_map iterator walks it and
+ * writes one struct sa_bytes_record per socket still in a sockhash.
+ *
+ * The iterator is loaded per call (the verifier pass is most of the ~30 ms)
+ * against the pinned sk_state map and detached again: nothing stays behind.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import * as bpf from '../libbpf';
+import { close } from '../libc';
+import { BYTES_RECORD, CONN_KEY, SK_FLAGS } from '../bpf-layout';
+import { DEFAULT_OBJECT_DIR, reusePinnedMap } from '../loader';
+import { mapPinPath } from '../pins';
+
+export const ITER_OBJECT = 'conns_iter.bpf.o';
+const ITER_PROGRAM = 'sockaccel_conn_bytes';
+const READ_CHUNK = 64 * 1024;
+
+/** Redirected bytes of one connection, per direction. */
+export interface ConnBytes {
+  clientToServer: number;
+  serverToClient: number;
+}
+
+/**
+ * The iterator's output by connection key (hex of struct sa_conn_key).
+ * An end without a record (it closed meanwhile) counts 0.
+ */
+export function connBytesFromRecords(data: Buffer): Map<string, ConnBytes> {
+  if (data.length % BYTES_RECORD.size !== 0) throw new Error(`iterator output of ${data.length} bytes is not whole ${BYTES_RECORD.size}-byte records`);
+  const out = new Map<string, ConnBytes>();
+  for (let at = 0; at < data.length; at += BYTES_RECORD.size) {
+    const key = data.toString('hex', at + BYTES_RECORD.key, at + BYTES_RECORD.key + CONN_KEY.size);
+    const client = (data.readUInt32LE(at + BYTES_RECORD.flags) & SK_FLAGS.client) !== 0;
+    // Number: exact up to 8 PiB, and JSON can carry it.
+    const bytes = Number(data.readBigUInt64LE(at + BYTES_RECORD.bytesRedirected));
+    const entry = out.get(key) ?? { clientToServer: 0, serverToClient: 0 };
+    if (client) entry.clientToServer = bytes;
+    else entry.serverToClient = bytes;
+    out.set(key, entry);
+  }
+  return out;
+}
+
+/** Reads an fd until EOF. */
+function readAll(fd: number): Buffer {
+  const chunks: Buffer[] = [];
+  const buf = Buffer.alloc(READ_CHUNK);
+  for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) chunks.push(Buffer.from(buf.subarray(0, n)));
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Runs the iterator once over the pinned sk_state map. Throws if it cannot
+ * (no such object, a kernel without the iterator type, missing CAP_PERFMON,
+ * pins of another layout): callers show the connections without bytes.
+ */
+export function readConnBytes(pinRoot: string, objectDir: string = DEFAULT_OBJECT_DIR): Map<string, ConnBytes> {
+  const obj = bpf.bpfObjectOpenFile(path.join(objectDir, ITER_OBJECT));
+  try {
+    reusePinnedMap(obj, 'sa_sk_state', mapPinPath(pinRoot, 'sa_sk_state'));
+    bpf.bpfObjectLoad(obj);
+    const map = bpf.bpfObjectFindMapByName(obj, 'sa_sk_state');
+    const link = bpf.bpfProgramAttachIterMap(bpf.bpfObjectFindProgramByName(obj, ITER_PROGRAM), bpf.bpfMapFd(map));
+    try {
+      const fd = bpf.bpfIterCreate(bpf.bpfLinkFd(link));
+      try {
+        return connBytesFromRecords(readAll(fd));
+      } finally {
+        close(fd);
+      }
+    } finally {
+      bpf.bpfLinkDestroy(link);
+    }
+  } finally {
+    bpf.bpfObjectClose(obj);
+  }
+}
