@@ -160,7 +160,7 @@ export function parseBenchOptions(flags: Readonly<Record<string, string | boolea
   const cases: CaseSpec[] = [];
   for (const kind of kinds) {
     const kindSizes = kind === 'rr' ? rrSizes : kind === 'stream' ? streamSizes : [null];
-    for (const path of paths) {
+    for (const path of paths.filter((p) => p.kinds?.includes(kind) ?? true)) {
       for (const size of kindSizes) {
         for (const pinning of pinnings) {
           const c: CaseSpec = { kind, path, size, pinning };

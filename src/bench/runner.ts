@@ -11,10 +11,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Stats, StatName } from '../bpf-layout';
-import { PrivilegeError } from '../errors';
+import { PrivilegeError, UsageError } from '../errors';
+import type { MeshName } from '../mesh';
 import { BenchIntegrityError, checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunSpec } from './loadgen';
 import { caseId, type BenchOptions, type CaseSpec } from './options';
-import { benchRunName, type PreparedPath } from './paths';
+import { benchRunName, type BenchPath, type PreparedPath } from './paths';
 import { ProcessGroup, type Placement } from './processes';
 import type { Progress } from './progress';
 import { evaluateGoals, RESULTS_SCHEMA_VERSION, type BenchResults, type CaseResult, type Side, type SockperfCheck } from './results';
@@ -38,9 +39,10 @@ function delta(before: Stats, after: Stats): Delta {
 
 /**
  * What the daemon's counters say about a run that should (accelerated) or
- * should not (plain) have been redirected; empty when they agree.
+ * should not (plain) have been redirected across `hops` connections (each
+ * one socket pair, each carrying every payload byte); empty when they agree.
  */
-export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta): string[] {
+export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta, hops: number): string[] {
   if (side === 'unix') return [];
   if (side === 'plain') {
     return d.sockets_inserted > 0n || d.bytes_redirected > 0n
@@ -49,15 +51,17 @@ export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta): str
   }
   const counts = `counters: sockets_inserted +${d.sockets_inserted}, bytes_redirected +${d.bytes_redirected}, bytes_passed +${d.bytes_passed}, pair_fallback +${d.pair_fallback}, insert_fail_full +${d.insert_fail_full}, insert_fail_other +${d.insert_fail_other}, skipped_port +${d.skipped_port}, skipped_no_listener +${d.skipped_no_listener}, skipped_not_local +${d.skipped_not_local}`;
   if (run.client.mode === 'connrate') {
-    const expected = 2n * BigInt(run.client.connections);
+    const expected = 2n * BigInt(hops) * BigInt(run.client.connections);
     return d.sockets_inserted < expected
       ? [`only ${d.sockets_inserted} of ${expected} sockets entered the sockhash: connections were set up as plain TCP (${counts})`]
       : [];
   }
-  const payload = BigInt(payloadBytes(run));
+  const payload = BigInt(payloadBytes(run)) * BigInt(hops);
   const problems: string[] = [];
-  if (d.sockets_inserted < 2n) problems.push('the connection was never paired');
-  if (d.bytes_redirected < payload) problems.push(`only ${d.bytes_redirected} of ${payload} payload bytes were redirected`);
+  if (d.sockets_inserted < 2n * BigInt(hops)) {
+    problems.push(hops === 1 ? 'the connection was never paired' : `only ${d.sockets_inserted} of ${2 * hops} sockets of the ${hops} connections were paired`);
+  }
+  if (d.bytes_redirected < payload) problems.push(`only ${d.bytes_redirected} of ${payload} payload bytes${hops === 1 ? '' : ` (×${hops} connections)`} were redirected`);
   if (d.bytes_passed > 0n) problems.push(`${d.bytes_passed} bytes went over plain TCP`);
   return problems.length ? [`the accelerated run fell back to plain TCP: ${problems.join(', ')} (${counts})`] : [];
 }
@@ -104,11 +108,11 @@ function runSpec(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: numb
     const socket = path.join(ctx.unixDir, `s${ctx.unixCount++}.sock`);
     return { ...common, server: { listen: { unix: socket }, placement: place(undefined, cpus.server) }, client: { connect: { unix: socket }, placement: place(undefined, cpus.client) } };
   }
-  const p = ctx.prepared.get(c.path.name)!;
+  const { server, client } = ctx.prepared.get(c.path.name)!.endpoints[side];
   return {
     ...common,
-    server: { listen: { tcp: p.server.host }, placement: place(p.server.netns, cpus.server) },
-    client: { connect: { tcp: p.client.host }, placement: place(p.client.netns, cpus.client) },
+    server: { listen: { tcp: server.host }, placement: place(server.netns, cpus.server) },
+    client: { connect: { tcp: client.host }, placement: place(client.netns, cpus.client) },
   };
 }
 
@@ -116,13 +120,15 @@ function runSpec(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: numb
 async function measureOnce(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: number; durationMs: number }): Promise<{ run: LoadgenRun; metrics: Record<string, number>; delta: Delta }> {
   const label = `${caseLabel(c)} ${side}`;
   const spec = runSpec(ctx, c, side, timing);
+  const cpus = cpusFor(ctx.opts, c);
+  if (side !== 'unix') await ctx.prepared.get(c.path.name)!.beforeRun?.(side, cpus);
   const before = ctx.accelerated.counters();
   const run = await runLoadgen(ctx.io.group, spec, label);
   const d = delta(before, ctx.accelerated.counters());
   ctx.spuriousEagain[side] += run.spuriousEagain;
-  const problems = [...integrityProblems(run), ...accelerationProblems(side, run, d)];
+  const hops = side === 'unix' ? 1 : c.path.hops;
+  const problems = [...integrityProblems(run), ...accelerationProblems(side, run, d, hops)];
   if (problems.length > 0) throw new BenchIntegrityError(`${label}: ${problems.join('; ')}`);
-  const cpus = cpusFor(ctx.opts, c);
   const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
   if ('unix' in spec.server.listen) fs.rmSync(spec.server.listen.unix, { force: true });
   return { run, metrics: runMetrics(run, used), delta: d };
@@ -140,10 +146,11 @@ async function integrityGate(ctx: Context, step: (label: string) => void): Promi
       const c: CaseSpec = { kind, path: p, size, pinning: 'same-cpu' };
       step(`integrity gate: ${caseLabel(c)} accelerated`);
       const { run, delta: d } = await measureOnce(ctx, c, 'accelerated', timing);
+      const across = p.hops === 1 ? '' : ` across ${p.hops} connections`;
       checks.push(
         run.client.mode === 'rr'
-          ? `rr ${size} B: ${run.client.messages} request/response pairs compared byte for byte; ${d.sockets_inserted} sockets paired; ${d.bytes_redirected} bytes redirected, 0 over plain TCP`
-          : `stream ${sizeLabel(size)}: ${(payloadBytes(run) / MB).toFixed(1)} MB compared at the server; ${(Number(d.bytes_redirected) / MB).toFixed(1)} MB redirected, 0 over plain TCP`,
+          ? `rr ${size} B: ${run.client.messages} request/response pairs compared byte for byte; ${d.sockets_inserted} sockets paired; ${d.bytes_redirected} bytes redirected${across}, 0 over plain TCP`
+          : `stream ${sizeLabel(size)}: ${(payloadBytes(run) / MB).toFixed(1)} MB compared at the server; ${(Number(d.bytes_redirected) / MB).toFixed(1)} MB redirected${across}, 0 over plain TCP`,
       );
     }
     step(`integrity gate: rr ${p.name} plain`);
@@ -233,6 +240,18 @@ async function sockperfChecks(ctx: Context, step: (label: string) => void): Prom
   return checks;
 }
 
+/**
+ * The mesh preset the daemon needs for the chosen paths; 'none' unless one
+ * needs a mesh. With a mesh on, the accelerated side's connections to
+ * non-loopback addresses become pairing candidates too: the integrity gate
+ * proves, path by path, that the other paths still pair and keep their bytes.
+ */
+export function meshOf(paths: readonly BenchPath[]): MeshName {
+  const meshes = [...new Set(paths.flatMap((p) => (p.mesh ? [p.mesh] : [])))];
+  if (meshes.length > 1) throw new UsageError(`the chosen paths need different meshes (${meshes.join(', ')}): bench them in separate runs`);
+  return meshes[0] ?? 'none';
+}
+
 function requireRoot(): void {
   if (process.getuid?.() !== 0) {
     throw new PrivilegeError('sockaccel bench creates a cgroup, network namespaces and BPF programs: it must run as root');
@@ -245,7 +264,7 @@ const METHOD = {
   order:
     'each round runs every case; within a case plain, accelerated, then the Unix domain socket limit (loopback cases; other paths are compared with it), in reverse order every other round (A B, B A); round i of every case shares one time slice. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios',
   integrity:
-    'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: every byte compared at the server with the pattern at its stream offset, byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match. Accelerated runs must show both sockets paired and the redirect counter covering every payload byte with none over plain TCP; plain runs must leave the counters untouched',
+    'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: every byte compared at the server with the pattern at its stream offset, byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match. Accelerated runs must show both sockets of every connection paired (a proxy chain: every hop) and the redirect counter covering every payload byte on every hop, with none over plain TCP; plain runs must leave the counters untouched',
   cpuAccounting:
     'stream cpuSecPerGB: busy time (user+nice+system+irq+softirq, /proc/stat) of the CPUs both processes are pinned to over the measured window, per GB moved; clientCpuSecPerGB: the writer\'s own getrusage',
 } as const;
@@ -278,20 +297,26 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
   try {
     const unixDir = fs.mkdtempSync(path.join(os.tmpdir(), name));
     cleanups.push(async () => fs.rmSync(unixDir, { recursive: true, force: true }));
-    for (const p of opts.paths) {
-      abortIfAsked();
-      const ready = await p.setup({ name: (label) => `${name}-${label}` });
-      cleanups.push(ready.cleanup);
-      prepared.set(p.name, ready);
-    }
+    // The accelerated side first: paths place their own processes (proxies) in its cgroup.
     const accelerated = await startAcceleratedSide({
       name,
       configArgv,
       localCidrs: opts.paths.flatMap((p) => p.localCidrs),
+      mesh: meshOf(opts.paths),
       log: io.log,
     });
     // Before the daemon stops: our processes must be out of its cgroup.
     cleanups.push(accelerated.close, () => io.group.killAll());
+    for (const p of opts.paths) {
+      abortIfAsked();
+      const ready = await p.setup({
+        name: (label) => `${name}-${label}`,
+        placement: (side) => (side === 'accelerated' ? { cgroup: accelerated.cgroup } : {}),
+        group: io.group,
+      });
+      cleanups.push(ready.cleanup);
+      prepared.set(p.name, ready);
+    }
     const ctx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, unix: 0 } };
 
     const integrityGateResult = await integrityGate(ctx, step);
@@ -328,7 +353,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
         rounds: opts.rounds,
         warmupMs: opts.warmupMs,
         durationMs: opts.durationMs,
-        acceleratedSide: `scratch cgroup ${accelerated.cgroup} with its own pin root ${accelerated.pinRoot}; the data path runs inside the bench process, the host's daemon is not used`,
+        acceleratedSide: `scratch cgroup ${accelerated.cgroup} with its own pin root ${accelerated.pinRoot}, mesh ${accelerated.mesh}; the data path runs inside the bench process, the host's daemon is not used`,
       },
       paths: opts.paths.map((p) => ({ name: p.name, description: p.description })),
       integrityGate: integrityGateResult,

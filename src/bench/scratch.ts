@@ -14,6 +14,7 @@ import { loadConfig, type SockaccelConfig } from '../config';
 import { startDaemon, type Daemon } from '../daemon';
 import { effectiveSockops } from '../doctor/neighbours';
 import { EnvironmentError } from '../errors';
+import type { MeshName } from '../mesh';
 import { readStats } from '../stats';
 import type { Stats } from '../bpf-layout';
 
@@ -23,6 +24,8 @@ const RMDIR_RETRY_MS = 5_000;
 export interface AcceleratedSide {
   readonly cgroup: string;
   readonly pinRoot: string;
+  /** The daemon's mesh preset. */
+  readonly mesh: MeshName;
   /** The daemon's counters, summed over CPUs. */
   counters(): Stats;
   /** Stops the daemon (which releases its instance lock), removes its pins, removes the cgroup. Idempotent. */
@@ -37,7 +40,7 @@ export interface AcceleratedSide {
  * and pins, what counts as local and metrics (off: the host daemon may hold
  * the port) are the bench's.
  */
-export function benchDaemonConfig(configArgv: readonly string[], overrides: { cgroupPath: string; pinRoot: string; localCidrs: readonly string[] }): SockaccelConfig {
+export function benchDaemonConfig(configArgv: readonly string[], overrides: { cgroupPath: string; pinRoot: string; localCidrs: readonly string[]; mesh: MeshName }): SockaccelConfig {
   const namesFile = configArgv.some((arg) => arg.startsWith('--config='));
   const base = loadConfig({ argv: [...(namesFile ? [] : ['--config=/dev/null']), ...configArgv], env: {} });
   return Object.freeze({
@@ -45,6 +48,8 @@ export function benchDaemonConfig(configArgv: readonly string[], overrides: { cg
     cgroupPath: overrides.cgroupPath,
     pinRoot: overrides.pinRoot,
     localCidrs: Object.freeze([...new Set([...base.localCidrs, ...overrides.localCidrs])]),
+    // A path's mesh (its proxies' redirects) wins; otherwise the flags' choice stands.
+    mesh: overrides.mesh === 'none' ? base.mesh : overrides.mesh,
     metricsEnabled: false,
   });
 }
@@ -68,11 +73,12 @@ export async function startAcceleratedSide(opts: {
   name: string;
   configArgv: readonly string[];
   localCidrs: readonly string[];
+  mesh: MeshName;
   log: Logger;
 }): Promise<AcceleratedSide> {
   const cgroup = path.join(findCgroup2Root(), opts.name);
   const pinRoot = path.join(BPFFS, opts.name);
-  const config = benchDaemonConfig(opts.configArgv, { cgroupPath: cgroup, pinRoot, localCidrs: opts.localCidrs });
+  const config = benchDaemonConfig(opts.configArgv, { cgroupPath: cgroup, pinRoot, localCidrs: opts.localCidrs, mesh: opts.mesh });
   fs.mkdirSync(cgroup);
   let daemon: Daemon | undefined;
   let closed = false;
@@ -102,7 +108,7 @@ export async function startAcceleratedSide(opts: {
     throw err;
   }
   const statsFd = daemon.dataPath.mapFds.sa_stats;
-  return { cgroup, pinRoot, counters: () => readStats(statsFd), close };
+  return { cgroup, pinRoot, mesh: config.mesh, counters: () => readStats(statsFd), close };
 }
 
 /** This process's cgroup v2 directory: where the plain side's processes run. */

@@ -108,7 +108,7 @@ function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number
   for (const key of ['loadGenerator', 'order', 'integrity', 'cpuAccounting', 'acceleratedSide']) t.is(typeof r.method[key], 'string', `method.${key}`);
   t.is(r.method.rounds, rounds);
   for (const kind of ['rr', 'stream', 'connrate']) t.true(isNumber(r.method.durationMs[kind]));
-  t.deepEqual(r.paths.map((p: { name: string }) => p.name), ['loopback', 'dual-stack', 'pod-to-pod']);
+  t.deepEqual(r.paths.map((p: { name: string }) => p.name), ['loopback', 'dual-stack', 'pod-to-pod', 'sidecar-chain']);
   t.is(r.integrityGate.length, r.paths.length);
   for (const gate of r.integrityGate) t.true(gate.checks.length >= 3 && gate.checks.every((c: unknown) => typeof c === 'string'));
 
@@ -162,7 +162,7 @@ function checkSvg(t: ExecutionContext, svg: string): void {
   t.notRegex(body, /NaN|undefined/);
 }
 
-privileged('bench --quick end to end: JSON on stdout and in results.json, a valid chart, sockperf beside loadgen, nothing left behind', async (t) => {
+privileged('bench --quick end to end: JSON on stdout and in results.json, a valid chart, sockperf beside loadgen, the sidecar chain, nothing left behind', async (t) => {
   const dir = tempDir(t);
   const out = path.join(dir, 'copy.json');
   const { code, stdout, stderr } = await serially(() => startBench(t, [...SMALL, ...ONE_SHORT_ROUND, '--sockperf', '--json', '--out-dir', dir, '--out', out]).done);
@@ -171,6 +171,10 @@ privileged('bench --quick end to end: JSON on stdout and in results.json, a vali
   checkSchema(t, results, 1);
   t.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8')), results);
   t.deepEqual(JSON.parse(fs.readFileSync(out, 'utf8')), results);
+  // The chain's gate counted every hop: app -> sidecar -> sidecar -> app is three connections.
+  const chain = results.integrityGate.find((g: { path: string }) => g.path === 'sidecar-chain');
+  t.regex(chain.checks.join('\n'), /6 sockets paired; \d+ bytes redirected across 3 connections, 0 over plain TCP/);
+  t.true(results.cases.some((c: { id: string }) => c.id === 'rr/sidecar-chain/64/same-cpu'), 'the chain measured');
   t.is(results.sockperf.length, 2);
   for (const s of results.sockperf) t.true(isNumber(s.sockperf.p50Us) && isNumber(s.loadgen.p50Us) && isNumber(s.p50Ratio));
   checkSvg(t, fs.readFileSync(path.join(dir, 'chart.svg'), 'utf8'));

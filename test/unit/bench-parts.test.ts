@@ -5,7 +5,7 @@ import { cpuList, integrityProblems, type LoadgenRun } from '../../src/bench/loa
 import { parseBenchOptions, planCpus } from '../../src/bench/options';
 import { placedArgv } from '../../src/bench/processes';
 import { Progress } from '../../src/bench/progress';
-import { accelerationProblems } from '../../src/bench/runner';
+import { accelerationProblems, meshOf } from '../../src/bench/runner';
 import { parseSockperfOutput } from '../../src/bench/sockperf';
 import { STAT_FIELDS, type Stats } from '../../src/bpf-layout';
 import { UsageError } from '../../src/errors';
@@ -82,12 +82,32 @@ test('integrityProblems: intact runs pass, any disagreement is named', (t) => {
 test('accelerationProblems: a fallback to plain TCP is caught from the counters', (t) => {
   const run = rrRun();
   const good = { ...zero(), sockets_inserted: 2n, bytes_redirected: 12800n };
-  t.deepEqual(accelerationProblems('accelerated', run, good), []);
-  t.regex(accelerationProblems('accelerated', run, zero()).join('\n'), /fell back to plain TCP: the connection was never paired, only 0 of 12800/);
-  t.regex(accelerationProblems('accelerated', run, { ...good, bytes_passed: 64n }).join('\n'), /64 bytes went over plain TCP/);
-  t.deepEqual(accelerationProblems('plain', run, zero()), []);
-  t.regex(accelerationProblems('plain', run, good).join('\n'), /plain run was accelerated/);
-  t.deepEqual(accelerationProblems('unix', run, good), []);
+  t.deepEqual(accelerationProblems('accelerated', run, good, 1), []);
+  t.regex(accelerationProblems('accelerated', run, zero(), 1).join('\n'), /fell back to plain TCP: the connection was never paired, only 0 of 12800/);
+  t.regex(accelerationProblems('accelerated', run, { ...good, bytes_passed: 64n }, 1).join('\n'), /64 bytes went over plain TCP/);
+  t.deepEqual(accelerationProblems('plain', run, zero(), 1), []);
+  t.regex(accelerationProblems('plain', run, good, 1).join('\n'), /plain run was accelerated/);
+  t.deepEqual(accelerationProblems('unix', run, good, 1), []);
+});
+
+test('accelerationProblems: a proxy chain must pair and redirect on every hop', (t) => {
+  const run = rrRun();
+  t.deepEqual(accelerationProblems('accelerated', run, { ...zero(), sockets_inserted: 6n, bytes_redirected: 3n * 12800n }, 3), []);
+  // One hop paired, two left to plain TCP: what a one-hop gate would have let through.
+  const oneHop = accelerationProblems('accelerated', run, { ...zero(), sockets_inserted: 2n, bytes_redirected: 12800n }, 3).join('\n');
+  t.regex(oneHop, /only 2 of 6 sockets of the 3 connections were paired/);
+  t.regex(oneHop, /only 12800 of 38400 payload bytes \(×3 connections\) were redirected/);
+});
+
+test('the sidecar chain measures rr and stream only, and the daemon gets its mesh', (t) => {
+  const opts = parseBenchOptions({ paths: 'sidecar-chain,loopback' });
+  const chain = opts.cases.filter((c) => c.path.name === 'sidecar-chain');
+  t.true(chain.some((c) => c.kind === 'rr' && c.size === 64 && c.pinning === 'same-cpu'));
+  t.true(chain.some((c) => c.kind === 'stream' && c.size === 128 * 1024));
+  t.false(chain.some((c) => c.kind === 'connrate'));
+  t.true(opts.cases.some((c) => c.kind === 'connrate' && c.path.name === 'loopback'));
+  t.is(meshOf(opts.paths), 'istio');
+  t.is(meshOf(parseBenchOptions({ paths: 'loopback,pod-to-pod' }).paths), 'none');
 });
 
 test('parseSockperfOutput reads the full-RTT summary', (t) => {
