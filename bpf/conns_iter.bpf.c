@@ -11,21 +11,11 @@
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
 
-#include "sockaccel.h"
+/* Only this map, not maps.bpf.h: loading this object then creates no map at
+ * all (the one it declares is the pinned one, reused). */
+#include "sk_state_map.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/*
- * Declared alone, not through maps.bpf.h: loading this object then creates
- * no map at all (the one it declares is the pinned one, reused). Must match
- * the definition in maps.bpf.h, or reusing the pin fails.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sa_sk_state);
-} sa_sk_state SEC(".maps");
 
 /*
  * The iterator context, resolved against the kernel's BTF (CO-RE), so no

@@ -66,12 +66,7 @@ struct {
 	__type(value, struct sa_stats);
 } sa_stats SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sa_sk_state);
-} sa_sk_state SEC(".maps");
+#include "sk_state_map.bpf.h"
 
 /* Layout version of the pinned maps, written once by the daemon. */
 struct {
