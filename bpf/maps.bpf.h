@@ -42,13 +42,7 @@ struct {
 	__type(value, struct sa_pair);
 } sa_pairs SEC(".maps");
 
-/* Listening sockets seen in the attached cgroup; value is a reference count. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct sa_listener_key);
-	__type(value, __u32);
-} sa_listeners SEC(".maps");
+#include "listeners.bpf.h"
 
 /* Prefixes that count as "on this node"; filled and kept current by the daemon. */
 struct {
@@ -99,26 +93,6 @@ static __always_inline struct sa_stats *sa_stats_get(void)
 		if (__s)                                                       \
 			__s->field += (n);                                     \
 	} while (0)
-
-/* IPv4-mapped prefix ::ffff:0:0/96, network byte order in the third word. */
-#define SA_V4MAPPED_WORD bpf_htonl(0x0000ffff)
-
-static __always_inline void sa_ip_from_v4(__u32 *dst, __u32 v4)
-{
-	dst[0] = 0;
-	dst[1] = 0;
-	dst[2] = SA_V4MAPPED_WORD;
-	dst[3] = v4;
-}
-
-static __always_inline bool sa_ip_is_loopback(const __u32 *ip)
-{
-	if (ip[0] | ip[1])
-		return false;
-	if (ip[2] == SA_V4MAPPED_WORD)
-		return (bpf_ntohl(ip[3]) >> 24) == 127;
-	return ip[2] == 0 && ip[3] == bpf_htonl(1);
-}
 
 /*
  * remote_port holds the network-order port; depending on the kernel it sits

@@ -8,7 +8,8 @@
  * as a small state machine per connection (struct sa_pair, keyed by the
  * NAT-invariant struct sa_conn_key):
  *
- *  1. TCP_LISTEN_CB registers listeners that live in the attached cgroup.
+ *  1. TCP_LISTEN_CB registers listeners that live in the attached cgroup
+ *     (listeners_iter.bpf.c registers those that predate the daemon).
  *  2. ACTIVE_ESTABLISHED (client; always before its server's callback): if
  *     the peer is a local listener in the cgroup, or a service mesh will
  *     redirect the connection to a local proxy, insert the client and mark
@@ -120,26 +121,12 @@ static __always_inline int read_tuple(struct bpf_sock_ops *skops, struct tuple *
 	return 0;
 }
 
-static __always_inline void copy_ip(__u32 *dst, const __u32 *src)
-{
-	dst[0] = src[0];
-	dst[1] = src[1];
-	dst[2] = src[2];
-	dst[3] = src[3];
-}
-
 static __always_inline bool ip_is_local(const __u32 *ip)
 {
 	struct sa_lpm_key lpm = { .prefixlen = 128 };
 
-	copy_ip(lpm.ip, ip);
+	sa_copy_ip(lpm.ip, ip);
 	return bpf_map_lookup_elem(&sa_local, &lpm) != NULL;
-}
-
-static __always_inline bool ip_is_any(const __u32 *ip)
-{
-	/* :: and ::ffff:0.0.0.0 are both "any address" */
-	return !(ip[0] | ip[1] | ip[3]) && (ip[2] == 0 || ip[2] == SA_V4MAPPED_WORD);
 }
 
 static __always_inline __u32 socket_uid(struct bpf_sock_ops *skops)
@@ -207,32 +194,24 @@ static __always_inline void listener_ref(struct sa_listener_key *lk, int delta)
 	}
 }
 
-/*
- * A listener is registered twice: with its netns cookie, for clients that
- * reach it over loopback (which never leaves a namespace), and with netns 0,
- * for clients in other namespaces, who cannot know our cookie.
- */
+/* Both keys of the listener (see sa_listener_keys), counted up or down. */
 static __always_inline void listener_update(struct bpf_sock_ops *skops, int delta)
 {
-	struct sa_listener_key lk = {};
+	struct sa_listener_key keys[2] = {};
 	struct tuple t = {};
 
 	if (read_tuple(skops, &t))
 		return;
-	if (!ip_is_any(t.local_ip))
-		copy_ip(lk.ip, t.local_ip);
-	lk.port = t.local_port;
-	lk.netns = bpf_get_netns_cookie(skops);
-	listener_ref(&lk, delta);
-	lk.netns = 0;
-	listener_ref(&lk, delta);
+	sa_listener_keys(keys, t.local_ip, t.local_port, bpf_get_netns_cookie(skops));
+	listener_ref(&keys[0], delta);
+	listener_ref(&keys[1], delta);
 }
 
 static __always_inline bool listener_known(struct bpf_sock_ops *skops, const struct tuple *t)
 {
 	struct sa_listener_key lk = {};
 
-	copy_ip(lk.ip, t->remote_ip);
+	sa_copy_ip(lk.ip, t->remote_ip);
 	lk.port = t->remote_port;
 	lk.netns = sa_ip_is_loopback(t->remote_ip) ? bpf_get_netns_cookie(skops) : 0;
 	if (bpf_map_lookup_elem(&sa_listeners, &lk))
@@ -289,7 +268,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	st = sk_state(skops, true);
 	if (!st)
 		return;
-	copy_ip(st->key.client_ip, t.local_ip);
+	sa_copy_ip(st->key.client_ip, t.local_ip);
 	st->key.client_port = t.local_port;
 	st->key.client_seq = SA_CTX_READ(skops->snd_nxt);
 	st->key.server_seq = SA_CTX_READ(skops->rcv_nxt);
@@ -310,7 +289,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	pair.created_ns = st->inserted_ns;
 	pair.client_uid = uid;
 	pair.client_netns = bpf_get_netns_cookie(skops);
-	copy_ip(pair.dst_ip, t.remote_ip);
+	sa_copy_ip(pair.dst_ip, t.remote_ip);
 	pair.dst_port = t.remote_port;
 	if (bpf_map_update_elem(&sa_pairs, &st->key, &pair, BPF_NOEXIST)) {
 		/* No pairing slot: a client alone in the map must not stay. */
@@ -351,7 +330,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 
 	if (read_tuple(skops, &t))
 		return;
-	copy_ip(key.client_ip, t.remote_ip);
+	sa_copy_ip(key.client_ip, t.remote_ip);
 	key.client_port = t.remote_port;
 	key.client_seq = SA_CTX_READ(skops->rcv_nxt);
 	key.server_seq = SA_CTX_READ(skops->snd_nxt);
@@ -379,7 +358,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	}
 	pair->server_uid = uid;
 	pair->server_netns = bpf_get_netns_cookie(skops);
-	copy_ip(pair->server_ip, t.local_ip);
+	sa_copy_ip(pair->server_ip, t.local_ip);
 	pair->server_port = t.local_port;
 	if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_PAIRED) != SA_PAIR_PENDING) {
 		/* The client sent plain TCP between our check and our insert. */

@@ -20,6 +20,7 @@ import { acquireInstanceLock } from './instance-lock';
 import { createNotifier } from './sd-notify';
 import { bindDaemonMetrics, serveDaemonMetrics } from './metrics';
 import { InsertFailureWarning } from './metrics/insert-failures';
+import { seedListeners } from './seed-listeners';
 
 export interface Daemon {
   readonly dataPath: DataPath;
@@ -73,6 +74,13 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     // drained program keeps guarding handshakes that are in flight.
     lifecycle.add('sockops-drain', () => dataPath.drain());
     log.info({ programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps }, 'data path attached');
+    // After the attach: a listen() from here on is seen by TCP_LISTEN_CB.
+    try {
+      const seeded = seedListeners(config.pinRoot, cgroupPath, config.objectDir || undefined);
+      log.info(seeded, 'registered listeners that existed before the start');
+    } catch (err) {
+      log.warn({ err }, 'cannot register the listeners that existed before the start (needs iter/tcp, Linux 5.9+, and CAP_PERFMON); servers started earlier are accelerated only after they restart');
+    }
 
     const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'));
     endpoints.start();

@@ -460,6 +460,11 @@ export function bpfProgramAttachIterMap(prog: BpfProgramPtr, mapFd: number): Bpf
   return checkPtr(bpf().bpf_program__attach_iter(prog, opts.ref()), 'bpf_program__attach_iter', `${bpfProgramName(prog)}, map fd ${mapFd}`);
 }
 
+/** Attaches an iterator program of a type that needs no target (e.g. iter/tcp). */
+export function bpfProgramAttachIter(prog: BpfProgramPtr): BpfLinkPtr {
+  return checkPtr(bpf().bpf_program__attach_iter(prog, ref.NULL), 'bpf_program__attach_iter', bpfProgramName(prog));
+}
+
 // Log buffers handed to libbpf, by bpf_program address. libbpf holds raw
 // pointers into them, so they must not be garbage-collected before the
 // object is closed; bpfObjectClose drops them.

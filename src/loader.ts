@@ -245,10 +245,13 @@ export function detachSockops(pinRoot: string): boolean {
   return true;
 }
 
-/** Port filters go into the sockops program's .rodata; frozen by libbpf at load. */
-function writeSockopsSettings(obj: bpf.BpfObjectPtr, opts: LoaderOptions): void {
+/**
+ * The object's `const volatile` settings (.rodata) as libbpf will load them:
+ * write into `data` at `at(name, size)` between open and load.
+ */
+export function rodataSettings(obj: bpf.BpfObjectPtr): { data: Buffer; at: (name: string, size: number) => number } {
   const rodata = bpf.bpfObjectMaps(obj).find((m) => bpf.bpfMapIsInternal(m) && bpf.bpfMapName(m).endsWith('.rodata'));
-  if (!rodata) throw new Error('sockops object has no .rodata');
+  if (!rodata) throw new Error(`${bpf.bpfObjectName(obj)} has no .rodata`);
   const vars = datasecVariables(obj, '.rodata');
   const data = bpf.bpfMapInitialValue(rodata);
   const at = (name: string, size: number) => {
@@ -256,6 +259,12 @@ function writeSockopsSettings(obj: bpf.BpfObjectPtr, opts: LoaderOptions): void 
     if (!v || v.size !== size) throw new Error(`.rodata variable ${name} missing or not ${size} bytes`);
     return v.offset;
   };
+  return { data, at };
+}
+
+/** Port filters go into the sockops program's .rodata; frozen by libbpf at load. */
+function writeSockopsSettings(obj: bpf.BpfObjectPtr, opts: LoaderOptions): void {
+  const { data, at } = rodataSettings(obj);
   data.writeUInt32LE(opts.includePorts.length > 0 ? 1 : 0, at('include_ports_enabled', 4));
   const mesh = opts.mesh;
   data.writeUInt32LE(mesh ? 1 : 0, at('mesh_enabled', 4));

@@ -9,17 +9,15 @@
  * The iterator is loaded per call (the verifier pass is most of the ~30 ms)
  * against the pinned sk_state map and detached again: nothing stays behind.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import * as bpf from '../libbpf';
-import { close } from '../libc';
+import { readIterator } from '../bpf-iter';
 import { BYTES_RECORD, CONN_KEY, SK_FLAGS } from '../bpf-layout';
 import { DEFAULT_OBJECT_DIR, reusePinnedMap } from '../loader';
 import { mapPinPath } from '../pins';
 
 export const ITER_OBJECT = 'conns_iter.bpf.o';
 const ITER_PROGRAM = 'sockaccel_conn_bytes';
-const READ_CHUNK = 64 * 1024;
 
 /** Redirected bytes of one connection, per direction. */
 export interface ConnBytes {
@@ -47,14 +45,6 @@ export function connBytesFromRecords(data: Buffer): Map<string, ConnBytes> {
   return out;
 }
 
-/** Reads an fd until EOF. */
-function readAll(fd: number): Buffer {
-  const chunks: Buffer[] = [];
-  const buf = Buffer.alloc(READ_CHUNK);
-  for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) chunks.push(Buffer.from(buf.subarray(0, n)));
-  return Buffer.concat(chunks);
-}
-
 /**
  * Runs the iterator once over the pinned sk_state map. Throws if it cannot
  * (no such object, a kernel without the iterator type, missing CAP_PERFMON,
@@ -68,12 +58,7 @@ export function readConnBytes(pinRoot: string, objectDir: string = DEFAULT_OBJEC
     const map = bpf.bpfObjectFindMapByName(obj, 'sa_sk_state');
     const link = bpf.bpfProgramAttachIterMap(bpf.bpfObjectFindProgramByName(obj, ITER_PROGRAM), bpf.bpfMapFd(map));
     try {
-      const fd = bpf.bpfIterCreate(bpf.bpfLinkFd(link));
-      try {
-        return connBytesFromRecords(readAll(fd));
-      } finally {
-        close(fd);
-      }
+      return connBytesFromRecords(readIterator(link));
     } finally {
       bpf.bpfLinkDestroy(link);
     }

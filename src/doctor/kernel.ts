@@ -89,7 +89,7 @@ export function kernelChecks(release = os.release()): Check[] {
   return checks;
 }
 
-const OBJECTS = ['sockops.bpf.o', 'redirect.bpf.o', 'conns_iter.bpf.o'] as const;
+const OBJECTS = ['sockops.bpf.o', 'redirect.bpf.o', 'conns_iter.bpf.o', 'listeners_iter.bpf.o'] as const;
 
 /**
  * Loads each object into the kernel (maps shrunk to a few entries) and

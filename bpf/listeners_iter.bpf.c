@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Seeds the listener table at daemon start. TCP_LISTEN_CB only fires on a
+ * listen() made while the sock_ops program is attached, so servers that were
+ * already listening when the daemon first started would stay unknown (and
+ * their clients plain TCP) until they restart. The daemon runs this TCP
+ * iterator once, after the sock_ops program is attached (a listen() after
+ * that is seen by TCP_LISTEN_CB, so nothing falls between the two), and it
+ * registers every listener in the attached cgroup or a descendant.
+ *
+ * The walk covers the TCP sockets of the network namespace of the process
+ * that reads the iterator (the daemon's), not other namespaces.
+ *
+ * Refcounts: an entry is only ever inserted (BPF_NOEXIST), never counted up,
+ * so running this on every start is idempotent; a listener that
+ * TCP_LISTEN_CB already counted keeps its count. A seeded listener is not
+ * unregistered when it closes: that takes the STATE_CB flag, which only
+ * bpf_sock_ops_cb_flags_set can give a socket, and an iterator cannot call
+ * it. The stale entry costs little: a client connecting to that address
+ * becomes a pairing candidate and enters the clients map, and on the first
+ * plain segment from whatever answers (on_segment in sockops.bpf.c) leaves it
+ * again, before that segment's data is queued: correctness holds. A new
+ * listener on the same address and port re-registers through TCP_LISTEN_CB
+ * (counting on top of the seeded 1, so the entry then outlives it too).
+ *
+ * Loaded with sa_listeners reused from the pin; like conns_iter, a tracing
+ * program (CAP_BPF + CAP_PERFMON); iter/tcp exists since 5.9.
+ */
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+/* Only this map, not maps.bpf.h: loading this object creates no map. */
+#include "listeners.bpf.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_LISTEN 10
+/* Deeper cgroups than this are not matched (cgroupfs allows more, nobody uses it). */
+#define MAX_CGROUP_LEVEL 64
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* The attached cgroup's id (its cgroupfs inode number); set by the loader. */
+const volatile __u64 cgroup_id = 0;
+
+/*
+ * Kernel types resolved against the kernel's BTF (CO-RE), so no vmlinux.h is
+ * needed; only the fields read here are declared. The ___sa suffix keeps
+ * them apart from any uapi type of the same name (CO-RE ignores it).
+ */
+struct seq_file;
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+struct sock_common;
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+struct cgroup {
+	int level;
+	struct kernfs_node *kn;
+	struct cgroup *ancestors[]; /* [0] the root .. [level] itself */
+} __attribute__((preserve_access_index));
+struct net {
+	__u64 net_cookie;
+} __attribute__((preserve_access_index));
+struct in6_addr___sa {
+	union {
+		__u32 u6_addr32[4];
+	} in6_u;
+} __attribute__((preserve_access_index));
+struct sock_common___sa {
+	__u32 skc_rcv_saddr;
+	__u16 skc_num;
+	unsigned short skc_family;
+	unsigned char skc_state;
+	struct {
+		struct net *net;
+	} skc_net;
+	struct in6_addr___sa skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+struct sock_cgroup_data {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+struct sock___sa {
+	struct sock_common___sa __sk_common;
+	struct sock_cgroup_data sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
+/* Whether `cg` is the attached cgroup or one of its descendants. */
+static __always_inline bool in_attached_cgroup(struct cgroup *cg)
+{
+	int level = BPF_CORE_READ(cg, level);
+	struct cgroup *anc;
+
+	for (int i = 0; i <= MAX_CGROUP_LEVEL; i++) {
+		if (i > level)
+			break;
+		/* A variable index: read the slot, not a relocated constant access. */
+		if (bpf_probe_read_kernel(&anc, sizeof(anc), cg->ancestors + i))
+			return false;
+		if (anc && BPF_CORE_READ(anc, kn, id) == cgroup_id)
+			return true;
+	}
+	return false;
+}
+
+/* Never counts up (see above): inserts each key that is missing. */
+static __always_inline bool register_listener(struct sock___sa *sk)
+{
+	struct sa_listener_key keys[2] = {};
+	__u32 ip[4], one = 1;
+	bool added = false;
+
+	if (sk->__sk_common.skc_family == AF_INET) {
+		sa_ip_from_v4(ip, sk->__sk_common.skc_rcv_saddr);
+	} else if (sk->__sk_common.skc_family == AF_INET6) {
+		ip[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
+		ip[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
+		ip[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
+		ip[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+	} else {
+		return false;
+	}
+	sa_listener_keys(keys, ip, sk->__sk_common.skc_num, BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie));
+	added |= bpf_map_update_elem(&sa_listeners, &keys[0], &one, BPF_NOEXIST) == 0;
+	added |= bpf_map_update_elem(&sa_listeners, &keys[1], &one, BPF_NOEXIST) == 0;
+	return added;
+}
+
+/* Writes one byte per listener in the cgroup: 1 if it added a key, else 0. */
+SEC("iter/tcp")
+int sockaccel_seed_listeners(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sock___sa *sk;
+	struct cgroup *cg;
+	__u8 added;
+
+	if (!skc)
+		return 0; /* end of the walk */
+	/* Full sockets only (not request or timewait socks): listeners are. */
+	sk = (struct sock___sa *)bpf_skc_to_tcp_sock(skc);
+	if (!sk || sk->__sk_common.skc_state != TCP_LISTEN)
+		return 0;
+	cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	if (!cg || !in_attached_cgroup(cg))
+		return 0;
+	added = register_listener(sk);
+	bpf_seq_write(ctx->meta->seq, &added, sizeof(added));
+	return 0;
+}
