@@ -192,22 +192,11 @@ const LinkUpdateOpts = Struct({
   flags: 'uint32',
   old_prog_fd: 'uint32',
 }); // 16 bytes
-// From /usr/include/bpf/libbpf.h.
-const IterAttachOpts = Struct({
-  sz: 'size_t',
-  link_info: 'pointer', // union bpf_iter_link_info *
-  link_info_len: 'uint32',
-}); // 24 bytes
-
-/** sizeof(union bpf_iter_link_info) in /usr/include/linux/bpf.h; map.map_fd is at offset 0. */
-const ITER_LINK_INFO_SIZE = 16;
-
 /** For tests: the option struct sizes as laid out here. */
 export const OPTS_SIZES = {
   bpf_map_create_opts: MapCreateOpts.size,
   bpf_obj_get_opts: ObjGetOpts.size,
   bpf_link_update_opts: LinkUpdateOpts.size,
-  bpf_iter_attach_opts: IterAttachOpts.size,
 } as const;
 
 let libbpfNative: ReturnType<typeof openLibbpf> | undefined;
@@ -446,18 +435,6 @@ export function bpfProgramLogBuf(prog: BpfProgramPtr): string | null {
   const ptr = bpf().bpf_program__log_buf(prog, size);
   if (ref.isNull(ptr)) return null;
   return cString(ref.reinterpret(ptr, Number(size.deref()), 0));
-}
-
-/**
- * Attaches an iterator program of a map iterator type (e.g.
- * iter/bpf_sk_storage_map) to the map `mapFd`. The link holds its own
- * reference to the map: the caller may close `mapFd` afterwards.
- */
-export function bpfProgramAttachIterMap(prog: BpfProgramPtr, mapFd: number): BpfLinkPtr {
-  const linkInfo = Buffer.alloc(ITER_LINK_INFO_SIZE);
-  linkInfo.writeUInt32LE(mapFd, 0); // map.map_fd
-  const opts = new IterAttachOpts({ sz: IterAttachOpts.size, link_info: linkInfo, link_info_len: linkInfo.length });
-  return checkPtr(bpf().bpf_program__attach_iter(prog, opts.ref()), 'bpf_program__attach_iter', `${bpfProgramName(prog)}, map fd ${mapFd}`);
 }
 
 /** Attaches an iterator program of a type that needs no target (e.g. iter/tcp). */

@@ -3,10 +3,14 @@
  * the bytes it sent that were redirected into its peer (sa_sk_state, updated
  * by the sk_msg program), so a client's count is client→server and a
  * server's server→client. Socket-local storage cannot be read with map
- * syscalls; the conns_iter object's bpf_sk_storage_map iterator walks it and
- * writes one struct sa_bytes_record per socket still in a sockhash.
+ * syscalls; the conns_iter object's iter/tcp program walks the TCP sockets
+ * of one network namespace and writes one struct sa_bytes_record per socket
+ * still in a sockhash. A TCP iterator sees the namespace its reader was in
+ * when it created it, so the walk runs once in our own namespace and once
+ * in each other one that has a process or a name (see bpf/conns_iter.bpf.c
+ * for why not a storage-map iterator, which would see them all at once).
  *
- * The iterator is loaded per call (the verifier pass is most of the ~30 ms)
+ * The program is loaded per call (the verifier pass is most of the ~30 ms)
  * against the pinned sk_state map and detached again: nothing stays behind.
  */
 import path from 'node:path';
@@ -15,6 +19,7 @@ import { readIterator } from '../bpf-iter';
 import { BYTES_RECORD, CONN_KEY, SK_FLAGS } from '../bpf-layout';
 import { DEFAULT_OBJECT_DIR, reusePinnedMap } from '../loader';
 import { mapPinPath } from '../pins';
+import { inEachNetns, namedNetns, processNetns } from './netns';
 
 export const ITER_OBJECT = 'conns_iter.bpf.o';
 const ITER_PROGRAM = 'sockaccel_conn_bytes';
@@ -46,19 +51,21 @@ export function connBytesFromRecords(data: Buffer): Map<string, ConnBytes> {
 }
 
 /**
- * Runs the iterator once over the pinned sk_state map. Throws if it cannot
- * (no such object, a kernel without the iterator type, missing CAP_PERFMON,
- * pins of another layout): callers show the connections without bytes.
+ * Runs the iterator in every network namespace. Throws if it cannot (no
+ * such object, a kernel without iter/tcp, missing CAP_PERFMON, pins of
+ * another layout): callers show the connections without bytes.
  */
 export function readConnBytes(pinRoot: string, objectDir: string = DEFAULT_OBJECT_DIR): Map<string, ConnBytes> {
   const obj = bpf.bpfObjectOpenFile(path.join(objectDir, ITER_OBJECT));
   try {
     reusePinnedMap(obj, 'sa_sk_state', mapPinPath(pinRoot, 'sa_sk_state'));
     bpf.bpfObjectLoad(obj);
-    const map = bpf.bpfObjectFindMapByName(obj, 'sa_sk_state');
-    const link = bpf.bpfProgramAttachIterMap(bpf.bpfObjectFindProgramByName(obj, ITER_PROGRAM), bpf.bpfMapFd(map));
+    const link = bpf.bpfProgramAttachIter(bpf.bpfObjectFindProgramByName(obj, ITER_PROGRAM));
     try {
-      return connBytesFromRecords(readIterator(link));
+      const outputs: Buffer[] = [];
+      const everyNetns = [{ name: 'host', path: '/proc/thread-self/ns/net' }, ...namedNetns(), ...processNetns()];
+      inEachNetns(everyNetns, () => outputs.push(readIterator(link)));
+      return connBytesFromRecords(Buffer.concat(outputs));
     } finally {
       bpf.bpfLinkDestroy(link);
     }

@@ -51,37 +51,59 @@ function enter(nsFd: number, what: string): void {
   checked(libc().setns(nsFd, CLONE_NEWNET), `setns(${what})`);
 }
 
-/**
- * cookie → name: "host" for the namespace we run in, and each named
- * namespace under `dir`. Namespaces we may not enter (no CAP_SYS_ADMIN)
- * stay unnamed.
- */
-export function netnsNames(dir = NETNS_DIR): Map<bigint, string> {
-  const names = new Map<bigint, string>([[currentNetnsCookie(), 'host']]);
-  let entries: string[];
+/** A network namespace file: a bind mount under /run/netns, or /proc/<pid>/ns/net. */
+export interface NetnsFile {
+  readonly name: string;
+  readonly path: string;
+}
+
+/** The named namespaces under `dir` (`ip netns`, CNI pod namespaces). */
+export function namedNetns(dir = NETNS_DIR): NetnsFile[] {
   try {
-    entries = fs.readdirSync(dir);
+    return fs.readdirSync(dir).map((name) => ({ name, path: path.join(dir, name) }));
   } catch {
-    return names;
+    return [];
   }
+}
+
+/** One file per namespace that has a process in it, named by that process. */
+export function processNetns(proc = '/proc'): NetnsFile[] {
+  const out: NetnsFile[] = [];
+  for (const pid of fs.readdirSync(proc)) {
+    if (/^\d+$/.test(pid)) out.push({ name: `pid ${pid}`, path: path.join(proc, pid, 'ns', 'net') });
+  }
+  return out;
+}
+
+/**
+ * Calls `visit` once inside each distinct namespace among `files` (the same
+ * namespace reached twice, by another name or process, is visited once),
+ * with this thread moved there by setns(2) and moved home again after.
+ * Namespaces we may not open or enter (gone meanwhile, no CAP_SYS_ADMIN) are
+ * passed over. The namespace this thread starts in is not visited unless
+ * listed.
+ */
+export function inEachNetns(files: readonly NetnsFile[], visit: (ns: NetnsFile) => void): void {
   const home = fs.openSync('/proc/thread-self/ns/net', 'r');
+  const seen = new Set<string>();
   try {
-    for (const name of entries) {
+    for (const ns of files) {
       let nsFd: number;
       try {
-        nsFd = fs.openSync(path.join(dir, name), 'r');
+        nsFd = fs.openSync(ns.path, 'r');
+        const st = fs.fstatSync(nsFd);
+        const id = `${st.dev}:${st.ino}`;
+        if (seen.has(id)) {
+          fs.closeSync(nsFd);
+          continue;
+        }
+        seen.add(id);
+        enter(nsFd, ns.name);
       } catch {
-        continue; // removed meanwhile, or not ours to open
+        continue; // removed meanwhile, or not ours to open or enter
       }
       try {
-        enter(nsFd, name);
-      } catch {
-        fs.closeSync(nsFd);
-        continue;
-      }
-      try {
-        const cookie = currentNetnsCookie();
-        if (!names.has(cookie)) names.set(cookie, name);
+        visit(ns);
       } finally {
         fs.closeSync(nsFd);
         // Staying in a foreign namespace would make every later socket of
@@ -92,5 +114,17 @@ export function netnsNames(dir = NETNS_DIR): Map<bigint, string> {
   } finally {
     fs.closeSync(home);
   }
+}
+
+/**
+ * cookie → name: "host" for the namespace we run in, and each named
+ * namespace under `dir`. Namespaces we may not enter stay unnamed.
+ */
+export function netnsNames(dir = NETNS_DIR): Map<bigint, string> {
+  const names = new Map<bigint, string>([[currentNetnsCookie(), 'host']]);
+  inEachNetns(namedNetns(dir), (ns) => {
+    const cookie = currentNetnsCookie();
+    if (!names.has(cookie)) names.set(cookie, ns.name);
+  });
   return names;
 }

@@ -73,6 +73,14 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
               t.is(r.clientUid, 0);
               t.is(r.serverUid, 0);
             }
+            // Byte counts come from a socket walk per namespace: the pods'
+            // sockets live in theirs, not ours (a missed walk would read 0).
+            const flowing = (rs: ConnRow[]) => rs.length === 2 && rs.every((r) => (r.bytesClientToServer ?? 0) > 0 && (r.bytesServerToClient ?? 0) > 0);
+            let podBytes = pods;
+            for (const deadline = Date.now() + 5000; !flowing(podBytes) && Date.now() < deadline; await sleep(100)) {
+              podBytes = (await connsJson(d.pinRoot, `--port=${podServer.port}`)).filter((r) => r.destination === `${b.ipv4}:${podServer.port}`);
+            }
+            t.true(flowing(podBytes), `pod connections count redirected bytes both ways: ${JSON.stringify(podBytes)}`);
             const [host] = rows.filter((r) => r.destination === `127.0.0.1:${hostServer.port}`);
             t.is(host?.clientNetns, 'host');
             t.is(host?.serverNetns, 'host');
