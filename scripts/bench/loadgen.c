@@ -9,6 +9,7 @@
  * network namespace before it starts, so every socket here is born there.
  *
  *   loadgen server --mode rr|stream|connrate (--host H --port P | --unix PATH) [--size N]
+ *                  [--verify full|sampled]
  *   loadgen client --mode rr|stream|connrate (--host H --port P | --unix PATH) --size N
  *                  [--duration-ms D] [--warmup-ms W] [--seed S]
  *
@@ -18,9 +19,13 @@
  *            server checks requests, the client responses). The response is
  *            taken from another place in the pattern than the request, so a
  *            client that reads back its own request fails.
- *   stream   the server compares every byte it reads with the pattern at that
- *            stream offset; the bench then compares its byte count with the
- *            client's.
+ *   stream   the server compares what it reads with the pattern at that stream
+ *            offset, every byte (--verify full, the default) or a sample
+ *            (--verify sampled: the head and tail of every read and 16 bytes
+ *            at every 4 KiB of stream offset, which still catches any lost,
+ *            repeated or reordered block, since each shifts every later byte
+ *            against the prime-length pattern); the bench then compares its
+ *            byte count with the client's.
  *   connrate every connection must see a clean EOF; the bench compares the
  *            server's accept count with the client's connect count.
  * Exit status: 0 ok, 1 integrity failure (the JSON says where), 2 error.
@@ -55,6 +60,9 @@
  * consecutive messages never share a starting offset. */
 #define MSG_STRIDE 7919u
 #define STREAM_READ_BUF (256u << 10)
+/* --verify sampled: SAMPLE_LEN bytes at every SAMPLE_STRIDE of stream offset. */
+#define SAMPLE_STRIDE 4096u
+#define SAMPLE_LEN 16u
 /* Seconds a client may run past its planned time before it gives up. */
 #define WATCHDOG_GRACE_S 10
 #define MAX_CPUS 256
@@ -71,6 +79,7 @@ struct options {
 	uint64_t duration_ns;
 	uint64_t warmup_ns;
 	uint64_t seed;
+	bool verify_sampled;
 };
 
 static uint8_t *pattern; /* PATTERN_LEN + MAX_SIZE bytes: any window is contiguous */
@@ -388,8 +397,29 @@ static void serve_rr(int fd, const struct options *o, uint8_t *buf)
 	       i, bad, first_bad);
 }
 
-/* stream: read everything, compare each byte with the pattern at its offset. */
-static void serve_stream(int fd, uint8_t *buf)
+static bool matches_at(const uint8_t *buf, uint64_t pos, size_t len)
+{
+	return !memcmp(buf, pattern_at(pos), len);
+}
+
+/* The head, the tail and one sample per SAMPLE_STRIDE of stream offset. */
+static bool sample_matches(const uint8_t *buf, uint64_t pos, size_t n)
+{
+	size_t head = n < SAMPLE_LEN ? n : SAMPLE_LEN;
+
+	if (!matches_at(buf, pos, head) || !matches_at(buf + n - head, pos + n - head, head))
+		return false;
+	for (size_t k = (SAMPLE_STRIDE - pos % SAMPLE_STRIDE) % SAMPLE_STRIDE; k < n; k += SAMPLE_STRIDE) {
+		size_t len = n - k < SAMPLE_LEN ? n - k : SAMPLE_LEN;
+
+		if (!matches_at(buf + k, pos + k, len))
+			return false;
+	}
+	return true;
+}
+
+/* stream: read everything, compare it (all of it, or samples) with the pattern at its offset. */
+static void serve_stream(int fd, uint8_t *buf, bool sampled)
 {
 	uint64_t pos = 0, reads = 0;
 	int64_t first_bad = -1;
@@ -404,7 +434,7 @@ static void serve_stream(int fd, uint8_t *buf)
 		if (n < 0)
 			die("stream server: read: %s", strerror(errno));
 		reads++;
-		if (first_bad < 0 && memcmp(buf, pattern_at(pos), (size_t)n)) {
+		if (first_bad < 0 && !(sampled ? sample_matches(buf, pos, (size_t)n) : matches_at(buf, pos, (size_t)n))) {
 			for (ssize_t k = 0; k < n; k++) {
 				if (buf[k] != *pattern_at(pos + (uint64_t)k)) {
 					first_bad = (int64_t)(pos + (uint64_t)k);
@@ -420,8 +450,8 @@ static void serve_stream(int fd, uint8_t *buf)
 	if (first_bad >= 0)
 		totals.failures++;
 	printf("{\"event\":\"conn\",\"mode\":\"stream\",\"bytesIn\":%" PRIu64 ",\"reads\":%" PRIu64
-	       ",\"firstBadOffset\":%" PRId64 ",",
-	       pos, reads, first_bad);
+	       ",\"firstBadOffset\":%" PRId64 ",\"verify\":\"%s\",",
+	       pos, reads, first_bad, sampled ? "sampled" : "full");
 	print_cpu_delta(&a, &b);
 	printf("}\n");
 }
@@ -478,7 +508,7 @@ static int run_server(const struct options *o)
 			if (o->mode == MODE_RR)
 			serve_rr(fd, o, buf);
 		else
-			serve_stream(fd, buf);
+			serve_stream(fd, buf, o->verify_sampled);
 		totals.conns_done++;
 		close(fd);
 		fflush(stdout);
@@ -719,6 +749,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->duration_ns = parse_u64(flag, value) * 1000000ull;
 		} else if (!strcmp(flag, "--warmup-ms")) {
 			o->warmup_ns = parse_u64(flag, value) * 1000000ull;
+		} else if (!strcmp(flag, "--verify")) {
+			if (strcmp(value, "full") && strcmp(value, "sampled"))
+				die("--verify must be full or sampled");
+			o->verify_sampled = !strcmp(value, "sampled");
 		} else if (!strcmp(flag, "--seed")) {
 			o->seed = parse_u64(flag, value);
 		} else {

@@ -20,12 +20,24 @@ export class BenchIntegrityError extends Error {
 /** A TCP host (listen: bind address; client: where to connect) or a Unix socket path. */
 export type Address = { readonly tcp: string } | { readonly unix: string };
 
-export interface RunSpec {
+/**
+ * How much of a stream the server compares with the pattern: every byte
+ * (the integrity gate), or samples that still catch any lost, repeated or
+ * reordered block (measured runs: a full compare on the CPU that also moves
+ * the bytes would cost both sides alike and compress the ratio).
+ */
+export type StreamVerify = 'full' | 'sampled';
+
+export interface RunPlan {
+  readonly warmupMs: number;
+  readonly durationMs: number;
+  readonly verify: StreamVerify;
+}
+
+export interface RunSpec extends RunPlan {
   readonly mode: Mode;
   /** rr: message size; stream: write size; connrate: unused. */
   readonly size: number;
-  readonly warmupMs: number;
-  readonly durationMs: number;
   readonly server: { readonly listen: Address; readonly placement: Placement };
   readonly client: { readonly connect: Address; readonly placement: Placement };
 }
@@ -78,6 +90,7 @@ export interface ServerConnReport {
   readonly bytesIn?: number;
   readonly reads?: number;
   readonly firstBadOffset?: number;
+  readonly verify?: StreamVerify;
   readonly cpu?: CpuReport;
 }
 
@@ -116,7 +129,11 @@ function addressArgs(address: Address): string[] {
 /** Starts the server, runs the client to the end, collects both sides' reports, ends the server. */
 export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: string): Promise<LoadgenRun> {
   const common = ['--mode', spec.mode, '--size', String(spec.size)];
-  const server = group.spawn(`loadgen server (${label})`, [LOADGEN_BINARY, 'server', ...common, ...addressArgs(spec.server.listen)], spec.server.placement);
+  const server = group.spawn(
+    `loadgen server (${label})`,
+    [LOADGEN_BINARY, 'server', ...common, '--verify', spec.verify, ...addressArgs(spec.server.listen)],
+    spec.server.placement,
+  );
   try {
     const listening = await server.waitFor((l) => l.event === 'listening', START_TIMEOUT_MS, 'it to listen');
     const portArgs = 'tcp' in spec.client.connect ? ['--port', String(listening.port)] : [];
@@ -158,7 +175,7 @@ export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: stri
 }
 
 /** Every way the two sides disagree about the bytes, as sentences; empty when intact. */
-export function integrityProblems(run: LoadgenRun): string[] {
+export function integrityProblems(run: LoadgenRun, verify: StreamVerify): string[] {
   const problems: string[] = [];
   const { client, serverConn, serverSummary } = run;
   switch (client.mode) {
@@ -172,6 +189,7 @@ export function integrityProblems(run: LoadgenRun): string[] {
     case 'stream':
       if (client.serverClose !== 'eof') problems.push(`the connection did not end in a clean EOF: ${client.serverClose}`);
       if (serverConn?.firstBadOffset !== -1) problems.push(`the server read a wrong byte at stream offset ${serverConn?.firstBadOffset}`);
+      if (serverConn?.verify !== verify) problems.push(`the server compared ${serverConn?.verify ?? 'nothing'}, not ${verify}`);
       if (serverConn?.bytesIn !== client.bytesSent) {
         problems.push(`the client sent ${client.bytesSent} bytes, the server received ${serverConn?.bytesIn}`);
       }

@@ -103,7 +103,7 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
     `Values: median over rounds ±half the min..max range; ratios: median of per-round ratios (accelerated / plain TCP, accelerated / Unix domain socket).`,
   ];
   if (of('rr').length) sections.push(`Request/response round trip (${r.method.loadGenerator.split(' (')[0]} rr)\n${rrTable(of('rr'))}`);
-  if (of('stream').length) sections.push(`Streaming throughput (client writes, server reads and checks)\n${streamTable(of('stream'))}`);
+  if (of('stream').length) sections.push(`Streaming throughput (client writes, server reads and checks samples of every read)\n${streamTable(of('stream'))}`);
   if (of('connrate').length) sections.push(`Connection setup rate (the client connects, the server accepts and closes, the client sees EOF)\n${connTable(of('connrate'))}`);
   if (r.sockperf?.length) {
     sections.push(

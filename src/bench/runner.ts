@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { Stats, StatName } from '../bpf-layout';
 import { PrivilegeError, UsageError } from '../errors';
 import type { MeshName } from '../mesh';
-import { BenchIntegrityError, checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunSpec } from './loadgen';
+import { BenchIntegrityError, checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunPlan, type RunSpec } from './loadgen';
 import { caseId, type BenchOptions, type CaseSpec } from './options';
 import { benchRunName, type BenchPath, type PreparedPath } from './paths';
 import { ProcessGroup, type Placement } from './processes';
@@ -95,7 +95,7 @@ function cpusFor(opts: BenchOptions, c: Pick<CaseSpec, 'pinning'>): { server: st
     : opts.cpus.crossCpu;
 }
 
-function runSpec(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: number; durationMs: number }): RunSpec {
+function runSpec(ctx: Context, c: CaseSpec, side: Side, plan: RunPlan): RunSpec {
   const cpus = cpusFor(ctx.opts, c);
   const cgroup = side === 'accelerated' ? ctx.accelerated.cgroup : undefined;
   const place = (netns: string | undefined, cpu: string): Placement => ({
@@ -103,7 +103,7 @@ function runSpec(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: numb
     ...(netns ? { netns } : {}),
     cpus: cpu,
   });
-  const common = { mode: c.kind, size: c.size ?? 1, ...timing };
+  const common = { mode: c.kind, size: c.size ?? 1, ...plan };
   if (side === 'unix') {
     const socket = path.join(ctx.unixDir, `s${ctx.unixCount++}.sock`);
     return { ...common, server: { listen: { unix: socket }, placement: place(undefined, cpus.server) }, client: { connect: { unix: socket }, placement: place(undefined, cpus.client) } };
@@ -117,9 +117,9 @@ function runSpec(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: numb
 }
 
 /** One run, its bytes and counters checked; throws BenchIntegrityError on any doubt. */
-async function measureOnce(ctx: Context, c: CaseSpec, side: Side, timing: { warmupMs: number; durationMs: number }): Promise<{ run: LoadgenRun; metrics: Record<string, number>; delta: Delta }> {
+async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: RunPlan): Promise<{ run: LoadgenRun; metrics: Record<string, number>; delta: Delta }> {
   const label = `${caseLabel(c)} ${side}`;
-  const spec = runSpec(ctx, c, side, timing);
+  const spec = runSpec(ctx, c, side, plan);
   const cpus = cpusFor(ctx.opts, c);
   if (side !== 'unix') await ctx.prepared.get(c.path.name)!.beforeRun?.(side, cpus);
   const before = ctx.accelerated.counters();
@@ -127,7 +127,7 @@ async function measureOnce(ctx: Context, c: CaseSpec, side: Side, timing: { warm
   const d = delta(before, ctx.accelerated.counters());
   ctx.spuriousEagain[side] += run.spuriousEagain;
   const hops = side === 'unix' ? 1 : c.path.hops;
-  const problems = [...integrityProblems(run), ...accelerationProblems(side, run, d, hops)];
+  const problems = [...integrityProblems(run, plan.verify), ...accelerationProblems(side, run, d, hops)];
   if (problems.length > 0) throw new BenchIntegrityError(`${label}: ${problems.join('; ')}`);
   const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
   if ('unix' in spec.server.listen) fs.rmSync(spec.server.listen.unix, { force: true });
@@ -139,13 +139,13 @@ const MB = 1e6;
 /** Before any measurement: on every path, accelerated bytes arrive intact and the counters prove the redirect. */
 async function integrityGate(ctx: Context, step: (label: string) => void): Promise<BenchResults['integrityGate']> {
   const gate: { path: string; checks: string[] }[] = [];
-  const timing = { warmupMs: 0, durationMs: 150 };
+  const plan: RunPlan = { warmupMs: 0, durationMs: 150, verify: 'full' };
   for (const p of ctx.opts.paths) {
     const checks: string[] = [];
     for (const [kind, size] of [['rr', 64], ['stream', 65536]] as const) {
       const c: CaseSpec = { kind, path: p, size, pinning: 'same-cpu' };
       step(`integrity gate: ${caseLabel(c)} accelerated`);
-      const { run, delta: d } = await measureOnce(ctx, c, 'accelerated', timing);
+      const { run, delta: d } = await measureOnce(ctx, c, 'accelerated', plan);
       const across = p.hops === 1 ? '' : ` across ${p.hops} connections`;
       checks.push(
         run.client.mode === 'rr'
@@ -154,7 +154,7 @@ async function integrityGate(ctx: Context, step: (label: string) => void): Promi
       );
     }
     step(`integrity gate: rr ${p.name} plain`);
-    await measureOnce(ctx, { kind: 'rr', path: p, size: 64, pinning: 'same-cpu' }, 'plain', timing);
+    await measureOnce(ctx, { kind: 'rr', path: p, size: 64, pinning: 'same-cpu' }, 'plain', plan);
     checks.push('plain run: no socket inserted, no byte redirected');
     gate.push({ path: p.name, checks });
   }
@@ -233,7 +233,7 @@ async function sockperfChecks(ctx: Context, step: (label: string) => void): Prom
       throw new BenchIntegrityError(`sockperf accelerated: not redirected (sockets_inserted +${d.sockets_inserted}, bytes_redirected +${d.bytes_redirected}, bytes_passed +${d.bytes_passed})`);
     }
     if (side === 'plain' && d.sockets_inserted > 0n) throw new BenchIntegrityError('sockperf plain: the plain run was accelerated');
-    const { metrics } = await measureOnce(ctx, c, side, { warmupMs: ctx.opts.warmupMs, durationMs: ctx.opts.sockperfSeconds * 1000 });
+    const { metrics } = await measureOnce(ctx, c, side, { warmupMs: ctx.opts.warmupMs, durationMs: ctx.opts.sockperfSeconds * 1000, verify: 'sampled' });
     const loadgen = { p50Us: metrics.p50Us!, p99Us: metrics.p99Us!, meanUs: metrics.meanUs! };
     checks.push({ side, path: 'loopback', size: 64, pinning: 'same-cpu', sockperf: rtt, loadgen, p50Ratio: loadgen.p50Us / rtt.p50Us });
   }
@@ -264,7 +264,7 @@ const METHOD = {
   order:
     'each round runs every case; within a case plain, accelerated, then the Unix domain socket limit (loopback cases; other paths are compared with it), in reverse order every other round (A B, B A); round i of every case shares one time slice. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios',
   integrity:
-    'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: every byte compared at the server with the pattern at its stream offset, byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match. Accelerated runs must show both sockets of every connection paired (a proxy chain: every hop) and the redirect counter covering every payload byte on every hop, with none over plain TCP; plain runs must leave the counters untouched',
+    'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: the server compares what it reads with the pattern at its stream offset, every byte in the integrity gate and in measured runs the head and tail of every read plus 16 bytes at every 4 KiB of stream offset (any lost, repeated or reordered block shifts every later byte against the prime-length pattern, so a sample catches it without a full compare eating the CPU that moves the bytes), byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match. Accelerated runs must show both sockets of every connection paired (a proxy chain: every hop) and the redirect counter covering every payload byte on every hop, with none over plain TCP; plain runs must leave the counters untouched',
   cpuAccounting:
     'stream cpuSecPerGB: busy time (user+nice+system+irq+softirq, /proc/stat) of the CPUs both processes are pinned to over the measured window, per GB moved; clientCpuSecPerGB: the writer\'s own getrusage',
 } as const;
@@ -323,13 +323,13 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
     const samples: Samples = new Map();
     for (let round = 1; round <= opts.rounds; round++) {
       for (const c of opts.cases) {
-        const timing = { warmupMs: opts.warmupMs, durationMs: opts.durationMs[c.kind] };
+        const plan: RunPlan = { warmupMs: opts.warmupMs, durationMs: opts.durationMs[c.kind], verify: 'sampled' };
         // A B, then B A: whatever the first run leaves behind (TIME_WAIT
         // sockets, psocks still being freed, a warm cache) favours neither side.
         const sides = round % 2 === 1 ? sidesOf(c) : [...sidesOf(c)].reverse();
         for (const side of sides) {
           step(`round ${round}/${opts.rounds}: ${caseLabel(c)} ${side}`);
-          record(samples, c, side, (await measureOnce(ctx, c, side, timing)).metrics);
+          record(samples, c, side, (await measureOnce(ctx, c, side, plan)).metrics);
         }
       }
     }

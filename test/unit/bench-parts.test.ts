@@ -67,16 +67,18 @@ test('options: quick is a subset of thorough, flags narrow it, bad values are us
 });
 
 test('integrityProblems: intact runs pass, any disagreement is named', (t) => {
-  t.deepEqual(integrityProblems(rrRun()), []);
-  t.regex(integrityProblems(rrRun({ ok: false })).join('\n'), /wrong response to message 7/);
-  t.regex(integrityProblems(rrRun({ messages: 100, serverMessages: 99 })).join('\n'), /completed 100 messages, the server answered 99/);
+  t.deepEqual(integrityProblems(rrRun(), 'full'), []);
+  t.regex(integrityProblems(rrRun({ ok: false }), 'full').join('\n'), /wrong response to message 7/);
+  t.regex(integrityProblems(rrRun({ messages: 100, serverMessages: 99 }), 'full').join('\n'), /completed 100 messages, the server answered 99/);
   const stream: LoadgenRun = {
     client: { mode: 'stream', size: 1024, bytesSent: 1000, writes: 1, windowBytes: 900, windowNs: 1, serverClose: 'eof', cpu: { userSec: 0, sysSec: 0, busySecByCpu: [] } },
-    serverConn: { mode: 'stream', bytesIn: 999, reads: 1, firstBadOffset: -1 },
+    serverConn: { mode: 'stream', bytesIn: 999, reads: 1, firstBadOffset: -1, verify: 'sampled' },
     serverSummary: { accepted: 1, failures: 0, spuriousEagain: 0 },
     spuriousEagain: 0,
   };
-  t.regex(integrityProblems(stream).join('\n'), /sent 1000 bytes, the server received 999/);
+  t.regex(integrityProblems(stream, 'sampled').join('\n'), /sent 1000 bytes, the server received 999/);
+  t.deepEqual(integrityProblems({ ...stream, serverConn: { ...stream.serverConn!, bytesIn: 1000 } }, 'sampled'), []);
+  t.regex(integrityProblems({ ...stream, serverConn: { ...stream.serverConn!, bytesIn: 1000 } }, 'full').join('\n'), /compared sampled, not full/);
 });
 
 test('accelerationProblems: a fallback to plain TCP is caught from the counters', (t) => {
