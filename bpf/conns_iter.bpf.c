@@ -22,22 +22,9 @@
 /* Only this map, not maps.bpf.h: loading this object then creates no map at
  * all (the one it declares is the pinned one, reused). */
 #include "sk_state_map.bpf.h"
+#include "iter_tcp.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/*
- * The iterator context, resolved against the kernel's BTF (CO-RE), so no
- * vmlinux.h is needed; only the fields read here are declared.
- */
-struct seq_file;
-struct sock_common;
-struct bpf_iter_meta {
-	struct seq_file *seq;
-} __attribute__((preserve_access_index));
-struct bpf_iter__tcp {
-	struct bpf_iter_meta *meta;
-	struct sock_common *sk_common;
-} __attribute__((preserve_access_index));
 
 SEC("iter/tcp")
 int sockaccel_conn_bytes(struct bpf_iter__tcp *ctx)

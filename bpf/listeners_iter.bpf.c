@@ -33,6 +33,7 @@
 
 /* Only this map, not maps.bpf.h: loading this object creates no map. */
 #include "listeners.bpf.h"
+#include "iter_tcp.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -50,16 +51,6 @@ const volatile __u64 cgroup_id = 0;
  * needed; only the fields read here are declared. The ___sa suffix keeps
  * them apart from any uapi type of the same name (CO-RE ignores it).
  */
-struct seq_file;
-struct bpf_iter_meta {
-	struct seq_file *seq;
-} __attribute__((preserve_access_index));
-struct sock_common;
-struct bpf_iter__tcp {
-	struct bpf_iter_meta *meta;
-	struct sock_common *sk_common;
-} __attribute__((preserve_access_index));
-
 struct kernfs_node {
 	__u64 id;
 } __attribute__((preserve_access_index));

@@ -63,8 +63,7 @@ export function readConnBytes(pinRoot: string, objectDir: string = DEFAULT_OBJEC
     const link = bpf.bpfProgramAttachIter(bpf.bpfObjectFindProgramByName(obj, ITER_PROGRAM));
     try {
       const outputs: Buffer[] = [];
-      const everyNetns = [{ name: 'host', path: '/proc/thread-self/ns/net' }, ...namedNetns(), ...processNetns()];
-      inEachNetns(everyNetns, () => outputs.push(readIterator(link)));
+      inEachNetns([...namedNetns(), ...processNetns()], () => outputs.push(readIterator(link)));
       return connBytesFromRecords(Buffer.concat(outputs));
     } finally {
       bpf.bpfLinkDestroy(link);

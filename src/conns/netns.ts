@@ -1,10 +1,11 @@
 /**
- * Names for network-namespace cookies. The programs record each end's netns
- * as a cookie (bpf_get_netns_cookie), which means nothing to a person; the
- * namespaces that have names are those bind-mounted under /run/netns (`ip
- * netns`, and the CNI's pod namespaces on containerd/CRI-O nodes). Each is
- * entered briefly with setns(2) on this thread to read its cookie from a
- * socket made there (SO_NETNS_COOKIE, 5.14+).
+ * Network namespaces for `sockaccel conns`: a walk that runs code inside
+ * each one (entered briefly with setns(2) on this thread), and names for
+ * their cookies. The programs record each end's netns as a cookie
+ * (bpf_get_netns_cookie), which means nothing to a person; the namespaces
+ * that have names are those bind-mounted under /run/netns (`ip netns`, and
+ * the CNI's pod namespaces on containerd/CRI-O nodes), whose cookies are
+ * read from a socket made inside (SO_NETNS_COOKIE, 5.14+).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -75,32 +76,42 @@ export function processNetns(proc = '/proc'): NetnsFile[] {
   return out;
 }
 
+const HOME_NETNS: NetnsFile = { name: 'host', path: '/proc/thread-self/ns/net' };
+
+/** Identity of the namespace behind a namespace file (stat follows it to the nsfs inode). */
+function netnsId(file: string): string {
+  const st = fs.statSync(file);
+  return `${st.dev}:${st.ino}`;
+}
+
 /**
- * Calls `visit` once inside each distinct namespace among `files` (the same
- * namespace reached twice, by another name or process, is visited once),
+ * Calls `visit` once in each distinct network namespace: first in the one
+ * this thread is in (HOME_NETNS), then in each of `files` that is another
+ * one (a namespace reached again, by another name or process, is skipped),
  * with this thread moved there by setns(2) and moved home again after.
  * Namespaces we may not open or enter (gone meanwhile, no CAP_SYS_ADMIN) are
- * passed over. The namespace this thread starts in is not visited unless
- * listed.
+ * passed over.
  */
 export function inEachNetns(files: readonly NetnsFile[], visit: (ns: NetnsFile) => void): void {
-  const home = fs.openSync('/proc/thread-self/ns/net', 'r');
-  const seen = new Set<string>();
+  const seen = new Set([netnsId(HOME_NETNS.path)]);
+  visit(HOME_NETNS);
+  const home = fs.openSync(HOME_NETNS.path, 'r');
   try {
     for (const ns of files) {
       let nsFd: number;
       try {
-        nsFd = fs.openSync(ns.path, 'r');
-        const st = fs.fstatSync(nsFd);
-        const id = `${st.dev}:${st.ino}`;
-        if (seen.has(id)) {
-          fs.closeSync(nsFd);
-          continue;
-        }
+        const id = netnsId(ns.path);
+        if (seen.has(id)) continue;
         seen.add(id);
+        nsFd = fs.openSync(ns.path, 'r');
+      } catch {
+        continue; // removed meanwhile, or not ours to look at
+      }
+      try {
         enter(nsFd, ns.name);
       } catch {
-        continue; // removed meanwhile, or not ours to open or enter
+        fs.closeSync(nsFd);
+        continue; // not ours to enter
       }
       try {
         visit(ns);
@@ -121,10 +132,7 @@ export function inEachNetns(files: readonly NetnsFile[], visit: (ns: NetnsFile) 
  * namespace under `dir`. Namespaces we may not enter stay unnamed.
  */
 export function netnsNames(dir = NETNS_DIR): Map<bigint, string> {
-  const names = new Map<bigint, string>([[currentNetnsCookie(), 'host']]);
-  inEachNetns(namedNetns(dir), (ns) => {
-    const cookie = currentNetnsCookie();
-    if (!names.has(cookie)) names.set(cookie, ns.name);
-  });
+  const names = new Map<bigint, string>();
+  inEachNetns(namedNetns(dir), (ns) => names.set(currentNetnsCookie(), ns.name));
   return names;
 }
