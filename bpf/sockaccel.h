@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Structures shared by the BPF programs and the TypeScript daemon.
- * src/bpf-layout.ts mirrors every struct here (test/unit/bpf-layout.test.ts
+ * src/kernel/bpf-layout.ts mirrors every struct here (test/unit/bpf-layout.test.ts
  * checks it against this file); a layout change must bump SA_LAYOUT_VERSION
  * so that a daemon never reuses pins it cannot read.
  */

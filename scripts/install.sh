@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the built sockaccel as a systemd service:
 #   /opt/sockaccel/                   runtime files (dist/src, build/bpf, production node_modules)
-#   /usr/local/bin/sockaccel          wrapper: exec node /opt/sockaccel/dist/src/cli.js
+#   /usr/local/bin/sockaccel          wrapper: exec node /opt/sockaccel/dist/src/cli/main.js
 #   /etc/systemd/system/sockaccel.service
 #   /etc/sockaccel/config.json        default config, only if none exists
 # then enables the service and (re)starts it. Rerunning it
@@ -23,11 +23,11 @@ die() { printf 'install: %s\n' "$*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "must run as root: it writes $PREFIX, $BIN, $UNIT and $CONFIG_DIR"
 # sd_booted(): systemd is PID 1 exactly when this directory exists.
 [[ -d /run/systemd/system ]] \
-  || die "systemd is not running here (PID 1 is $(cat /proc/1/comm)): nothing installed; without systemd run the daemon directly: node $SRC/dist/src/cli.js run"
+  || die "systemd is not running here (PID 1 is $(cat /proc/1/comm)): nothing installed; without systemd run the daemon directly: node $SRC/dist/src/cli/main.js run"
 NODE=$(command -v node) || die 'node is not in PATH: install Node.js 20 or newer first'
 "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
   || die "$NODE is Node.js $("$NODE" --version); sockaccel needs 20 or newer"
-for f in dist/src/cli.js build/bpf/sockops.bpf.o build/bpf/redirect.bpf.o node_modules package.json package-lock.json \
+for f in dist/src/cli/main.js build/bpf/sockops.bpf.o build/bpf/redirect.bpf.o node_modules package.json package-lock.json \
          systemd/sockaccel.service systemd/config.json; do
   [[ -e $SRC/$f ]] || die "$SRC/$f is missing: build first (bash scripts/setup.sh)"
 done
@@ -57,7 +57,7 @@ else
   say "wrote the default $CONFIG"
 fi
 # Checked with the schema of the build being installed, before anything is swapped in.
-env -i SOCKACCEL_CONFIG="$CONFIG" "$NODE" -e 'require(process.argv[1]).loadConfig()' "$stage/dist/src/config.js" \
+env -i SOCKACCEL_CONFIG="$CONFIG" "$NODE" -e 'require(process.argv[1]).loadConfig()' "$stage/dist/src/config/config.js" \
   || die "$CONFIG is not valid for this build (message above); fix it and rerun"
 
 if [[ -d $PREFIX ]]; then
@@ -70,7 +70,7 @@ fi
 say "installed the runtime files in $PREFIX"
 
 wrapper=$(mktemp "$BIN.XXXXXX")
-printf '#!/bin/sh\n# Installed by sockaccel scripts/install.sh\nexec %q %q "$@"\n' "$NODE" "$PREFIX/dist/src/cli.js" > "$wrapper"
+printf '#!/bin/sh\n# Installed by sockaccel scripts/install.sh\nexec %q %q "$@"\n' "$NODE" "$PREFIX/dist/src/cli/main.js" > "$wrapper"
 chmod 0755 "$wrapper"
 mv "$wrapper" "$BIN"
 install -D -m 0644 "$SRC/systemd/sockaccel.service" "$UNIT"

@@ -48,10 +48,10 @@ fi
 # when an earlier, interrupted run already removed it.
 if [[ -x $BIN ]]; then
   sockaccel=("$BIN")
-elif [[ -f $SRC/dist/src/cli.js ]]; then
-  sockaccel=(node "$SRC/dist/src/cli.js")
+elif [[ -f $SRC/dist/src/cli/main.js ]]; then
+  sockaccel=(node "$SRC/dist/src/cli/main.js")
 else
-  die "neither $BIN nor a built $SRC/dist/src/cli.js is there to run the purge"
+  die "neither $BIN nor a built $SRC/dist/src/cli/main.js is there to run the purge"
 fi
 # Purge reads the pin root from the config, so it runs before the config goes.
 "${sockaccel[@]}" purge --wait-seconds "$wait_seconds" "${force[@]}" \

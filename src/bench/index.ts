@@ -5,8 +5,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ParsedCommandLine } from '../cli-args';
-import { createLogger, LOG_LEVELS, type LogLevel } from '../log';
+import type { ParsedCommandLine } from '../cli/cli-args';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../common/log';
 import { renderChart } from './chart-svg';
 import { parseBenchOptions } from './options';
 import { ProcessGroup } from './processes';

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { EnvironmentError } from '../errors';
+import { EnvironmentError } from '../common/errors';
 import type { Placement, ProcessGroup, JsonLine } from './processes';
 
 export const LOADGEN_BINARY = path.resolve(__dirname, '..', '..', '..', 'build', 'native', 'loadgen');

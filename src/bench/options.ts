@@ -5,7 +5,7 @@
  * that fits its time.
  */
 import fs from 'node:fs';
-import { UsageError } from '../errors';
+import { UsageError } from '../common/errors';
 import type { Mode } from './loadgen';
 import { PATHS, pathByName, type BenchPath } from './paths';
 import type { Pinning } from './results';

@@ -10,10 +10,10 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cleanUpOnFailure } from '../cleanup';
-import type { MeshName } from '../mesh';
-import { applyIstioInit, isSidecarListening, sidecarArgv } from '../mesh-fixture';
-import { createPodNetwork, DEFAULT_POD_SUBNET4 } from '../netns';
+import { cleanUpOnFailure } from '../common/cleanup';
+import type { MeshName } from '../daemon/mesh';
+import { applyIstioInit, isSidecarListening, sidecarArgv } from '../fixtures/mesh-fixture';
+import { createPodNetwork, DEFAULT_POD_SUBNET4 } from '../fixtures/netns';
 import type { Mode } from './loadgen';
 import type { JsonProcess, Placement, ProcessGroup } from './processes';
 

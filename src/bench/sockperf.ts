@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EnvironmentError } from '../errors';
+import { EnvironmentError } from '../common/errors';
 import type { Placement, ProcessGroup } from './processes';
 
 export interface SockperfRtt {

@@ -14,11 +14,11 @@
  * against the pinned sk_state map and detached again: nothing stays behind.
  */
 import path from 'node:path';
-import * as bpf from '../libbpf';
-import { readIterator } from '../bpf-iter';
-import { BYTES_RECORD, CONN_KEY, SK_FLAGS } from '../bpf-layout';
-import { DEFAULT_OBJECT_DIR, reusePinnedMap } from '../loader';
-import { mapPinPath } from '../pins';
+import * as bpf from '../kernel/libbpf';
+import { readIterator } from '../kernel/bpf-iter';
+import { BYTES_RECORD, CONN_KEY, SK_FLAGS } from '../kernel/bpf-layout';
+import { DEFAULT_OBJECT_DIR, reusePinnedMap } from '../daemon/loader';
+import { mapPinPath } from '../kernel/pins';
 import { inEachNetns, namedNetns, processNetns } from './netns';
 
 export const ITER_OBJECT = 'conns_iter.bpf.o';

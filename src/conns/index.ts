@@ -10,15 +10,15 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import { Connection, formatEndpoint } from '../bpf-layout';
-import { parseIp } from '../ip-prefix';
-import { mapPinPath } from '../pins';
-import { readPairs } from '../pairs';
-import { EnvironmentError, UsageError } from '../errors';
+import { Connection, formatEndpoint } from '../kernel/bpf-layout';
+import { parseIp } from '../config/ip-prefix';
+import { mapPinPath } from '../kernel/pins';
+import { readPairs } from '../kernel/pairs';
+import { EnvironmentError, UsageError } from '../common/errors';
 import { netnsNames } from './netns';
 import { ConnBytes, readConnBytes } from './bytes';
-import type { ParsedCommandLine } from '../cli-args';
-import { loadConfig } from '../config';
+import type { ParsedCommandLine } from '../cli/cli-args';
+import { loadConfig } from '../config/config';
 
 export interface ConnsFilter {
   /** Matches the client's, the destination's or the server's port. */

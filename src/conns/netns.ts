@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import ref from '@2060.io/ref-napi';
-import { close, getErrno, openLibrary, LibbpfError } from '../libc';
+import { close, getErrno, openLibrary, LibbpfError } from '../kernel/libc';
 
 const AF_INET = 2;
 const SOCK_DGRAM = 2;

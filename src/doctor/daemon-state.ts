@@ -5,12 +5,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import * as bpf from '../libbpf';
-import { LibbpfError } from '../libbpf';
-import { DEFAULT_OBJECT_DIR } from '../loader';
-import { decodeMeta, LAYOUT_VERSION, META, META_MAGIC } from '../bpf-layout';
-import { LINK_PINS, linkPinPath, mapPinPath, SHARED_MAP_NAMES, SharedMapName, withPinnedFd } from '../pins';
-import { sockopsMode } from '../status';
+import * as bpf from '../kernel/libbpf';
+import { LibbpfError } from '../kernel/libbpf';
+import { DEFAULT_OBJECT_DIR } from '../daemon/loader';
+import { decodeMeta, LAYOUT_VERSION, META, META_MAGIC } from '../kernel/bpf-layout';
+import { LINK_PINS, linkPinPath, mapPinPath, SHARED_MAP_NAMES, SharedMapName, withPinnedFd } from '../kernel/pins';
+import { sockopsMode } from '../cli/status';
 import { Check, fail, pass } from './check';
 
 /**

@@ -4,9 +4,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_BPFFS, isBpffs } from '../bpffs';
-import { cgroup2MountsFrom, resolveCgroupPath } from '../cgroup';
-import { effectiveCapabilities } from '../probes';
+import { DEFAULT_BPFFS, isBpffs } from '../kernel/bpffs';
+import { cgroup2MountsFrom, resolveCgroupPath } from '../kernel/cgroup';
+import { effectiveCapabilities } from '../kernel/probes';
 import { Check, fail, pass, warn } from './check';
 
 /** Capability numbers from linux/capability.h. */

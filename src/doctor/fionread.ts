@@ -11,8 +11,8 @@
  */
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BPF, bpfMapCreate, bpfMapDeleteElem, bpfMapUpdateElem } from '../libbpf';
-import { close, fionread } from '../libc';
+import { BPF, bpfMapCreate, bpfMapDeleteElem, bpfMapUpdateElem } from '../kernel/libbpf';
+import { close, fionread } from '../kernel/libc';
 import { Check, fail, pass, warn } from './check';
 
 const PROBE_BYTES = 4096;

@@ -6,9 +6,9 @@
  * daemon's.
  */
 import os from 'node:os';
-import { loadConfig, type SockaccelConfig } from '../config';
-import type { ParsedCommandLine } from '../cli-args';
-import { resolveCgroupPath } from '../cgroup';
+import { loadConfig, type SockaccelConfig } from '../config/config';
+import type { ParsedCommandLine } from '../cli/cli-args';
+import { resolveCgroupPath } from '../kernel/cgroup';
 import { Check, DoctorReport, formatReport, guarded, summarize } from './check';
 import { bpffsCheck, cgroupCheck, privilegeCheck } from './environment';
 import { atLeast, kernelChecks, parseKernelVersion, programLoadCheck } from './kernel';

@@ -5,10 +5,10 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import * as bpf from '../libbpf';
-import { DEFAULT_OBJECT_DIR } from '../loader';
-import { probeKernelFeatures, type Probe } from '../probes';
-import { VerifierError } from '../errors';
+import * as bpf from '../kernel/libbpf';
+import { DEFAULT_OBJECT_DIR } from '../daemon/loader';
+import { probeKernelFeatures, type Probe } from '../kernel/probes';
+import { VerifierError } from '../common/errors';
 import { Check, fail, pass, warn } from './check';
 
 export type KernelVersion = readonly [number, number, number];

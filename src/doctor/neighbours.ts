@@ -8,10 +8,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import * as bpf from '../libbpf';
-import { LibbpfError } from '../libbpf';
-import { close } from '../libc';
-import { findCgroup2Root } from '../cgroup';
+import * as bpf from '../kernel/libbpf';
+import { LibbpfError } from '../kernel/libbpf';
+import { close } from '../kernel/libc';
+import { findCgroup2Root } from '../kernel/cgroup';
 import { Check, pass, warn } from './check';
 
 /** BPF_F_QUERY_EFFECTIVE: what runs for the cgroup's sockets, inherited ones included. */

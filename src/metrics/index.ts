@@ -5,11 +5,11 @@
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
-import type { SockaccelConfig } from '../config';
-import type { DataPath } from '../loader';
-import { mapInfo } from '../libbpf';
-import { SHARED_MAPS } from '../pins';
-import { readStats } from '../stats';
+import type { SockaccelConfig } from '../config/config';
+import type { DataPath } from '../daemon/loader';
+import { mapInfo } from '../kernel/libbpf';
+import { SHARED_MAPS } from '../kernel/pins';
+import { readStats } from '../kernel/stats';
 import { formatListenAddress, isLoopback, parseListenAddress } from './address';
 import { createDaemonMetrics } from './registry';
 import { bindMetricsServer, MetricsServer } from './server';

@@ -4,7 +4,7 @@
  * since the last one. The daemon feeds it on its status interval.
  */
 import type { Logger } from 'pino';
-import type { Stats } from '../bpf-layout';
+import type { Stats } from '../kernel/bpf-layout';
 
 export const INSERT_WARNING_INTERVAL_MS = 60_000;
 

@@ -6,8 +6,8 @@
  * details stay with `sockaccel conns`, behind root.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { Stats, StatName } from '../bpf-layout';
-import { acceleratedSockets } from '../stats';
+import type { Stats, StatName } from '../kernel/bpf-layout';
+import { acceleratedSockets } from '../kernel/stats';
 
 interface Series {
   readonly metric: string;

@@ -7,7 +7,7 @@
  */
 import http from 'node:http';
 import type { Registry } from 'prom-client';
-import { EnvironmentError } from '../errors';
+import { EnvironmentError } from '../common/errors';
 import { formatListenAddress, ListenAddress } from './address';
 
 export interface MetricsServer {

@@ -1,6 +1,6 @@
 /**
  * Minimal declarations for ref-struct-di (it ships no types). Only what
- * src/libbpf.ts uses: structs of integer fields, and 'pointer' fields set
+ * src/kernel/libbpf.ts uses: structs of integer fields, and 'pointer' fields set
  * from a Buffer (its address is written; the struct keeps it referenced).
  */
 declare module 'ref-struct-di' {

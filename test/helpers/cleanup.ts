@@ -1,2 +1,2 @@
 // The cleanup helpers live in src/ (the bench uses them too).
-export { cleanUpOnFailure, runThenCleanUp } from '../../src/cleanup';
+export { cleanUpOnFailure, runThenCleanUp } from '../../src/common/cleanup';

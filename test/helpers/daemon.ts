@@ -1,5 +1,5 @@
 /**
- * Runs the real daemon (dist/src/cli.js run) for a test: attached to a
+ * Runs the real daemon (dist/src/cli/main.js run) for a test: attached to a
  * scratch cgroup, with its own pin root, so it never touches the host's
  * running sockaccel. Cleanup stops it and removes every pin it made.
  */
@@ -7,10 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { JsonLineProcess, type ExitStatus } from './process';
 import { uniqueName } from './names';
-import { readStatus, type StatusReport } from '../../src/status';
-import { lockPath } from '../../src/instance-lock';
+import { readStatus, type StatusReport } from '../../src/cli/status';
+import { lockPath } from '../../src/daemon/instance-lock';
 
-const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
+const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
 export const TEST_PIN_PREFIX = '/sys/fs/bpf/sockaccel-test-';
 
 export interface DaemonOptions {

@@ -3,7 +3,7 @@
  * by src/mesh-fixture (istio-init's nat rules, a sidecar stand-in as the
  * proxy UID), with the sidecars' events at hand for assertions.
  */
-import { applyIstioInit, ISTIO, isSidecarListening, sidecarArgv } from '../../src/mesh-fixture';
+import { applyIstioInit, ISTIO, isSidecarListening, sidecarArgv } from '../../src/fixtures/mesh-fixture';
 import { runThenCleanUp } from './cleanup';
 import { withPodNetwork, type NetnsEndpoint, type PodNetwork } from './netns';
 import { JsonLineProcess } from './process';

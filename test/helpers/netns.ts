@@ -5,12 +5,12 @@ import {
   deleteAllNetns,
   type PodNetwork,
   type PodNetworkOptions,
-} from '../../src/netns';
+} from '../../src/fixtures/netns';
 import { runThenCleanUp } from './cleanup';
 import { uniqueName } from './names';
 import { runClient, startServer } from './traffic';
 
-export { deleteNetns, type NetnsEndpoint, type PodNetwork, type PodNetworkOptions } from '../../src/netns';
+export { deleteNetns, type NetnsEndpoint, type PodNetwork, type PodNetworkOptions } from '../../src/fixtures/netns';
 
 export const NETNS_PREFIX = 'sa-';
 
@@ -38,7 +38,7 @@ export async function withNetns<T>(labels: string[], fn: (names: string[]) => Pr
 }
 
 /**
- * The pod network of src/netns.ts with test names, every link then checked
+ * The pod network of src/fixtures/netns.ts with test names, every link then checked
  * with a real TCP connection, over IPv4 and IPv6.
  */
 export function createPodNetwork(opts: PodNetworkOptions): Promise<PodNetwork> {

@@ -9,12 +9,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { lockPath } from '../../src/instance-lock';
+import { lockPath } from '../../src/daemon/instance-lock';
 import { findCgroup2Root } from '../helpers/cgroup';
 import { privilegedTest } from '../helpers/privilege';
 
 const privileged = privilegedTest(test);
-const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
+const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
 const SMALL = ['--quick', '--rr-sizes', '64', '--stream-sizes', '131072', '--pinning', 'same-cpu'];
 const ONE_SHORT_ROUND = ['--rounds', '1', '--duration-ms', '80'];
 

@@ -22,7 +22,7 @@ import { assertIntegrity, runClient, startServer } from '../helpers/traffic';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli.js');
+const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 const POD_CIDRS = ['10.213.0.0/24', 'fd00:5a::/64'];
 
 function conns(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext, type TestFn } from 'ava';
-import * as bpf from '../../src/libbpf';
-import { close } from '../../src/libc';
+import * as bpf from '../../src/kernel/libbpf';
+import { close } from '../../src/kernel/libc';
 import type { Check, DoctorReport } from '../../src/doctor/check';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, withDaemon } from '../helpers/daemon';
@@ -20,7 +20,7 @@ import { withTestUser } from '../helpers/test-user';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli.js');
+const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 
 interface DoctorRun {
   code: number;

@@ -1,5 +1,5 @@
 /*
- * src/instance-lock.ts against the real flock(2) (through the FFI, hence an
+ * src/daemon/instance-lock.ts against the real flock(2) (through the FFI, hence an
  * integration test). Each test uses its own lock directory.
  */
 import { spawn } from 'node:child_process';
@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { AlreadyRunningError } from '../../src/errors';
-import { acquireInstanceLock, lockPath } from '../../src/instance-lock';
+import { AlreadyRunningError } from '../../src/common/errors';
+import { acquireInstanceLock, lockPath } from '../../src/daemon/instance-lock';
 
 function lockDir(t: ExecutionContext): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockaccel-lock-'));

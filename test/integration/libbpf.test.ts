@@ -1,5 +1,5 @@
 /**
- * src/libbpf.ts and src/libc.ts against the real kernel and libbpf.so.1.
+ * src/kernel/libbpf.ts and src/kernel/libc.ts against the real kernel and libbpf.so.1.
  * Needs root (or CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN), clang, bpffs (mounted
  * here if missing) and a cgroup2 hierarchy. Without privilege the BPF tests
  * are skipped, except under CI=true, where they run and fail.
@@ -72,8 +72,8 @@ import {
   setLibbpfPrinter,
   type BpfObjectPtr,
   type LibbpfPrintLevel,
-} from '../../src/libbpf';
-import { close, fionread } from '../../src/libc';
+} from '../../src/kernel/libbpf';
+import { close, fionread } from '../../src/kernel/libc';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { uniqueName } from '../helpers/names';
 

@@ -20,11 +20,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
-import { LAYOUT_VERSION, META_MAGIC } from '../../src/bpf-layout';
-import { BPF, bpfMapCreate, bpfMapUpdateElem, bpfObjPin } from '../../src/libbpf';
-import { close } from '../../src/libc';
-import { mapPinPath, SHARED_MAP_NAMES } from '../../src/pins';
-import { readStatus } from '../../src/status';
+import { LAYOUT_VERSION, META_MAGIC } from '../../src/kernel/bpf-layout';
+import { BPF, bpfMapCreate, bpfMapUpdateElem, bpfObjPin } from '../../src/kernel/libbpf';
+import { close } from '../../src/kernel/libc';
+import { mapPinPath, SHARED_MAP_NAMES } from '../../src/kernel/pins';
+import { readStatus } from '../../src/cli/status';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, type RunningDaemon } from '../helpers/daemon';
 import { withLongStream } from '../helpers/long-stream';
@@ -34,7 +34,7 @@ import { assertIntegrity, exchange } from '../helpers/traffic';
 
 const privileged = privilegedTest(test);
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli.js');
+const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 const LOOPBACK = '127.0.0.1';
 
 interface CliResult {

@@ -3,12 +3,12 @@
 import test from 'ava';
 import type os from 'node:os';
 import pino from 'pino';
-import { BPF, bpfMapCreate, bpfMapLookupElem } from '../../src/libbpf';
-import { close } from '../../src/libc';
-import { LocalEndpoints } from '../../src/local-endpoints';
-import { decodeLpmKey, encodeLpmKey, LPM_KEY } from '../../src/bpf-layout';
-import { formatPrefix, parsePrefix } from '../../src/ip-prefix';
-import { mapKeys } from '../../src/map-iter';
+import { BPF, bpfMapCreate, bpfMapLookupElem } from '../../src/kernel/libbpf';
+import { close } from '../../src/kernel/libc';
+import { LocalEndpoints } from '../../src/daemon/local-endpoints';
+import { decodeLpmKey, encodeLpmKey, LPM_KEY } from '../../src/kernel/bpf-layout';
+import { formatPrefix, parsePrefix } from '../../src/config/ip-prefix';
+import { mapKeys } from '../../src/kernel/map-iter';
 import { privilegedTest } from '../helpers/privilege';
 
 const privileged = privilegedTest(test);

@@ -6,8 +6,8 @@
  * hops paired and redirected.
  */
 import test, { type ExecutionContext, type TestFn } from 'ava';
-import { formatEndpoint } from '../../src/bpf-layout';
-import { readPairs } from '../../src/pairs';
+import { formatEndpoint } from '../../src/kernel/bpf-layout';
+import { readPairs } from '../../src/kernel/pairs';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { ISTIO, sidecarAccepts, sidecarErrors, withMesh, type Mesh } from '../helpers/mesh';

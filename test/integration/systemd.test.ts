@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
-import { readStatus, type StatusReport } from '../../src/status';
+import { readStatus, type StatusReport } from '../../src/cli/status';
 import { withLongStream } from '../helpers/long-stream';
 import { bootContainer, missingNspawn, REPO_IN_CONTAINER, type Container } from '../helpers/nspawn';
 import { missingPrivilege } from '../helpers/privilege';

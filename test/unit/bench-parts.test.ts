@@ -7,8 +7,8 @@ import { placedArgv } from '../../src/bench/processes';
 import { Progress } from '../../src/bench/progress';
 import { accelerationProblems, meshOf } from '../../src/bench/runner';
 import { parseSockperfOutput } from '../../src/bench/sockperf';
-import { STAT_FIELDS, type Stats } from '../../src/bpf-layout';
-import { UsageError } from '../../src/errors';
+import { STAT_FIELDS, type Stats } from '../../src/kernel/bpf-layout';
+import { UsageError } from '../../src/common/errors';
 
 const zero = (): Stats => Object.fromEntries(STAT_FIELDS.map((f) => [f, 0n])) as Stats;
 

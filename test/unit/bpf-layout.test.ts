@@ -8,8 +8,8 @@ import path from 'node:path';
 import {
   BYTES_RECORD, CONN_KEY, LISTENER_KEY, LPM_KEY, META, PAIR, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
   sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, formatEndpoint,
-} from '../../src/bpf-layout';
-import { parsePrefix } from '../../src/ip-prefix';
+} from '../../src/kernel/bpf-layout';
+import { parsePrefix } from '../../src/config/ip-prefix';
 
 const HEADER_DIR = path.resolve(__dirname, '..', '..', '..', 'bpf');
 

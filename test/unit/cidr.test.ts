@@ -1,5 +1,5 @@
 import test from 'ava';
-import { checkCidr } from '../../src/cidr';
+import { checkCidr } from '../../src/config/cidr';
 
 test('network addresses with a prefix length pass', (t) => {
   for (const cidr of ['10.244.0.0/16', '0.0.0.0/0', '192.168.1.7/32', 'fd00::/64', 'FD00:0:0::/64', '::/0', '::1/128', '::ffff:10.0.0.0/104']) {

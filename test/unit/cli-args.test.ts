@@ -2,9 +2,9 @@ import test from 'ava';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { COMMANDS, parseCommandLine, type CommandName } from '../../src/cli-args';
-import { loadConfig } from '../../src/config';
-import { UsageError } from '../../src/errors';
+import { COMMANDS, parseCommandLine, type CommandName } from '../../src/cli/cli-args';
+import { loadConfig } from '../../src/config/config';
+import { UsageError } from '../../src/common/errors';
 
 function usageError(argv: string[]): UsageError {
   const err = (() => {

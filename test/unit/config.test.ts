@@ -2,8 +2,8 @@ import test, { type ExecutionContext } from 'ava';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describeConfigSchema, loadConfig, type SockaccelConfig } from '../../src/config';
-import { ConfigError } from '../../src/errors';
+import { describeConfigSchema, loadConfig, type SockaccelConfig } from '../../src/config/config';
+import { ConfigError } from '../../src/common/errors';
 
 const DEFAULT_CONFIG_FILE = '/etc/sockaccel/config.json';
 

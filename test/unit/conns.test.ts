@@ -1,10 +1,10 @@
 import test from 'ava';
 import { formatAge, formatConns, matches, parseConnsFilter, toRow } from '../../src/conns';
 import { connBytesFromRecords } from '../../src/conns/bytes';
-import { BYTES_RECORD, SK_FLAGS } from '../../src/bpf-layout';
-import type { Connection } from '../../src/bpf-layout';
-import { parseIp } from '../../src/ip-prefix';
-import { UsageError } from '../../src/errors';
+import { BYTES_RECORD, SK_FLAGS } from '../../src/kernel/bpf-layout';
+import type { Connection } from '../../src/kernel/bpf-layout';
+import { parseIp } from '../../src/config/ip-prefix';
+import { UsageError } from '../../src/common/errors';
 
 function conn(over: Partial<Connection> = {}): Connection {
   return {

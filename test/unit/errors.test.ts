@@ -13,7 +13,7 @@ import {
   VerifierError,
   exitCodeOf,
   formatError,
-} from '../../src/errors';
+} from '../../src/common/errors';
 
 const ONE_OF_EACH: SockaccelError[] = [
   new ConfigError('bad mapSize'),

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { formatIp, formatPrefix, parseIp, parsePrefix } from '../../src/ip-prefix';
+import { formatIp, formatPrefix, parseIp, parsePrefix } from '../../src/config/ip-prefix';
 
 test('addresses parse to 16 bytes, IPv4 as IPv4-mapped', (t) => {
   t.is(parseIp('10.1.2.3').toString('hex'), '00000000000000000000ffff0a010203');

@@ -1,6 +1,6 @@
 import test from 'ava';
 import pino from 'pino';
-import { Lifecycle } from '../../src/lifecycle';
+import { Lifecycle } from '../../src/daemon/lifecycle';
 
 const silent = pino({ level: 'silent' });
 

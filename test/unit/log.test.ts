@@ -1,5 +1,5 @@
 import test from 'ava';
-import { componentLogger, createLogger } from '../../src/log';
+import { componentLogger, createLogger } from '../../src/common/log';
 
 function capture(): { destination: { write(line: string): void }; records(): Array<Record<string, unknown>> } {
   const lines: string[] = [];

@@ -5,9 +5,9 @@ import path from 'node:path';
 import { formatListenAddress, isLoopback, parseListenAddress } from '../../src/metrics/address';
 import { createDaemonMetrics, STAT_SERIES } from '../../src/metrics/registry';
 import { InsertFailureWarning } from '../../src/metrics/insert-failures';
-import { STAT_FIELDS, type Stats } from '../../src/bpf-layout';
-import { loadConfig } from '../../src/config';
-import { ConfigError } from '../../src/errors';
+import { STAT_FIELDS, type Stats } from '../../src/kernel/bpf-layout';
+import { loadConfig } from '../../src/config/config';
+import { ConfigError } from '../../src/common/errors';
 
 function stats(values: Partial<Record<keyof Stats, bigint>> = {}): Stats {
   return Object.fromEntries(STAT_FIELDS.map((f) => [f, values[f] ?? 0n])) as Stats;

@@ -1,8 +1,8 @@
 // Host discovery that needs no privilege: mountinfo parsing and capabilities.
 import test from 'ava';
-import { cgroup2MountsFrom } from '../../src/cgroup';
-import { checkPrivileges, effectiveCapabilities } from '../../src/probes';
-import { PrivilegeError } from '../../src/errors';
+import { cgroup2MountsFrom } from '../../src/kernel/cgroup';
+import { checkPrivileges, effectiveCapabilities } from '../../src/kernel/probes';
+import { PrivilegeError } from '../../src/common/errors';
 
 const HYBRID = [
   '35 25 0:30 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755',

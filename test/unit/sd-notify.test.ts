@@ -1,6 +1,6 @@
 import test from 'ava';
 import pino from 'pino';
-import { createNotifier, statusLine, watchdogUsec } from '../../src/sd-notify';
+import { createNotifier, statusLine, watchdogUsec } from '../../src/daemon/sd-notify';
 
 test('watchdogUsec reads WATCHDOG_USEC and WATCHDOG_PID as sd_watchdog_enabled does', (t) => {
   t.is(watchdogUsec({}, 42), undefined, 'no watchdog configured');

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { suggest } from '../../src/suggest';
+import { suggest } from '../../src/cli/suggest';
 
 const KEYS = ['cgroupPath', 'pinRoot', 'localCidrs', 'includePorts', 'excludePorts', 'mapSize', 'logLevel'];
 

@@ -1,8 +1,8 @@
 import test from 'ava';
-import { COMMANDS } from '../../src/cli-args';
-import { describeConfigSchema } from '../../src/config';
-import { UsageError } from '../../src/errors';
-import { formatUsage } from '../../src/usage';
+import { COMMANDS } from '../../src/cli/cli-args';
+import { describeConfigSchema } from '../../src/config/config';
+import { UsageError } from '../../src/common/errors';
+import { formatUsage } from '../../src/cli/usage';
 
 test('the overview lists every command and every configuration flag with its variable', (t) => {
   const text = formatUsage();

@@ -7,10 +7,10 @@
 import os from 'node:os';
 import { spawn, ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
-import { bpfMapDeleteElem, bpfMapUpdateElem } from './libbpf';
-import { decodeLpmKey, encodeLpmKey, LPM_KEY } from './bpf-layout';
-import { formatPrefix, IpPrefix, LOOPBACK_PREFIXES, parsePrefix } from './ip-prefix';
-import { mapKeys } from './map-iter';
+import { bpfMapDeleteElem, bpfMapUpdateElem } from '../kernel/libbpf';
+import { decodeLpmKey, encodeLpmKey, LPM_KEY } from '../kernel/bpf-layout';
+import { formatPrefix, IpPrefix, LOOPBACK_PREFIXES, parsePrefix } from '../config/ip-prefix';
+import { mapKeys } from '../kernel/map-iter';
 
 /** The prefixes that should be in the map, by their encoded key (hex). */
 export function desiredPrefixes(

@@ -13,8 +13,8 @@
  * the unit can say NotifyAccess=main.
  */
 import type { Logger } from 'pino';
-import { openLibrary, strerror, type NativeFunctions } from './libc';
-import { EnvironmentError } from './errors';
+import { openLibrary, strerror, type NativeFunctions } from '../kernel/libc';
+import { EnvironmentError } from '../common/errors';
 
 const LIBSYSTEMD = 'libsystemd.so.0';
 const LIBSYSTEMD_SIGNATURES = {

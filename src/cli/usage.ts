@@ -1,7 +1,7 @@
 // The text `sockaccel help [command]` and `--help` print, built from the
 // command table and the configuration schema so it cannot drift from them.
 import { COMMANDS, GLOBAL_FLAGS, resolveCommand, type CommandSpec, type FlagSpec } from './cli-args';
-import { describeConfigSchema } from './config';
+import { describeConfigSchema } from '../config/config';
 
 function flagLines(flags: Readonly<Record<string, FlagSpec>>): string[] {
   return Object.entries(flags).map(([name, spec]) => {

@@ -13,7 +13,7 @@ import os from 'node:os';
 import util from 'node:util';
 import type * as Ffi from '@2060.io/ffi-napi';
 import ref from '@2060.io/ref-napi';
-import { KERNEL_ERRNOS } from './errors';
+import { KERNEL_ERRNOS } from '../common/errors';
 
 let ffiModule: typeof Ffi | undefined;
 

@@ -5,18 +5,18 @@
  */
 import { parseCommandLine, CommandName, ParsedCommandLine } from './cli-args';
 import { formatUsage } from './usage';
-import { loadConfig } from './config';
-import { exitCodeOf, formatError } from './errors';
-import { createLogger } from './log';
-import { startDaemon, STOP_DEADLINE_MS } from './daemon';
+import { loadConfig } from '../config/config';
+import { exitCodeOf, formatError } from '../common/errors';
+import { createLogger } from '../common/log';
+import { startDaemon, STOP_DEADLINE_MS } from '../daemon/daemon';
 import { formatStatus, readStatus } from './status';
 import { runPurge } from './purge';
-import { runDoctorCommand } from './doctor';
-import { runConnsCommand } from './conns';
-import { runBenchCommand } from './bench';
+import { runDoctorCommand } from '../doctor';
+import { runConnsCommand } from '../conns';
+import { runBenchCommand } from '../bench';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const VERSION: string = require('../../package.json').version;
+const VERSION: string = require('../../../package.json').version;
 
 type Handler = (cmd: ParsedCommandLine) => Promise<number>;
 

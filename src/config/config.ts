@@ -5,11 +5,11 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import convict from 'convict';
 import { checkCidr } from './cidr';
-import { ConfigError } from './errors';
-import { LOG_LEVELS, type LogLevel } from './log';
-import { suggest } from './suggest';
-import { MESH_NAMES, type MeshName } from './mesh';
-import { parseListenAddress } from './metrics/address';
+import { ConfigError } from '../common/errors';
+import { LOG_LEVELS, type LogLevel } from '../common/log';
+import { suggest } from '../cli/suggest';
+import { MESH_NAMES, type MeshName } from '../daemon/mesh';
+import { parseListenAddress } from '../metrics/address';
 
 export interface SockaccelConfig {
   readonly config: string;

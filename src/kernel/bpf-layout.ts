@@ -3,7 +3,7 @@
  * for the structs user space reads and writes. test/unit/bpf-layout.test.ts
  * compiles the header and checks every size and offset here against it.
  */
-import { formatIp, IpPrefix, isV4Mapped } from './ip-prefix';
+import { formatIp, IpPrefix, isV4Mapped } from '../config/ip-prefix';
 
 export const LAYOUT_VERSION = 3;
 export const META_MAGIC = 0x53414343;

@@ -4,9 +4,9 @@
  * connection that NAT rewrote (app -> sidecar outbound, sidecar -> remote
  * sidecar inbound) and to leave the proxy's own admin traffic alone.
  */
-import { ConfigError } from './errors';
+import { ConfigError } from '../common/errors';
 import type { MeshSettings } from './loader';
-import type { SockaccelConfig } from './config';
+import type { SockaccelConfig } from '../config/config';
 
 export const MESH_NAMES = ['none', 'istio', 'linkerd', 'kuma', 'custom'] as const;
 export type MeshName = (typeof MESH_NAMES)[number];

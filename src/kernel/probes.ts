@@ -8,7 +8,7 @@ import os from 'node:os';
 import { BPF, libbpfProbeBpfHelper, libbpfProbeBpfMapType, libbpfProbeBpfProgType, ProbeResult } from './libbpf';
 import { isBpffs, DEFAULT_BPFFS } from './bpffs';
 import { findCgroup2Root } from './cgroup';
-import { EnvironmentError, KernelFeatureError, PrivilegeError } from './errors';
+import { EnvironmentError, KernelFeatureError, PrivilegeError } from '../common/errors';
 
 export type ProbeStatus = 'supported' | 'unsupported' | 'inconclusive';
 

@@ -9,10 +9,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import * as bpf from './libbpf';
-import { readIterator } from './bpf-iter';
+import * as bpf from '../kernel/libbpf';
+import { readIterator } from '../kernel/bpf-iter';
 import { DEFAULT_OBJECT_DIR, reusePinnedMap, rodataSettings } from './loader';
-import { mapPinPath } from './pins';
+import { mapPinPath } from '../kernel/pins';
 
 export const SEED_OBJECT = 'listeners_iter.bpf.o';
 const SEED_PROGRAM = 'sockaccel_seed_listeners';

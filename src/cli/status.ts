@@ -3,16 +3,16 @@
  * (read-only fds), so it works beside a running daemon and after it stopped.
  */
 import fs from 'node:fs';
-import { EnvironmentError } from './errors';
-import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from './libbpf';
-import { close } from './libc';
-import { SOCKOPS_PROGRAMS } from './loader';
-import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, Stats } from './bpf-layout';
-import { readPairs } from './pairs';
-import { formatPrefix } from './ip-prefix';
-import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from './pins';
-import { mapKeys } from './map-iter';
-import { acceleratedSockets, readStats } from './stats';
+import { EnvironmentError } from '../common/errors';
+import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from '../kernel/libbpf';
+import { close } from '../kernel/libc';
+import { SOCKOPS_PROGRAMS } from '../daemon/loader';
+import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, Stats } from '../kernel/bpf-layout';
+import { readPairs } from '../kernel/pairs';
+import { formatPrefix } from '../config/ip-prefix';
+import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from '../kernel/pins';
+import { mapKeys } from '../kernel/map-iter';
+import { acceleratedSockets, readStats } from '../kernel/stats';
 
 export interface LinkStatus {
   readonly id: number;

@@ -28,11 +28,11 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ParsedCommandLine } from './cli-args';
-import { loadConfig } from './config';
-import { PinConflictError, UsageError } from './errors';
-import { acquireInstanceLock } from './instance-lock';
-import { detachSockops } from './loader';
-import { LINK_PINS, linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES } from './pins';
+import { loadConfig } from '../config/config';
+import { PinConflictError, UsageError } from '../common/errors';
+import { acquireInstanceLock } from '../daemon/instance-lock';
+import { detachSockops } from '../daemon/loader';
+import { LINK_PINS, linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES } from '../kernel/pins';
 import { readStatus } from './status';
 
 export const DEFAULT_WAIT_SECONDS = 10;

@@ -4,8 +4,8 @@
 // convict silently ignores flags it does not know, so this layer is the one
 // that rejects unknown or misplaced flags.
 import { parseArgs } from 'node:util';
-import { describeConfigSchema } from './config';
-import { UsageError } from './errors';
+import { describeConfigSchema } from '../config/config';
+import { UsageError } from '../common/errors';
 import { suggest } from './suggest';
 
 export interface FlagSpec {

@@ -12,8 +12,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { getErrno, LibbpfError, openLibrary, type NativeFunctions } from './libc';
-import { AlreadyRunningError } from './errors';
+import { getErrno, LibbpfError, openLibrary, type NativeFunctions } from '../kernel/libc';
+import { AlreadyRunningError } from '../common/errors';
 
 /** systemd's RuntimeDirectory=sockaccel; writable under ProtectSystem=strict. */
 export const LOCK_DIR = '/run/sockaccel';

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { EnvironmentError } from './errors';
+import { EnvironmentError } from '../common/errors';
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 

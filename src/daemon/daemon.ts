@@ -5,21 +5,21 @@
  * stop.
  */
 import type { Logger } from 'pino';
-import { SockaccelConfig } from './config';
-import { componentLogger } from './log';
-import { probeEnvironment } from './probes';
-import { ensureBpffsMounted, preparePinRoot } from './bpffs';
-import { resolveCgroupPath } from './cgroup';
+import { SockaccelConfig } from '../config/config';
+import { componentLogger } from '../common/log';
+import { probeEnvironment } from '../kernel/probes';
+import { ensureBpffsMounted, preparePinRoot } from '../kernel/bpffs';
+import { resolveCgroupPath } from '../kernel/cgroup';
 import { DataPath, loadDataPath } from './loader';
 import { LocalEndpoints } from './local-endpoints';
 import { resolveMesh } from './mesh';
 import { Lifecycle } from './lifecycle';
-import { mapInfo, setLibbpfPrinter } from './libbpf';
-import { readStats, summarize } from './stats';
+import { mapInfo, setLibbpfPrinter } from '../kernel/libbpf';
+import { readStats, summarize } from '../kernel/stats';
 import { acquireInstanceLock } from './instance-lock';
 import { createNotifier } from './sd-notify';
-import { bindDaemonMetrics, serveDaemonMetrics } from './metrics';
-import { InsertFailureWarning } from './metrics/insert-failures';
+import { bindDaemonMetrics, serveDaemonMetrics } from '../metrics';
+import { InsertFailureWarning } from '../metrics/insert-failures';
 import { seedListeners } from './seed-listeners';
 
 export interface Daemon {

@@ -11,18 +11,18 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import * as bpf from './libbpf';
-import { LibbpfError } from './libbpf';
-import { close as closeFd } from './libc';
-import { datasecVariables } from './btf';
-import { BpfError, BpfStage, PinConflictError, VerifierError } from './errors';
-import { decodeMeta, encodeMeta, LAYOUT_VERSION, META_MAGIC, portBitmap } from './bpf-layout';
-import { linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, SharedMapName } from './pins';
+import * as bpf from '../kernel/libbpf';
+import { LibbpfError } from '../kernel/libbpf';
+import { close as closeFd } from '../kernel/libc';
+import { datasecVariables } from '../kernel/btf';
+import { BpfError, BpfStage, PinConflictError, VerifierError } from '../common/errors';
+import { decodeMeta, encodeMeta, LAYOUT_VERSION, META_MAGIC, portBitmap } from '../kernel/bpf-layout';
+import { linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, SharedMapName } from '../kernel/pins';
 
 /** The two sock_ops entry points (names as bpf_prog_info reports them, <= 15 chars). */
 export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel_drain' } as const;
 
-export const DEFAULT_OBJECT_DIR = path.resolve(__dirname, '..', '..', 'build', 'bpf');
+export const DEFAULT_OBJECT_DIR = path.resolve(__dirname, '..', '..', '..', 'build', 'bpf');
 
 /** Service-mesh settings for the sock_ops program (see src/mesh.ts). */
 export interface MeshSettings {
