@@ -1,0 +1,35 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface WaitOptions {
+  /** Give up after this long. Generous: a loaded or slow machine (a TCG VM) is 10-15x slower. */
+  timeoutMs?: number;
+  /** How often to ask again. */
+  intervalMs?: number;
+}
+
+/**
+ * Waits until `check` returns a value that is neither false, undefined nor null,
+ * and returns that value. Never waits a fixed time for something to have
+ * happened: every wait in the tests is a condition with a deadline. `what`
+ * names the condition in the timeout error, with the last value or error seen.
+ */
+export async function waitFor<T>(what: string, check: () => T | false | undefined | null | Promise<T | false | undefined | null>, opts: WaitOptions = {}): Promise<T> {
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const intervalMs = opts.intervalMs ?? 50;
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== false && value !== undefined && value !== null) return value;
+      last = value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() >= deadline) {
+      const seen = last instanceof Error ? last.message : JSON.stringify(last);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last seen: ${seen})`);
+    }
+    await sleep(intervalMs);
+  }
+}
