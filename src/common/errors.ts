@@ -7,12 +7,18 @@
 //   ERR_USAGE             64  EX_USAGE        bad subcommand or flag
 //   ERR_VERIFIER          65  EX_DATAERR      the kernel verifier rejected a program
 //   ERR_KERNEL_FEATURE    69  EX_UNAVAILABLE  the kernel lacks a needed feature
-//   ERR_BPF               70  EX_SOFTWARE     a libbpf/bpf() call failed (also: any unexpected error)
+//   ERR_BPF               70  EX_SOFTWARE     a libbpf/bpf() call failed in a loader stage (also: any unexpected error)
+//   ERR_LIBBPF            70  EX_SOFTWARE     a libbpf/bpf() or libc call failed outside the loader's stages
 //   ERR_ENVIRONMENT       72  EX_OSFILE       bpffs / cgroup v2 missing or misplaced
 //   ERR_PIN_CONFLICT      73  EX_CANTCREAT    existing pins are incompatible or in use
 //   ERR_ALREADY_RUNNING   75  EX_TEMPFAIL     another sockaccel process holds the pin root
 //   ERR_PRIVILEGE         77  EX_NOPERM       not root / missing capabilities
 //   ERR_CONFIG            78  EX_CONFIG       invalid configuration
+//
+// ERR_BPF and ERR_LIBBPF share 70 on purpose: both are a failed call into the
+// kernel's BPF interface, told apart by their code; only the loader knows the
+// stage (BpfError), every other caller sees the bare call (LibbpfError, in
+// src/kernel/libc.ts next to the strerror() it needs).
 import { getSystemErrorMap } from 'node:util';
 
 export const EXIT_CODES = {
@@ -20,6 +26,7 @@ export const EXIT_CODES = {
   ERR_VERIFIER: { exitCode: 65, sysexits: 'EX_DATAERR', meaning: 'the kernel verifier rejected a program' },
   ERR_KERNEL_FEATURE: { exitCode: 69, sysexits: 'EX_UNAVAILABLE', meaning: 'the kernel lacks a needed feature' },
   ERR_BPF: { exitCode: 70, sysexits: 'EX_SOFTWARE', meaning: 'a libbpf/bpf() call failed, or an unexpected error' },
+  ERR_LIBBPF: { exitCode: 70, sysexits: 'EX_SOFTWARE', meaning: 'a libbpf/bpf() or libc call failed outside the loader\'s stages' },
   ERR_ENVIRONMENT: { exitCode: 72, sysexits: 'EX_OSFILE', meaning: 'bpffs or cgroup v2 missing or misplaced' },
   ERR_PIN_CONFLICT: { exitCode: 73, sysexits: 'EX_CANTCREAT', meaning: 'existing pins are incompatible or in use' },
   ERR_ALREADY_RUNNING: { exitCode: 75, sysexits: 'EX_TEMPFAIL', meaning: 'another sockaccel process holds the pin root' },

@@ -13,15 +13,11 @@
  * The program is loaded per call (the verifier pass is most of the ~30 ms)
  * against the pinned sk_state map and detached again: nothing stays behind.
  */
-import path from 'node:path';
-import * as bpf from '../kernel/libbpf';
-import { readIterator } from '../kernel/bpf-iter';
 import { BYTES_RECORD, CONN_KEY, SK_FLAGS } from '../kernel/bpf-layout';
-import { DEFAULT_OBJECT_DIR, reusePinnedMap } from '../daemon/loader';
+import { DEFAULT_OBJECT_DIR, objectPath, withBpfObject } from '../kernel/bpf-object';
 import { mapPinPath } from '../kernel/pins';
 import { inEachNetns, namedNetns, processNetns } from './netns';
 
-export const ITER_OBJECT = 'conns_iter.bpf.o';
 const ITER_PROGRAM = 'sockaccel_conn_bytes';
 
 /** Redirected bytes of one connection, per direction. */
@@ -56,19 +52,11 @@ export function connBytesFromRecords(data: Buffer): Map<string, ConnBytes> {
  * another layout): callers show the connections without bytes.
  */
 export function readConnBytes(pinRoot: string, objectDir: string = DEFAULT_OBJECT_DIR): Map<string, ConnBytes> {
-  const obj = bpf.bpfObjectOpenFile(path.join(objectDir, ITER_OBJECT));
-  try {
-    reusePinnedMap(obj, 'sa_sk_state', mapPinPath(pinRoot, 'sa_sk_state'));
-    bpf.bpfObjectLoad(obj);
-    const link = bpf.bpfProgramAttachIter(bpf.bpfObjectFindProgramByName(obj, ITER_PROGRAM));
-    try {
-      const outputs: Buffer[] = [];
-      inEachNetns([...namedNetns(), ...processNetns()], () => outputs.push(readIterator(link)));
-      return connBytesFromRecords(Buffer.concat(outputs));
-    } finally {
-      bpf.bpfLinkDestroy(link);
-    }
-  } finally {
-    bpf.bpfObjectClose(obj);
-  }
+  return withBpfObject(objectPath(objectDir, 'connsIter'), (obj) => {
+    obj.reusePinnedMap('sa_sk_state', mapPinPath(pinRoot, 'sa_sk_state'));
+    obj.load();
+    const outputs: Buffer[] = [];
+    obj.withIterator(ITER_PROGRAM, (run) => inEachNetns([...namedNetns(), ...processNetns()], () => outputs.push(run())));
+    return connBytesFromRecords(Buffer.concat(outputs));
+  });
 }

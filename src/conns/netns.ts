@@ -10,7 +10,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import ref from '@2060.io/ref-napi';
-import { close, getErrno, openLibrary, LibbpfError } from '../kernel/libc';
+import { close, LibbpfError } from '../kernel/libc';
+import { bindLibrary, getErrno } from '../kernel/native';
 
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
@@ -26,9 +27,7 @@ const SIGNATURES = {
   setns: ['int', ['int', 'int']],
 } as const;
 
-let native: ReturnType<typeof open> | undefined;
-const open = () => openLibrary('libc.so.6', SIGNATURES);
-const libc = () => (native ??= open());
+const libc = bindLibrary('libc.so.6', SIGNATURES);
 
 function checked(ret: number, call: string): number {
   if (ret < 0) throw new LibbpfError(call, getErrno());

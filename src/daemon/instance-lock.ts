@@ -12,7 +12,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { getErrno, LibbpfError, openLibrary, type NativeFunctions } from '../kernel/libc';
+import { LibbpfError } from '../kernel/libc';
+import { bindLibrary, getErrno } from '../kernel/native';
 import { AlreadyRunningError } from '../common/errors';
 
 /** systemd's RuntimeDirectory=sockaccel; writable under ProtectSystem=strict. */
@@ -23,14 +24,12 @@ const LOCK_NB = 4;
 const EWOULDBLOCK = 11;
 const EINTR = 4;
 
-const FLOCK_SIGNATURES = { flock: ['int', ['int', 'int']] } as const;
-let libcFlock: NativeFunctions<typeof FLOCK_SIGNATURES> | undefined;
+const libc = bindLibrary('libc.so.6', { flock: ['int', ['int', 'int']] } as const);
 
 /** true if locked, false if another open file description holds it. */
 function tryFlock(fd: number, file: string): boolean {
-  libcFlock ??= openLibrary('libc.so.6', FLOCK_SIGNATURES);
   for (;;) {
-    if (libcFlock.flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
+    if (libc().flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
     const errno = getErrno();
     if (errno === EWOULDBLOCK) return false;
     if (errno !== EINTR) throw new LibbpfError('flock', errno, file);

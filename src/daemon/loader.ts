@@ -6,23 +6,22 @@
  * (feature probes run before, in probes.ts). Whatever a stage created is
  * undone in reverse order if a later stage fails. Pinned maps from an earlier
  * run are reused, never recreated: freeing a sockhash would drop every
- * accelerated socket's unread bytes.
+ * accelerated socket's unread bytes. Opening, configuring and loading the
+ * objects is BpfObject's (src/kernel/bpf-object.ts); this module decides
+ * what the daemon's objects get, then pins, attaches and drains.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import * as bpf from '../kernel/libbpf';
 import { LibbpfError } from '../kernel/libbpf';
 import { close as closeFd } from '../kernel/libc';
-import { datasecVariables } from '../kernel/btf';
-import { BpfError, BpfStage, PinConflictError, VerifierError } from '../common/errors';
-import { decodeMeta, encodeMeta, LAYOUT_VERSION, META_MAGIC, portBitmap } from '../kernel/bpf-layout';
+import { BpfObject, DEFAULT_OBJECT_DIR, objectPath } from '../kernel/bpf-object';
+import { BpfError, BpfStage } from '../common/errors';
+import { encodeMeta, portBitmap } from '../kernel/bpf-layout';
 import { linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, SharedMapName } from '../kernel/pins';
 
 /** The two sock_ops entry points (names as bpf_prog_info reports them, <= 15 chars). */
 export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel_drain' } as const;
-
-export const DEFAULT_OBJECT_DIR = path.resolve(__dirname, '..', '..', '..', 'build', 'bpf');
 
 /** Service-mesh settings for the sock_ops program (see src/mesh.ts). */
 export interface MeshSettings {
@@ -72,9 +71,6 @@ const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pa
  */
 const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta'];
 
-/** Flags the kernel applies to the creating fd only and never reports back. */
-const FD_ONLY_FLAGS = bpf.BPF.F_RDONLY | bpf.BPF.F_WRONLY;
-
 type Undo = () => void;
 
 function stageError(stage: BpfStage, err: unknown, hint?: string): Error {
@@ -116,37 +112,29 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
 
   // open
   const objects = stage('open', () => ({
-    sockops: openObject(path.join(dir, 'sockops.bpf.o'), undo),
-    redirect: openObject(path.join(dir, 'redirect.bpf.o'), undo),
+    sockops: openObject(dir, 'sockops', undo),
+    redirect: openObject(dir, 'redirect', undo),
   }), 'objectDir must hold sockops.bpf.o and redirect.bpf.o as scripts/build-bpf.sh builds them (bash scripts/setup.sh rebuilds the default ones)');
   log.debug({ dir }, 'stage open done');
 
   // configure: sizes and `const volatile` settings, before anything reaches the kernel
   stage('configure', () => {
     for (const obj of [objects.sockops, objects.redirect]) {
-      for (const name of SIZED_MAPS) {
-        const map = findMap(obj, name);
-        if (map) bpf.bpfMapSetMaxEntries(map, opts.mapSize);
-      }
+      for (const name of SIZED_MAPS) if (obj.hasMap(name)) obj.setMaxEntries(name, opts.mapSize);
     }
     writeSockopsSettings(objects.sockops, opts);
   });
 
   // load: reuse pinned maps, then the sockops object creates the rest and
   // the redirect object adopts every map from it
-  const reusedMaps = stage('load', () => reusePinnedMaps(objects.sockops, opts));
-  loadObject(objects.sockops, 'sockops');
-  stage('load', () => {
-    for (const map of bpf.bpfObjectMaps(objects.redirect)) {
-      if (bpf.bpfMapIsInternal(map)) continue;
-      const name = bpf.bpfMapName(map);
-      bpf.bpfMapReuseFd(map, bpf.bpfMapFd(requireMap(objects.sockops, name)));
-    }
+  const reusedMaps = stage('load', () => {
+    const reused = reusePinnedMaps(objects.sockops, opts);
+    objects.sockops.load();
+    objects.redirect.reuseMapsOf(objects.sockops);
+    objects.redirect.load();
+    return reused;
   });
-  loadObject(objects.redirect, 'redirect');
-  const mapFds = Object.fromEntries(
-    SHARED_MAP_NAMES.map((n) => [n, bpf.bpfMapFd(requireMap(objects.sockops, n))]),
-  ) as Record<SharedMapName, number>;
+  const mapFds = Object.fromEntries(SHARED_MAP_NAMES.map((n) => [n, objects.sockops.mapFd(n)])) as Record<SharedMapName, number>;
   log.debug({ reusedMaps }, 'stage load done');
 
   // pin
@@ -163,10 +151,10 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
   }, `check that ${opts.pinRoot} is on bpffs and writable`);
 
   // attach: the msg programs first, so that no socket enters a map without one
-  const toServerProg = programFd(objects.redirect, 'sockaccel_to_server');
-  const toClientProg = programFd(objects.redirect, 'sockaccel_to_client');
-  const sockopsProg = programFd(objects.sockops, SOCKOPS_PROGRAMS.accept);
-  const drainProg = programFd(objects.sockops, SOCKOPS_PROGRAMS.drain);
+  const toServerProg = objects.redirect.programFd('sockaccel_to_server');
+  const toClientProg = objects.redirect.programFd('sockaccel_to_client');
+  const sockopsProg = objects.sockops.programFd(SOCKOPS_PROGRAMS.accept);
+  const drainProg = objects.sockops.programFd(SOCKOPS_PROGRAMS.drain);
   stage('attach', () => {
     attachSkMsg(opts, 'toServer', toServerProg, mapFds.sa_clients, undo);
     attachSkMsg(opts, 'toClient', toClientProg, mapFds.sa_servers, undo);
@@ -191,8 +179,8 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
       if (closed) return;
       closed = true;
       closeFd(sockopsLinkFd);
-      bpf.bpfObjectClose(objects.redirect);
-      bpf.bpfObjectClose(objects.sockops);
+      objects.redirect.close();
+      objects.sockops.close();
     },
   };
 }
@@ -209,24 +197,10 @@ function freezePinnedMap(pin: string): void {
   }
 }
 
-function openObject(file: string, undo: Undo[]): bpf.BpfObjectPtr {
-  const obj = bpf.bpfObjectOpenFile(file);
-  undo.push(() => bpf.bpfObjectClose(obj));
+function openObject(dir: string, role: 'sockops' | 'redirect', undo: Undo[]): BpfObject {
+  const obj = BpfObject.open(objectPath(dir, role));
+  undo.push(() => obj.close());
   return obj;
-}
-
-function findMap(obj: bpf.BpfObjectPtr, name: string): bpf.BpfMapPtr | undefined {
-  return bpf.bpfObjectMaps(obj).find((m) => bpf.bpfMapName(m) === name);
-}
-
-function requireMap(obj: bpf.BpfObjectPtr, name: string): bpf.BpfMapPtr {
-  const map = findMap(obj, name);
-  if (!map) throw new BpfError({ stage: 'open', call: 'bpf_object__find_map_by_name', errno: 2, detail: `no map ${name} in ${bpf.bpfObjectName(obj)}` });
-  return map;
-}
-
-function programFd(obj: bpf.BpfObjectPtr, name: string): number {
-  return bpf.bpfProgramFd(bpf.bpfObjectFindProgramByName(obj, name));
 }
 
 /** Removes the sock_ops link for good (purge): the cgroup stops running our program. */
@@ -245,47 +219,31 @@ export function detachSockops(pinRoot: string): boolean {
   return true;
 }
 
-/**
- * The object's `const volatile` settings (.rodata) as libbpf will load them:
- * write into `data` at `at(name, size)` between open and load.
- */
-export function rodataSettings(obj: bpf.BpfObjectPtr): { data: Buffer; at: (name: string, size: number) => number } {
-  const rodata = bpf.bpfObjectMaps(obj).find((m) => bpf.bpfMapIsInternal(m) && bpf.bpfMapName(m).endsWith('.rodata'));
-  if (!rodata) throw new Error(`${bpf.bpfObjectName(obj)} has no .rodata`);
-  const vars = datasecVariables(obj, '.rodata');
-  const data = bpf.bpfMapInitialValue(rodata);
-  const at = (name: string, size: number) => {
-    const v = vars.get(name);
-    if (!v || v.size !== size) throw new Error(`.rodata variable ${name} missing or not ${size} bytes`);
-    return v.offset;
-  };
-  return { data, at };
-}
-
 /** Port filters go into the sockops program's .rodata; frozen by libbpf at load. */
-function writeSockopsSettings(obj: bpf.BpfObjectPtr, opts: LoaderOptions): void {
-  const { data, at } = rodataSettings(obj);
-  data.writeUInt32LE(opts.includePorts.length > 0 ? 1 : 0, at('include_ports_enabled', 4));
+function writeSockopsSettings(obj: BpfObject, opts: LoaderOptions): void {
+  const rodata = obj.rodata();
   const mesh = opts.mesh;
-  data.writeUInt32LE(mesh ? 1 : 0, at('mesh_enabled', 4));
-  data.writeUInt32LE(mesh?.proxyUid ?? 0, at('mesh_proxy_uid', 4));
-  data.writeUInt32LE(mesh?.outboundPort ?? 0, at('mesh_outbound_port', 4));
-  data.writeUInt32LE(mesh?.inboundPort ?? 0, at('mesh_inbound_port', 4));
-  data.writeUInt32LE(!mesh || mesh.acceleratePlain ? 1 : 0, at('accelerate_plain', 4));
-  portBitmap(opts.includePorts).copy(data, at('include_ports', 8192));
-  portBitmap(opts.excludePorts).copy(data, at('exclude_ports', 8192));
+  rodata.u32('include_ports_enabled', opts.includePorts.length > 0 ? 1 : 0);
+  rodata.u32('mesh_enabled', mesh ? 1 : 0);
+  rodata.u32('mesh_proxy_uid', mesh?.proxyUid ?? 0);
+  rodata.u32('mesh_outbound_port', mesh?.outboundPort ?? 0);
+  rodata.u32('mesh_inbound_port', mesh?.inboundPort ?? 0);
+  rodata.u32('accelerate_plain', !mesh || mesh.acceleratePlain ? 1 : 0);
+  rodata.bytes('include_ports', portBitmap(opts.includePorts));
+  rodata.bytes('exclude_ports', portBitmap(opts.excludePorts));
 }
 
 /**
- * Adopts every compatible pinned map. An incompatible pin is an error, never
- * a reason to recreate: the user decides (see `sockaccel purge`).
+ * Adopts every pinned map, each checked first (BpfObject.reusePinnedMap). An
+ * incompatible pin is an error, never a reason to recreate: the user
+ * decides (see `sockaccel purge`).
  */
-function reusePinnedMaps(obj: bpf.BpfObjectPtr, opts: LoaderOptions): SharedMapName[] {
+function reusePinnedMaps(obj: BpfObject, opts: LoaderOptions): SharedMapName[] {
   const reused: SharedMapName[] = [];
   for (const name of SHARED_MAP_NAMES) {
     const pin = mapPinPath(opts.pinRoot, name);
     if (!pinExists(pin)) continue;
-    const have = reusePinnedMap(obj, name, pin);
+    const have = obj.reusePinnedMap(name, pin);
     if (SIZED_MAPS.includes(name) && have.maxEntries !== opts.mapSize) {
       opts.log.warn(
         { map: name, pinned: have.maxEntries, configured: opts.mapSize },
@@ -295,67 +253,6 @@ function reusePinnedMaps(obj: bpf.BpfObjectPtr, opts: LoaderOptions): SharedMapN
     reused.push(name);
   }
   return reused;
-}
-
-/**
- * Makes loading `obj` use the map pinned at `pin` for its map `name`, after
- * checking that this build can read it (PinConflictError if not). Also for
- * objects loaded outside the daemon (the conns iterator). Returns what the
- * pinned map is.
- */
-export function reusePinnedMap(obj: bpf.BpfObjectPtr, name: SharedMapName, pin: string): bpf.MapInfo {
-  const map = requireMap(obj, name);
-  const fd = bpf.bpfObjGet(pin);
-  try {
-    const have = bpf.mapInfo(fd);
-    checkCompatible(name, pin, map, fd, have);
-    bpf.bpfMapReuseFd(map, fd);
-    return have;
-  } finally {
-    closeFd(fd);
-  }
-}
-
-function checkCompatible(name: SharedMapName, pin: string, map: bpf.BpfMapPtr, fd: number, have: bpf.MapInfo): void {
-  const want = {
-    type: bpf.bpfMapType(map),
-    keySize: bpf.bpfMapKeySize(map),
-    valueSize: bpf.bpfMapValueSize(map),
-    mapFlags: bpf.bpfMapMapFlags(map) & ~FD_ONLY_FLAGS,
-  };
-  const diffs = (Object.keys(want) as (keyof typeof want)[])
-    .filter((k) => have[k] !== want[k])
-    .map((k) => `${k} ${have[k]} (pinned) vs ${want[k]} (this build)`);
-  if (name === 'sa_meta' && diffs.length === 0) {
-    const value = Buffer.alloc(want.valueSize);
-    bpf.bpfMapLookupElem(fd, Buffer.alloc(4), value);
-    const meta = decodeMeta(value);
-    if (meta.magic !== META_MAGIC || meta.layoutVersion !== LAYOUT_VERSION) {
-      diffs.push(`layout version ${meta.magic === META_MAGIC ? meta.layoutVersion : 'unknown'} (pinned) vs ${LAYOUT_VERSION} (this build)`);
-    }
-  }
-  if (diffs.length > 0) {
-    throw new PinConflictError(`pinned map ${pin} is incompatible with this build: ${diffs.join(', ')}`, {
-      hint: 'it was made by another sockaccel version; existing connections still use it. Run `sockaccel purge` once they have drained, then start again',
-    });
-  }
-}
-
-function loadObject(obj: bpf.BpfObjectPtr, label: string): void {
-  const logs = bpf.bpfObjectPrograms(obj).map((p) => ({ name: bpf.bpfProgramName(p), read: bpf.attachLogBuffer(p) }));
-  try {
-    bpf.bpfObjectLoad(obj);
-  } catch (err) {
-    const failed = logs.find((l) => l.read() !== '');
-    if (failed) {
-      throw new VerifierError({
-        program: failed.name,
-        log: failed.read(),
-        hint: `the kernel refused the ${label} program; the verifier log below says why`,
-      });
-    }
-    throw stageError('load', err);
-  }
 }
 
 function attachSkMsg(opts: LoaderOptions, link: 'toServer' | 'toClient', progFd: number, sockhashFd: number, undo: Undo[]): void {

@@ -13,14 +13,15 @@
  * the unit can say NotifyAccess=main.
  */
 import type { Logger } from 'pino';
-import { openLibrary, strerror, type NativeFunctions } from '../kernel/libc';
+import { strerror } from '../kernel/libc';
+import { bindLibrary } from '../kernel/native';
 import { EnvironmentError } from '../common/errors';
 
 const LIBSYSTEMD = 'libsystemd.so.0';
-const LIBSYSTEMD_SIGNATURES = {
+const libsystemd = bindLibrary(LIBSYSTEMD, {
   // int sd_notify(int unset_environment, const char *state): > 0 sent, 0 no socket, < 0 -errno
   sd_notify: ['int', ['int', 'string']],
-} as const;
+} as const);
 
 /** sd_watchdog_enabled() treats this and larger as "no watchdog" (USEC_INFINITY). */
 const USEC_INFINITY = 2n ** 64n - 1n;
@@ -67,9 +68,9 @@ export function createNotifier(log: Logger, env: NodeJS.ProcessEnv = process.env
   if (socket === undefined || socket === '') {
     return { enabled: false, ready: () => {}, status: () => {}, stopping: () => {}, startWatchdog: () => () => {} };
   }
-  let lib: NativeFunctions<typeof LIBSYSTEMD_SIGNATURES>;
+  let lib: ReturnType<typeof libsystemd>;
   try {
-    lib = openLibrary(LIBSYSTEMD, LIBSYSTEMD_SIGNATURES);
+    lib = libsystemd();
   } catch (err) {
     throw new EnvironmentError(`NOTIFY_SOCKET is set but ${LIBSYSTEMD} cannot be loaded: ${(err as Error).message}`, {
       hint: 'install libsystemd0, or run the service with Type=simple',

@@ -8,13 +8,9 @@
  * program is attached; idempotent (see bpf/listeners_iter.bpf.c).
  */
 import fs from 'node:fs';
-import path from 'node:path';
-import * as bpf from '../kernel/libbpf';
-import { readIterator } from '../kernel/bpf-iter';
-import { DEFAULT_OBJECT_DIR, reusePinnedMap, rodataSettings } from './loader';
+import { DEFAULT_OBJECT_DIR, objectPath, withBpfObject } from '../kernel/bpf-object';
 import { mapPinPath } from '../kernel/pins';
 
-export const SEED_OBJECT = 'listeners_iter.bpf.o';
 const SEED_PROGRAM = 'sockaccel_seed_listeners';
 
 export interface SeedResult {
@@ -30,21 +26,12 @@ export interface SeedResult {
  * missing CAP_PERFMON); the caller carries on without seeding.
  */
 export function seedListeners(pinRoot: string, cgroupPath: string, objectDir: string = DEFAULT_OBJECT_DIR): SeedResult {
-  const obj = bpf.bpfObjectOpenFile(path.join(objectDir, SEED_OBJECT));
-  try {
-    const { data, at } = rodataSettings(obj);
+  return withBpfObject(objectPath(objectDir, 'listenersIter'), (obj) => {
     // The cgroup's id is its cgroupfs inode number (as the loader's link check uses).
-    data.writeBigUInt64LE(BigInt(fs.statSync(cgroupPath).ino), at('cgroup_id', 8));
-    reusePinnedMap(obj, 'sa_listeners', mapPinPath(pinRoot, 'sa_listeners'));
-    bpf.bpfObjectLoad(obj);
-    const link = bpf.bpfProgramAttachIter(bpf.bpfObjectFindProgramByName(obj, SEED_PROGRAM));
-    try {
-      const out = readIterator(link); // one byte per listener: 1 = newly registered
-      return { found: out.length, added: out.filter((b) => b === 1).length };
-    } finally {
-      bpf.bpfLinkDestroy(link);
-    }
-  } finally {
-    bpf.bpfObjectClose(obj);
-  }
+    obj.rodata().u64('cgroup_id', BigInt(fs.statSync(cgroupPath).ino));
+    obj.reusePinnedMap('sa_listeners', mapPinPath(pinRoot, 'sa_listeners'));
+    obj.load();
+    const out = obj.withIterator(SEED_PROGRAM, (run) => run()); // one byte per listener: 1 = newly registered
+    return { found: out.length, added: out.filter((b) => b === 1).length };
+  });
 }

@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as bpf from '../kernel/libbpf';
 import { LibbpfError } from '../kernel/libbpf';
-import { DEFAULT_OBJECT_DIR } from '../daemon/loader';
-import { decodeMeta, LAYOUT_VERSION, META, META_MAGIC } from '../kernel/bpf-layout';
+import { DEFAULT_OBJECT_DIR, formatDifference, objectPath, withBpfObject } from '../kernel/bpf-object';
+import { LAYOUT_VERSION } from '../kernel/bpf-layout';
 import { LINK_PINS, linkPinPath, mapPinPath, SHARED_MAP_NAMES, SharedMapName, withPinnedFd } from '../kernel/pins';
 import { sockopsMode } from '../cli/status';
 import { Check, fail, pass } from './check';
@@ -48,12 +48,15 @@ export function pinPermissionsCheck(pinRoot: string): Check {
   return pass(id, title, `${pinRoot} is 0700 and every pin 0600, owned by root`);
 }
 
-/** Compares every pinned map with the same map in this build's object, as the loader would before reusing it. */
+/**
+ * Compares every pinned map with the same map in this build's object, with
+ * the check the daemon runs before reusing it (BpfObject.pinnedMapDifferences):
+ * what passes here, the daemon accepts, and the reverse.
+ */
 export function pinCompatibilityCheck(pinRoot: string, objectDir: string = DEFAULT_OBJECT_DIR): Check {
   const id = 'pins.compatible';
   const title = 'pinned maps match this build';
-  const obj = bpf.bpfObjectOpenFile(path.join(objectDir, 'sockops.bpf.o'));
-  try {
+  return withBpfObject(objectPath(objectDir, 'sockops'), (obj) => {
     const missing: string[] = [];
     const diffs: string[] = [];
     for (const name of SHARED_MAP_NAMES) {
@@ -62,28 +65,14 @@ export function pinCompatibilityCheck(pinRoot: string, objectDir: string = DEFAU
         missing.push(path.basename(pin));
         continue;
       }
-      const map = bpf.bpfObjectFindMapByName(obj, name);
-      const want = { type: bpf.bpfMapType(map), keySize: bpf.bpfMapKeySize(map), valueSize: bpf.bpfMapValueSize(map) };
-      const have = withPinnedFd(pin, bpf.mapInfo);
-      for (const k of Object.keys(want) as (keyof typeof want)[]) {
-        if (have[k] !== want[k]) diffs.push(`${path.basename(pin)} ${k} ${have[k]} (pinned) vs ${want[k]} (this build)`);
-      }
-    }
-    if (missing.length === 0 && fs.existsSync(mapPinPath(pinRoot, 'sa_meta'))) {
-      const value = Buffer.alloc(META.size);
-      const found = withPinnedFd(mapPinPath(pinRoot, 'sa_meta'), (fd) => bpf.bpfMapLookupElem(fd, Buffer.alloc(4), value));
-      const meta = decodeMeta(value);
-      if (!found || meta.magic !== META_MAGIC) diffs.push('meta holds no sockaccel layout marker');
-      else if (meta.layoutVersion !== LAYOUT_VERSION) diffs.push(`layout version ${meta.layoutVersion} (pinned) vs ${LAYOUT_VERSION} (this build)`);
+      for (const d of withPinnedFd(pin, (fd) => obj.pinnedMapDifferences(name, fd))) diffs.push(`${path.basename(pin)} ${formatDifference(d)}`);
     }
     if (missing.length > 0) return fail(id, title, `missing pins: ${missing.join(', ')}`, RESTART_FIX);
     if (diffs.length > 0) {
       return fail(id, title, diffs.join('; '), 'the pins come from another sockaccel version: run `sockaccel purge` once their connections have drained, then start this version');
     }
     return pass(id, title, `${SHARED_MAP_NAMES.length} maps, layout version ${LAYOUT_VERSION}`);
-  } finally {
-    bpf.bpfObjectClose(obj);
-  }
+  });
 }
 
 /** Whether syscall writes to the map behind `pin` are refused; never changes the map. */

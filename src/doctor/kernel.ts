@@ -4,9 +4,7 @@
  * programs pass the verifier here.
  */
 import os from 'node:os';
-import path from 'node:path';
-import * as bpf from '../kernel/libbpf';
-import { DEFAULT_OBJECT_DIR } from '../daemon/loader';
+import { BpfObject, DEFAULT_OBJECT_DIR, OBJECT_FILES, objectPath, type ObjectRole } from '../kernel/bpf-object';
 import { probeKernelFeatures, type Probe } from '../kernel/probes';
 import { VerifierError } from '../common/errors';
 import { Check, fail, pass, warn } from './check';
@@ -89,8 +87,6 @@ export function kernelChecks(release = os.release()): Check[] {
   return checks;
 }
 
-const OBJECTS = ['sockops.bpf.o', 'redirect.bpf.o', 'conns_iter.bpf.o', 'listeners_iter.bpf.o'] as const;
-
 /**
  * Loads each object into the kernel (maps shrunk to a few entries) and
  * closes it again: nothing is pinned or attached, so a running daemon is
@@ -101,32 +97,27 @@ export function programLoadCheck(objectDir: string = DEFAULT_OBJECT_DIR): Check 
   const id = 'kernel.programs_load';
   const title = 'BPF programs pass the verifier';
   const loaded: string[] = [];
-  for (const name of OBJECTS) {
-    const file = path.join(objectDir, name);
-    let obj: bpf.BpfObjectPtr;
+  for (const role of Object.keys(OBJECT_FILES) as ObjectRole[]) {
+    const name = OBJECT_FILES[role];
+    const file = objectPath(objectDir, role);
+    let obj: BpfObject;
     try {
-      obj = bpf.bpfObjectOpenFile(file);
+      obj = BpfObject.open(file);
     } catch (err) {
       return fail(id, title, `cannot open ${file}: ${(err as Error).message}`, 'build the objects (bash scripts/setup.sh) or fix objectDir');
     }
     try {
-      for (const map of bpf.bpfObjectMaps(obj)) {
-        if (!bpf.bpfMapIsInternal(map) && bpf.bpfMapMaxEntries(map) > 16) bpf.bpfMapSetMaxEntries(map, 16);
-      }
-      const logs = bpf.bpfObjectPrograms(obj).map((p) => ({ name: bpf.bpfProgramName(p), read: bpf.attachLogBuffer(p) }));
-      try {
-        bpf.bpfObjectLoad(obj);
-      } catch (err) {
-        const rejected = logs.find((l) => l.read() !== '');
-        if (!rejected) throw err;
-        const lines = new VerifierError({ program: rejected.name, log: rejected.read() }).relevantLines(6);
-        return fail(id, title, `the verifier rejected ${rejected.name} in ${name}:\n         ${lines.join('\n         ')}`, 'use a kernel the programs support, or objects built for this kernel');
-      }
-      loaded.push(...logs.map((l) => l.name));
+      for (const map of obj.mapNames()) if (obj.mapShape(map).maxEntries > 16) obj.setMaxEntries(map, 16);
+      obj.load();
+      loaded.push(...obj.programNames());
     } catch (err) {
+      if (err instanceof VerifierError) {
+        const lines = err.relevantLines(6);
+        return fail(id, title, `the verifier rejected ${err.program} in ${name}:\n         ${lines.join('\n         ')}`, 'use a kernel the programs support, or objects built for this kernel');
+      }
       return fail(id, title, `loading ${name} failed: ${(err as Error).message}`, 'run doctor as root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)');
     } finally {
-      bpf.bpfObjectClose(obj);
+      obj.close();
     }
   }
   return pass(id, title, `${loaded.join(', ')} loaded from ${objectDir}`);

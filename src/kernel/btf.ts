@@ -4,7 +4,7 @@
  * these offsets between open and load; the compiler, not we, decides them.
  */
 import ref from '@2060.io/ref-napi';
-import { NativeFunctions, openLibrary } from './libc';
+import { bindLibrary } from './native';
 import { BpfObjectPtr } from './libbpf';
 
 const BTF_KIND_VAR = 14;
@@ -19,8 +19,7 @@ const SIGNATURES = {
   btf__name_by_offset: ['string', ['pointer', 'uint32']],
 } as const;
 
-let native: NativeFunctions<typeof SIGNATURES> | undefined;
-const btfLib = () => (native ??= openLibrary('libbpf.so.1', SIGNATURES));
+const btfLib = bindLibrary('libbpf.so.1', SIGNATURES);
 
 export interface VarLocation {
   readonly offset: number;

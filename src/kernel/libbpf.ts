@@ -12,10 +12,10 @@
  * - Opaque libbpf objects (struct bpf_object/bpf_map/bpf_program *) are
  *   branded Buffers holding the pointer. They dangle once their object is
  *   closed with bpfObjectClose(); using one afterwards is a use-after-free.
- * - ffi-napi and libbpf are loaded on first use, so importing this module is
- *   free (and safe in AVA worker threads, see ffi() in libc.ts). Opening
- *   it also installs a silent printer: libbpf's default one writes to stderr.
- *   Route its messages somewhere with setLibbpfPrinter().
+ * - ffi-napi and libbpf are loaded on first use (native.ts), so importing
+ *   this module is free (and safe in AVA worker threads, see ffi()). libbpf
+ *   starts silent: its default printer writes to stderr. Route its messages
+ *   somewhere with setLibbpfPrinter().
  * - Key and value Buffers go to the kernel as raw pointers: they must be at
  *   least key_size / value_size bytes (per-CPU maps: see
  *   perCpuValueBufferSize), or the kernel reads or writes past them.
@@ -23,7 +23,8 @@
 import os from 'node:os';
 import ref from '@2060.io/ref-napi';
 import StructDi from 'ref-struct-di';
-import { LibbpfError, ffi, getErrno, libc, openLibrary } from './libc';
+import { LibbpfError, libc } from './libc';
+import { bindLibrary, ffi, getErrno } from './native';
 
 export { LibbpfError } from './libc';
 
@@ -199,18 +200,7 @@ export const OPTS_SIZES = {
   bpf_link_update_opts: LinkUpdateOpts.size,
 } as const;
 
-let libbpfNative: ReturnType<typeof openLibbpf> | undefined;
-
-function openLibbpf() {
-  const lib = openLibrary('libbpf.so.1', LIBBPF_SIGNATURES);
-  lib.libbpf_set_print(ref.NULL); // silence the default stderr printer
-  return lib;
-}
-
-function bpf(): NonNullable<typeof libbpfNative> {
-  libbpfNative ??= openLibbpf();
-  return libbpfNative;
-}
+const bpf = bindLibrary('libbpf.so.1', LIBBPF_SIGNATURES);
 
 /** For int-returning libbpf APIs: negative errno on failure. */
 function check(ret: number, call: string, detail = ''): number {

@@ -1,68 +1,17 @@
 /**
- * The few libc calls the BPF layer needs, over @2060.io/ffi-napi, plus the
- * errno-carrying error class shared with src/libbpf.ts.
+ * The few libc calls the BPF layer needs, plus the errno-carrying error class
+ * shared with libbpf.ts.
  *
  * LibbpfError lives here rather than in libbpf.ts because it needs strerror()
- * and libc's own wrappers throw it too; libbpf.ts re-exports it, so callers
- * import it from there.
+ * and libc's own wrappers throw it too; libbpf.ts re-exports it.
  *
- * ffi-napi and libc are loaded lazily on first use, so importing this module
- * is free (see ffi() for why that matters).
+ * libc is bound through native.ts: nothing is loaded until the first call.
  */
 import os from 'node:os';
 import util from 'node:util';
-import type * as Ffi from '@2060.io/ffi-napi';
 import ref from '@2060.io/ref-napi';
-import { KERNEL_ERRNOS } from '../common/errors';
-
-let ffiModule: typeof Ffi | undefined;
-
-/**
- * ffi-napi, required on first use. Merely loading it in a worker thread
- * crashes the whole process with SIGSEGV when that worker exits (its addon
- * closes a libuv handle after the worker's event loop is gone), and AVA runs
- * test files in worker threads by default: unit tests that only import these
- * modules must not load it.
- */
-export function ffi(): typeof Ffi {
-  ffiModule ??= require('@2060.io/ffi-napi') as typeof Ffi;
-  return ffiModule;
-}
-
-/**
- * FFI type names used in signature tables, and the TypeScript type each one
- * marshals to. Shared with libbpf.ts so that every table is checked the same
- * way.
- */
-export interface FfiTypeMap {
-  void: void;
-  int: number;
-  uint32: number;
-  ulong: number;
-  size_t: number;
-  bool: boolean;
-  /** const char *: JS string in (null → NULL), decoded string out. */
-  string: string | null;
-  /** Any pointer: a Buffer whose address is the pointer (ref.NULL for NULL). */
-  pointer: Buffer;
-}
-export type FfiType = keyof FfiTypeMap;
-export type FfiSignatures = Readonly<Record<string, readonly [FfiType, readonly FfiType[]]>>;
-
-type ArgsOf<A extends readonly FfiType[]> = {
-  -readonly [I in keyof A]: A[I] extends FfiType ? FfiTypeMap[A[I]] : never;
-};
-
-/** The JS-callable shape of a signature table. */
-export type NativeFunctions<T extends FfiSignatures> = {
-  [K in keyof T]: (...args: Extract<ArgsOf<T[K][1]>, unknown[]>) => FfiTypeMap[T[K][0]];
-};
-
-/** Opens `file` with ffi.Library and types it from the signature table. */
-export function openLibrary<T extends FfiSignatures>(file: string, signatures: T): NativeFunctions<T> {
-  // The `as const` tables are plain arrays at runtime, which is all ffi needs.
-  return ffi().Library(file, signatures as unknown as Record<string, [string, string[]]>) as unknown as NativeFunctions<T>;
-}
+import { KERNEL_ERRNOS, SockaccelError } from '../common/errors';
+import { bindLibrary, ffiLoaded, getErrno } from './native';
 
 const LIBC_SIGNATURES = {
   close: ['int', ['int']],
@@ -74,18 +23,8 @@ const LIBC_SIGNATURES = {
   vsnprintf: ['int', ['pointer', 'size_t', 'pointer', 'pointer']],
 } as const;
 
-let libcNative: NativeFunctions<typeof LIBC_SIGNATURES> | undefined;
-
-/** libc, opened on first use. Exported for libbpf.ts (vsnprintf). */
-export function libc(): NativeFunctions<typeof LIBC_SIGNATURES> {
-  libcNative ??= openLibrary('libc.so.6', LIBC_SIGNATURES);
-  return libcNative;
-}
-
-/** errno as left by the last FFI call. Read it before any other FFI call. */
-export function getErrno(): number {
-  return ffi().errno();
-}
+/** libc, bound on first use. Exported for libbpf.ts (vsnprintf). */
+export const libc = bindLibrary('libc.so.6', LIBC_SIGNATURES);
 
 // errno number → name. os.constants.errno lists aliases (EAGAIN and
 // EWOULDBLOCK are both 11); the first listed wins.
@@ -115,18 +54,18 @@ export function strerror(errno: number): string {
 function describeErrno(errno: number): string {
   const special = KERNEL_ERRNOS.get(errno)?.[1];
   if (special) return special;
-  if (ffiModule) return strerror(errno);
+  if (ffiLoaded()) return strerror(errno);
   const text = util.getSystemErrorMap().get(-errno)?.[1];
   return text ? text[0].toUpperCase() + text.slice(1) : `Unknown error ${errno}`;
 }
 
 /**
  * A failed libbpf or libc call. `errno` is positive. Wrappers throw this
- * instead of returning error codes; higher layers wrap it with their own
- * context (which stage failed) and keep it as `cause`.
+ * instead of returning error codes; the loader wraps it in a BpfError naming
+ * its stage. One that reaches the CLI unwrapped exits like a BpfError
+ * (ERR_LIBBPF, see EXIT_CODES).
  */
-export class LibbpfError extends Error {
-  readonly code = 'ERR_LIBBPF';
+export class LibbpfError extends SockaccelError {
   readonly errnoName: string;
 
   /**
@@ -140,8 +79,7 @@ export class LibbpfError extends Error {
     detail = '',
   ) {
     const name = errnoName(errno);
-    super(`${call}(${detail}): ${name} (${describeErrno(errno)})`);
-    this.name = 'LibbpfError';
+    super('ERR_LIBBPF', `${call}(${detail}): ${name} (${describeErrno(errno)})`);
     this.errnoName = name;
   }
 }

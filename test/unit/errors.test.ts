@@ -14,6 +14,7 @@ import {
   exitCodeOf,
   formatError,
 } from '../../src/common/errors';
+import { LibbpfError } from '../../src/kernel/libc';
 
 const ONE_OF_EACH: SockaccelError[] = [
   new ConfigError('bad mapSize'),
@@ -25,10 +26,13 @@ const ONE_OF_EACH: SockaccelError[] = [
   new BpfError({ stage: 'load', call: 'bpf_object__load', errno: -22 }),
   new PinConflictError('map sock_hash has max_entries 1024, config says 65535'),
   new AlreadyRunningError('another sockaccel process (pid 42) holds /sys/fs/bpf/sockaccel'),
+  new LibbpfError('bpf_obj_get', 2, '/sys/fs/bpf/sockaccel/meta'),
 ];
 
 test('each error class has its own code and exit code, as in EXIT_CODES', (t) => {
-  t.is(new Set(ONE_OF_EACH.map((err) => err.exitCode)).size, ONE_OF_EACH.length);
+  // A failed libbpf call exits 70 whether or not the loader named its stage.
+  const sharedExit = (err: SockaccelError) => (err.code === 'ERR_LIBBPF' ? 'ERR_BPF' : err.code);
+  t.is(new Set(ONE_OF_EACH.map((err) => err.exitCode)).size, new Set(ONE_OF_EACH.map(sharedExit)).size);
   t.is(new Set(ONE_OF_EACH.map((err) => err.code)).size, ONE_OF_EACH.length);
   t.deepEqual(
     ONE_OF_EACH.map((err) => err.code).sort(),
@@ -53,11 +57,13 @@ test('exit codes follow sysexits', (t) => {
     BpfError: 70,
     PinConflictError: 73,
     AlreadyRunningError: 75,
+    LibbpfError: 70,
   });
 });
 
 test('exitCodeOf: a SockaccelError gives its code, anything else 70', (t) => {
   t.is(exitCodeOf(new ConfigError('x')), 78);
+  t.is(exitCodeOf(new LibbpfError('bpf_map_update_elem', 1, 'fd 3')), 70);
   t.is(exitCodeOf(new UsageError('x')), 64);
   t.is(exitCodeOf(new TypeError('x')), 70);
   t.is(exitCodeOf('a string'), 70);
@@ -167,4 +173,11 @@ test('formatError: other errors', (t) => {
   t.is(formatError(new EnvironmentError('no cgroup v2', { hint: 'mount it' })), 'no cgroup v2\nhint: mount it');
   t.is(formatError(new TypeError('x is undefined')), 'TypeError: x is undefined');
   t.is(formatError('plain string'), 'plain string');
+});
+
+test('LibbpfError is a SockaccelError: stable code, the exit code of a failed BPF call, printed without its class name', (t) => {
+  const err = new LibbpfError('bpf_obj_get', 2, '/sys/fs/bpf/sockaccel/meta');
+  t.true(err instanceof SockaccelError);
+  t.like(err, { code: 'ERR_LIBBPF', exitCode: 70, call: 'bpf_obj_get', errno: 2, errnoName: 'ENOENT', name: 'LibbpfError' });
+  t.is(formatError(err), 'bpf_obj_get(/sys/fs/bpf/sockaccel/meta): ENOENT (No such file or directory)');
 });
