@@ -20,6 +20,8 @@ export interface CommandSpec {
   readonly flags: Readonly<Record<string, FlagSpec>>;
   /** Names of the optional positional operands, in order. */
   readonly operands?: readonly string[];
+  /** Its usage lists the configuration options in full: they are what this command is run with. */
+  readonly configUsage?: boolean;
 }
 
 // To add a command, add an entry; parsing and usage pick it up from here.
@@ -27,6 +29,7 @@ export const COMMANDS = {
   run: {
     summary: 'load and attach the programs, then accelerate local connections until stopped',
     flags: {},
+    configUsage: true,
   },
   status: {
     summary: 'show whether acceleration is active, with its counters',
@@ -152,6 +155,13 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
   }
 
   const named = commandWord === undefined ? undefined : resolveCommand(commandWord);
+  // `<command> --help` (or -h) is `help <command>`, whatever else was given:
+  // asking for usage must never run the command (`run --help` would attach,
+  // `bench --help` would start a benchmark), nor fail on the flags it came with.
+  if (options.some((token) => token.name === 'help' && token.value === undefined)) {
+    const topic = named === 'help' ? (operands[0] ?? 'help') : named;
+    return { command: 'help', operands: topic === undefined ? [] : [topic], configArgv: [], commandFlags: {} };
+  }
   const accepted = flagsOf(named);
   const configArgNames = new Set(describeConfigSchema().map((row) => row.arg));
   const configArgv: string[] = [];
@@ -178,13 +188,9 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
     else commandFlags[token.name] = token.value ?? true;
   }
 
-  let command = named;
+  const command = named;
   if (command === undefined) {
-    // `sockaccel --help` is `sockaccel help`.
-    if (commandFlags.help !== true) {
-      throw new UsageError('no command given', { hint: `commands: ${COMMAND_NAMES.join(', ')}` });
-    }
-    command = 'help';
+    throw new UsageError('no command given', { hint: `commands: ${COMMAND_NAMES.join(', ')}` });
   }
   const maxOperands = (COMMANDS[command] as CommandSpec).operands?.length ?? 0;
   if (operands.length > maxOperands) {

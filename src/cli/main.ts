@@ -33,7 +33,7 @@ const HANDLERS: Record<CommandName, Handler> = {
   purge: runPurge,
   bench: runBenchCommand,
   help: async (cmd) => {
-    process.stdout.write(formatUsage(cmd.operands[0]));
+    process.stdout.write(`${formatUsage(cmd.operands[0])}\n`);
     return 0;
   },
   version: async () => {

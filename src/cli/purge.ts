@@ -23,7 +23,7 @@
  * beside them, so they keep the old programs until they close. And a handshake
  * in flight at that moment loses the sock_ops guard that takes a one-sided
  * client back out of the map, which can leave it with the FIONREAD-0 hazard
- * (KERNEL-NOTES.md) for that connection's life.
+ * (README, "The FIONREAD probe") for that connection's life.
  */
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -34,6 +34,7 @@ import { acquireInstanceLock } from '../daemon/instance-lock';
 import { detachSockops } from '../daemon/loader';
 import { LINK_PINS, linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES } from '../kernel/pins';
 import { readStatus } from './status';
+import { explainPinError, pinPresent } from '../kernel/pin-access';
 
 export const DEFAULT_WAIT_SECONDS = 10;
 const POLL_MS = 200;
@@ -72,34 +73,41 @@ async function waitForSockets(pinRoot: string, waitSeconds: number, say: (line: 
   return left;
 }
 
+/** A PrivilegeError (exit 77) when this process may not take the lock or touch the pins. */
 export async function purge(opts: PurgeOptions): Promise<PurgeResult> {
-  const { pinRoot, say } = opts;
-  const lock = acquireInstanceLock(pinRoot, 'purge');
+  const lock = acquireInstanceLock(opts.pinRoot, 'purge');
   try {
-    if (!fs.existsSync(pinRoot)) {
-      say(`nothing pinned under ${pinRoot}`);
-      return { purged: false, orphanedSockets: 0 };
-    }
-    const hasMaps = pinExists(mapPinPath(pinRoot, 'sa_stats'));
-    if (hasMaps && readStatus(pinRoot).sockopsMode === 'accepting') {
-      say('the sock_ops program is still accepting (the daemon did not stop cleanly): detaching it now');
-      detachSockops(pinRoot);
-    }
-    const left = hasMaps ? await waitForSockets(pinRoot, opts.waitSeconds, say) : 0;
-    if (left > 0 && !opts.force) {
-      throw new PinConflictError(`${left} accelerated sockets still use the maps under ${pinRoot}; nothing was removed`, {
-        hint:
-          'wait for those connections to close, retry with a longer --wait-seconds, or use --force: their bytes are not lost ' +
-          '(they stay redirected by maps that outlive the pins until they close), but they become invisible to status ' +
-          'and keep the old programs, and a handshake in flight right then may keep the FIONREAD hazard',
-      });
-    }
-    if (left > 0) say(`--force: ${left} accelerated sockets keep orphaned maps until they close`);
-    removePins(pinRoot, say);
-    return { purged: true, orphanedSockets: left };
+    return await purgeLocked(opts);
+  } catch (err) {
+    throw explainPinError(opts.pinRoot, err);
   } finally {
     lock.release();
   }
+}
+
+async function purgeLocked(opts: PurgeOptions): Promise<PurgeResult> {
+  const { pinRoot, say } = opts;
+  if (!pinPresent(pinRoot, pinRoot)) {
+    say(`nothing pinned under ${pinRoot}`);
+    return { purged: false, orphanedSockets: 0 };
+  }
+  const hasMaps = pinPresent(pinRoot, mapPinPath(pinRoot, 'sa_stats'));
+  if (hasMaps && readStatus(pinRoot).sockopsMode === 'accepting') {
+    say('the sock_ops program is still accepting (the daemon did not stop cleanly): detaching it now');
+    detachSockops(pinRoot);
+  }
+  const left = hasMaps ? await waitForSockets(pinRoot, opts.waitSeconds, say) : 0;
+  if (left > 0 && !opts.force) {
+    throw new PinConflictError(`${left} accelerated sockets still use the maps under ${pinRoot}; nothing was removed`, {
+      hint:
+        'wait for those connections to close, retry with a longer --wait-seconds, or use --force: their bytes are not lost ' +
+        '(they stay redirected by maps that outlive the pins until they close), but they become invisible to status ' +
+        'and keep the old programs, and a handshake in flight right then may keep the FIONREAD hazard',
+    });
+  }
+  if (left > 0) say(`--force: ${left} accelerated sockets keep orphaned maps until they close`);
+  removePins(pinRoot, say);
+  return { purged: true, orphanedSockets: left };
 }
 
 function removePins(pinRoot: string, say: (line: string) => void): void {

@@ -2,8 +2,6 @@
  * `sockaccel status`: what is in the kernel right now, read from the pins
  * (read-only fds), so it works beside a running daemon and after it stopped.
  */
-import fs from 'node:fs';
-import { EnvironmentError } from '../common/errors';
 import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from '../kernel/libbpf';
 import { close } from '../kernel/libc';
 import { SOCKOPS_PROGRAMS } from '../daemon/loader';
@@ -12,6 +10,7 @@ import { readPairs } from '../kernel/pairs';
 import { formatPrefix } from '../config/ip-prefix';
 import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from '../kernel/pins';
 import { mapKeys } from '../kernel/map-iter';
+import { explainPinError, requirePin } from '../kernel/pin-access';
 import { acceleratedSockets, readStats } from '../kernel/stats';
 
 export interface LinkStatus {
@@ -35,12 +34,20 @@ export interface StatusReport {
   readonly counters: Record<string, string>;
 }
 
+/**
+ * Throws EnvironmentError when nothing is pinned, PrivilegeError when this
+ * process may not read the pins (never "not running" about a daemon that is).
+ */
 export function readStatus(pinRoot: string): StatusReport {
-  if (!fs.existsSync(mapPinPath(pinRoot, 'sa_stats'))) {
-    throw new EnvironmentError(`nothing pinned under ${pinRoot}`, {
-      hint: 'start the daemon (sockaccel run), or pass the --pin-root it uses',
-    });
+  requirePin(pinRoot, mapPinPath(pinRoot, 'sa_stats'));
+  try {
+    return readPinnedStatus(pinRoot);
+  } catch (err) {
+    throw explainPinError(pinRoot, err);
   }
+}
+
+function readPinnedStatus(pinRoot: string): StatusReport {
   const stats: Stats = withPinnedFd(mapPinPath(pinRoot, 'sa_stats'), readStats);
   const clients = withPinnedFd(mapPinPath(pinRoot, 'sa_clients'), (fd) => ({
     entries: countKeys(fd, CONN_KEY.size),

@@ -18,6 +18,9 @@ function configLines(): string[] {
   );
 }
 
+const CONFIG_OPTIONS_HEADING =
+  'configuration options (also read from the config file and SOCKACCEL_* variables; flags win):';
+
 function commandUsage(name: string, spec: CommandSpec): string {
   const operands = (spec.operands ?? []).map((operand) => ` [${operand}]`).join('');
   const own = flagLines(spec.flags);
@@ -27,7 +30,9 @@ function commandUsage(name: string, spec: CommandSpec): string {
     spec.summary,
     ...(own.length === 0 ? [] : ['', 'options:', ...own]),
     '',
-    "Every command also accepts --help and the configuration options ('sockaccel help').",
+    ...(spec.configUsage === true
+      ? [CONFIG_OPTIONS_HEADING, ...configLines(), '', '-h, --help prints this usage.']
+      : ["Every command also accepts -h, --help and the configuration options ('sockaccel help')."]),
   ].join('\n');
 }
 
@@ -47,7 +52,7 @@ export function formatUsage(topic?: string): string {
     'options (all commands):',
     ...flagLines(GLOBAL_FLAGS),
     '',
-    'configuration options (also read from the config file and SOCKACCEL_* variables; flags win):',
+    CONFIG_OPTIONS_HEADING,
     ...configLines(),
   ].join('\n');
 }

@@ -8,13 +8,13 @@
  * direction come from the sockets' own counters, read with a BPF iterator
  * (bytes.ts); where that cannot run, the connections are listed without them.
  */
-import fs from 'node:fs';
 import net from 'node:net';
 import { Connection, formatEndpoint } from '../kernel/bpf-layout';
 import { parseIp } from '../config/ip-prefix';
 import { mapPinPath } from '../kernel/pins';
 import { readPairs } from '../kernel/pairs';
-import { EnvironmentError, UsageError } from '../common/errors';
+import { UsageError } from '../common/errors';
+import { explainPinError, requirePin } from '../kernel/pin-access';
 import { netnsNames } from './netns';
 import { ConnBytes, readConnBytes } from './bytes';
 import type { ParsedCommandLine } from '../cli/cli-args';
@@ -140,12 +140,15 @@ export interface ListOptions {
 
 /** Paired connections (both ends redirected) matching `filter`, oldest first. */
 export function listConnections(pinRoot: string, filter: ConnsFilter = {}, opts: ListOptions = {}): ConnRow[] {
-  const pin = mapPinPath(pinRoot, 'sa_pairs');
-  if (!fs.existsSync(pin)) {
-    throw new EnvironmentError(`nothing pinned under ${pinRoot}`, { hint: 'start the daemon (sockaccel run), or pass the --pin-root it uses' });
-  }
+  requirePin(pinRoot, mapPinPath(pinRoot, 'sa_pairs'));
   const now = { monoNs: process.hrtime.bigint(), wallMs: Date.now() };
-  const conns = readPairs(pinRoot).filter((c) => c.state === 'paired' && matches(c, filter));
+  let pairs: Connection[];
+  try {
+    pairs = readPairs(pinRoot);
+  } catch (err) {
+    throw explainPinError(pinRoot, err);
+  }
+  const conns = pairs.filter((c) => c.state === 'paired' && matches(c, filter));
   if (conns.length === 0) return [];
   const bytes = bytesOrNull(pinRoot, opts);
   const names = netnsNames();

@@ -14,7 +14,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LibbpfError } from '../kernel/libc';
 import { bindLibrary, getErrno } from '../kernel/native';
-import { AlreadyRunningError } from '../common/errors';
+import { isPermissionError } from '../kernel/pin-access';
+import { AlreadyRunningError, PrivilegeError } from '../common/errors';
 
 /** systemd's RuntimeDirectory=sockaccel; writable under ProtectSystem=strict. */
 export const LOCK_DIR = '/run/sockaccel';
@@ -74,10 +75,8 @@ function describeHolder(file: string): string {
  */
 export function acquireInstanceLock(pinRoot: string, role: string, dir: string = LOCK_DIR): InstanceLock {
   const file = lockPath(pinRoot, dir);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   for (;;) {
-    // No O_TRUNC: the holder's pid must survive until we know we hold the lock.
-    const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+    const fd = openLockFile(dir, file, role);
     let held = false;
     try {
       if (!tryFlock(fd, file)) {
@@ -96,6 +95,21 @@ export function acquireInstanceLock(pinRoot: string, role: string, dir: string =
       if (!held) fs.closeSync(fd);
     }
     if (held) return heldLock(file, fd);
+  }
+}
+
+/** Opens (creating) the lock file; a PrivilegeError when this process may not, which is anyone but root. */
+function openLockFile(dir: string, file: string, role: string): number {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    // No O_TRUNC: the holder's pid must survive until we know we hold the lock.
+    return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+  } catch (err) {
+    if (!isPermissionError(err)) throw err;
+    throw new PrivilegeError(`sockaccel ${role} needs root: it cannot take its instance lock ${file} (${(err as NodeJS.ErrnoException).code})`, {
+      cause: err,
+      hint: `run it as root (sudo); the lock lives in ${dir}, which only root may write`,
+    });
   }
 }
 

@@ -4,6 +4,8 @@
  * A check that cannot run (say, without privilege) fails and names why,
  * rather than passing by default.
  */
+import { isPermissionError } from '../kernel/pin-access';
+
 export type CheckStatus = 'pass' | 'warn' | 'fail';
 
 export interface Check {
@@ -15,6 +17,8 @@ export interface Check {
   readonly detail: string;
   /** What to do; present for warn and fail. */
   readonly fix?: string;
+  /** Failed because doctor itself lacks a privilege (not because the node is wrong): its answer is unknown. */
+  readonly missingPrivilege?: true;
 }
 
 export interface DoctorReport {
@@ -22,11 +26,15 @@ export interface DoctorReport {
   readonly summary: Record<CheckStatus, number>;
   /** False when any check failed. */
   readonly ok: boolean;
+  /** False when doctor lacked a privilege for some check: run it as root for the whole answer. */
+  readonly complete: boolean;
 }
 
 export const pass = (id: string, title: string, detail: string): Check => ({ id, title, status: 'pass', detail });
 export const warn = (id: string, title: string, detail: string, fix: string): Check => ({ id, title, status: 'warn', detail, fix });
 export const fail = (id: string, title: string, detail: string, fix: string): Check => ({ id, title, status: 'fail', detail, fix });
+/** A check doctor could not do for lack of privilege. */
+export const unprivileged = (id: string, title: string, detail: string, fix: string): Check => ({ ...fail(id, title, detail, fix), missingPrivilege: true });
 
 /** Runs `fn`; an exception becomes a failed check instead of ending the doctor. */
 export function guarded(id: string, title: string, fix: string, fn: () => Check | Check[]): Check[] {
@@ -34,14 +42,15 @@ export function guarded(id: string, title: string, fix: string, fn: () => Check 
     const result = fn();
     return Array.isArray(result) ? result : [result];
   } catch (err) {
-    return [fail(id, title, `the check itself failed: ${err instanceof Error ? err.message : String(err)}`, fix)];
+    const detail = `the check itself failed: ${err instanceof Error ? err.message : String(err)}`;
+    return [isPermissionError(err) ? unprivileged(id, title, detail, fix) : fail(id, title, detail, fix)];
   }
 }
 
 export function summarize(checks: readonly Check[]): DoctorReport {
   const summary: Record<CheckStatus, number> = { pass: 0, warn: 0, fail: 0 };
   for (const c of checks) summary[c.status]++;
-  return { checks, summary, ok: summary.fail === 0 };
+  return { checks, summary, ok: summary.fail === 0, complete: !checks.some((c) => c.missingPrivilege === true) };
 }
 
 const MARK: Record<CheckStatus, string> = { pass: 'PASS', warn: 'WARN', fail: 'FAIL' };

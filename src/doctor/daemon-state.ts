@@ -11,7 +11,8 @@ import { DEFAULT_OBJECT_DIR, formatDifference, objectPath, withBpfObject } from 
 import { LAYOUT_VERSION } from '../kernel/bpf-layout';
 import { LINK_PINS, linkPinPath, mapPinPath, SHARED_MAP_NAMES, SharedMapName, withPinnedFd } from '../kernel/pins';
 import { sockopsMode } from '../cli/status';
-import { Check, fail, pass } from './check';
+import { Check, fail, pass, unprivileged } from './check';
+import { isPermissionError, pinPrivilegeError } from '../kernel/pin-access';
 
 /**
  * Maps user space may write: the daemon keeps sa_local current, and
@@ -146,9 +147,15 @@ export function linkChecks(pinRoot: string, cgroupPath: string, sockmapLinks: bo
 
 export function pinRootCheck(pinRoot: string): Check {
   const title = 'daemon pins';
-  if (!fs.existsSync(pinRoot)) {
+  let pins: string[];
+  try {
+    pins = fs.readdirSync(pinRoot);
+  } catch (err) {
+    // The pin directory is root-only: EACCES says nothing about whether the daemon runs.
+    if (isPermissionError(err)) return unprivileged('pins.present', title, pinPrivilegeError(pinRoot, err).message, 'run doctor as root');
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     return fail('pins.present', title, `nothing pinned under ${pinRoot}: sockaccel is not running here`, `start it (systemctl start sockaccel), or pass the --pin-root it uses`);
   }
-  return pass('pins.present', title, `${fs.readdirSync(pinRoot).length} pins under ${pinRoot}`);
+  return pass('pins.present', title, `${pins.length} pins under ${pinRoot}`);
 }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { DEFAULT_BPFFS, isBpffs } from '../kernel/bpffs';
 import { cgroup2MountsFrom, resolveCgroupPath } from '../kernel/cgroup';
 import { effectiveCapabilities } from '../kernel/probes';
-import { Check, fail, pass, warn } from './check';
+import { Check, fail, pass, unprivileged, warn } from './check';
 
 /** Capability numbers from linux/capability.h. */
 export const CAPS = {
@@ -43,7 +43,7 @@ export function privilegeCheck(caps = effectiveCapabilities()): Check {
   const missing = missingDaemonCaps(caps);
   const have = `effective capabilities 0x${caps.toString(16)}, uid ${process.getuid?.()}`;
   if (missing.length > 0) {
-    return fail('env.privileges', title, `missing ${missing.join(', ')} (${have})`, `run as root, or grant ${DAEMON_CAPS.join(' ')} (systemd/sockaccel.service does)`);
+    return unprivileged('env.privileges', title, `missing ${missing.join(', ')} (${have})`, `run as root, or grant ${DAEMON_CAPS.join(' ')} (systemd/sockaccel.service does)`);
   }
   return pass('env.privileges', title, `${DAEMON_CAPS.join(', ')} present (${have})`);
 }

@@ -8,6 +8,7 @@
 import os from 'node:os';
 import { loadConfig, type SockaccelConfig } from '../config/config';
 import type { ParsedCommandLine } from '../cli/cli-args';
+import { EXIT_CODES } from '../common/errors';
 import { resolveCgroupPath } from '../kernel/cgroup';
 import { Check, DoctorReport, formatReport, guarded, summarize } from './check';
 import { bpffsCheck, cgroupCheck, privilegeCheck } from './environment';
@@ -67,9 +68,19 @@ export async function runDoctor(config: DoctorConfig): Promise<DoctorReport> {
   return summarize(checks);
 }
 
-/** Exit status 1 when any check failed, so that doctor can gate a rollout. */
+/**
+ * Exit status 1 when any check failed, so that doctor can gate a rollout;
+ * 77 (ERR_PRIVILEGE) when doctor lacked a privilege for some check, since
+ * then its verdict is unknown rather than bad; the report is printed in full
+ * either way.
+ */
 export async function runDoctorCommand(cmd: ParsedCommandLine): Promise<number> {
   const report = await runDoctor(loadConfig({ argv: cmd.configArgv }));
   process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+  if (!report.complete) {
+    const ids = report.checks.filter((c) => c.missingPrivilege === true).map((c) => c.id);
+    process.stderr.write(`sockaccel: doctor lacks the privilege for ${ids.join(', ')}, so its answer is incomplete; run it as root\n`);
+    return EXIT_CODES.ERR_PRIVILEGE.exitCode;
+  }
   return report.ok ? 0 : 1;
 }

@@ -90,15 +90,25 @@ test('--json is accepted only by status, doctor, conns and bench', (t) => {
   t.is(usageError(['--json']).message, 'option --json is not accepted without a command');
 });
 
-test('--help works with every command, and alone means the help command', (t) => {
+test('<command> --help (or -h) is help <command>: the command itself never runs', (t) => {
   for (const command of Object.keys(COMMANDS) as CommandName[]) {
-    const parsed = parseCommandLine([command, '--help']);
-    t.is(parsed.command, command);
-    t.true(parsed.commandFlags.help);
+    for (const flag of ['--help', '-h']) {
+      const parsed = parseCommandLine([command, flag]);
+      t.is(parsed.command, 'help', `${command} ${flag}`);
+      t.deepEqual(parsed.operands, [command], `${command} ${flag}`);
+    }
   }
-  t.is(parseCommandLine(['--help']).command, 'help');
-  t.is(parseCommandLine(['-h']).command, 'help');
-  t.is(parseCommandLine(['-h', 'status']).command, 'status');
+  t.deepEqual(parseCommandLine(['-h', 'status']), { command: 'help', operands: ['status'], configArgv: [], commandFlags: {} });
+  // Whatever else came with it: flags of other commands, values, operands.
+  t.deepEqual(parseCommandLine(['run', '--pin-root=/x', '--json', 'now', '--help']).operands, ['run']);
+  t.deepEqual(parseCommandLine(['bench', '--quick', '-h']).operands, ['bench']);
+  t.deepEqual(parseCommandLine(['help', 'purge', '--help']).operands, ['purge']);
+  t.deepEqual(parseCommandLine(['--help']), { command: 'help', operands: [], configArgv: [], commandFlags: {} });
+  t.deepEqual(parseCommandLine(['-h']).operands, []);
+  // Still errors: an unknown command or option, and --help with a value.
+  t.is(usageError(['stat', '--help']).message, 'unknown command "stat" (did you mean "status"?)');
+  t.is(usageError(['run', '--hlep']).message, 'unknown option --hlep (did you mean --help?)');
+  t.is(usageError(['run', '--help=yes']).message, 'option --help does not take a value');
 });
 
 test('help takes a command as operand; other commands take none', (t) => {
