@@ -188,13 +188,12 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
     else commandFlags[token.name] = token.value ?? true;
   }
 
-  const command = named;
-  if (command === undefined) {
+  if (named === undefined) {
     throw new UsageError('no command given', { hint: `commands: ${COMMAND_NAMES.join(', ')}` });
   }
-  const maxOperands = (COMMANDS[command] as CommandSpec).operands?.length ?? 0;
+  const maxOperands = (COMMANDS[named] as CommandSpec).operands?.length ?? 0;
   if (operands.length > maxOperands) {
-    throw new UsageError(`unexpected argument "${operands[maxOperands]}" for command "${command}"`);
+    throw new UsageError(`unexpected argument "${operands[maxOperands]}" for command "${named}"`);
   }
-  return { command, operands, configArgv, commandFlags };
+  return { command: named, operands, configArgv, commandFlags };
 }
