@@ -1,6 +1,7 @@
 /**
  * What sockaccel keeps under its pin root, and how to open it again.
- * Pin names match SA_PIN_* in bpf/sockaccel.h.
+ * The pin names live here only: the BPF objects declare the maps, and the
+ * daemon pins them (and its links) under these names.
  */
 import fs from 'node:fs';
 import path from 'node:path';
