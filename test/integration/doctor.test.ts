@@ -66,7 +66,7 @@ privileged('a node where sockaccel runs: nothing fails, the kernel hazards are s
       const fionread = check(t, report, 'kernel.fionread');
       t.regex(fionread.detail, /FIONREAD \d+ (while|with) 4096 bytes/);
       if (os.release().startsWith('6.18.44')) {
-        // measured on this project's kernel (KERNEL-NOTES.md): the hazard is present
+        // measured on this project's kernel (README, "The FIONREAD probe"): the hazard is present
         t.is(fionread.status, 'warn');
         t.regex(fionread.detail, /^FIONREAD 0 while 4096 bytes were queued/);
         t.regex(fionread.detail, /pairing/);
