@@ -12,15 +12,11 @@ import { parseBenchOptions } from './options';
 import { ProcessGroup } from './processes';
 import { Progress } from './progress';
 import { formatReport } from './report-table';
-import { BenchIntegrityError } from './loadgen';
 import { runBench } from './runner';
+import { outputClosed, Shutdown } from './shutdown';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = require('../../../package.json').version;
-
-/** Exit status when the accelerated side was not accelerated or bytes were wrong. */
-export const INTEGRITY_FAILURE_EXIT = 1;
-const INTERRUPTED_EXIT = 130;
 
 /** The scratch daemon logs warnings only, unless --log-level says otherwise. */
 function logLevel(configArgv: readonly string[]): LogLevel {
@@ -28,44 +24,34 @@ function logLevel(configArgv: readonly string[]): LogLevel {
   return LOG_LEVELS.find((l) => l === given) ?? 'warn';
 }
 
+/** Writes `text` and waits for it: resolves with the write's error (a closed pipe) instead of leaving it to an 'error' event. */
+function writeStdout(text: string): Promise<Error | null | undefined> {
+  return new Promise((resolve) => process.stdout.write(text, resolve));
+}
+
 export async function runBenchCommand(cmd: ParsedCommandLine): Promise<number> {
   const opts = parseBenchOptions(cmd.commandFlags);
   const log = createLogger({ level: logLevel(cmd.configArgv), destination: process.stderr });
   const group = new ProcessGroup();
-  const controller = new AbortController();
-  // Ends our children (by pid) so the run in progress fails fast; runBench
-  // then removes everything it created before we exit.
-  const onSignal = () => {
-    controller.abort();
-    void group.killAll();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const shutdown = new Shutdown(group);
+  const stopListening = shutdown.listen();
   let results;
   try {
     results = await runBench(opts, cmd.configArgv, {
       progress: (total) => new Progress(total),
       log,
-      signal: controller.signal,
+      signal: shutdown.signal,
       group,
       version: VERSION,
     });
   } catch (err) {
-    if (controller.signal.aborted) {
-      process.stderr.write('sockaccel bench: interrupted; the cgroup, namespaces, pins and processes it made were removed\n');
-      return INTERRUPTED_EXIT;
-    }
-    if (err instanceof BenchIntegrityError) {
-      process.stderr.write(
-        `sockaccel bench: INTEGRITY FAILURE: ${err.message}\n` +
-          'No numbers are reported: a run that silently fell back to plain TCP (or lost bytes) would make them lie.\n',
-      );
-      return INTEGRITY_FAILURE_EXIT;
-    }
-    throw err;
+    // A BenchIntegrityError (or any other) goes on to main, which prints it and exits with its code.
+    const stopped = shutdown.stopped;
+    if (stopped === undefined) throw err;
+    process.stderr.write(`sockaccel bench: ${stopped.reason}; the cgroup, namespaces, pins and processes it made were removed\n`);
+    return stopped.exitCode;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stopListening();
   }
 
   fs.mkdirSync(opts.outDir, { recursive: true });
@@ -74,6 +60,10 @@ export async function runBenchCommand(cmd: ParsedCommandLine): Promise<number> {
   fs.writeFileSync(files.json, json);
   fs.writeFileSync(files.chart, renderChart(results));
   if (opts.out !== undefined) fs.writeFileSync(opts.out, json);
-  process.stdout.write(opts.json ? json : formatReport(results, files));
-  return 0;
+  const failed = await writeStdout(opts.json ? json : formatReport(results, files));
+  if (failed) {
+    shutdown.stop(outputClosed('stdout', failed));
+    process.stderr.write(`sockaccel bench: ${shutdown.stopped!.reason} before the results were printed; they are in ${files.json}\n`);
+  }
+  return shutdown.stopped?.exitCode ?? 0;
 }

@@ -5,17 +5,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { EnvironmentError } from '../common/errors';
+import { BenchIntegrityError, EnvironmentError } from '../common/errors';
 import type { Placement, ProcessGroup, JsonLine } from './processes';
 
 export const LOADGEN_BINARY = path.resolve(__dirname, '..', '..', '..', 'build', 'native', 'loadgen');
 
 export type Mode = 'rr' | 'stream' | 'connrate';
-
-/** The accelerated side did not accelerate, stalled, or lost or changed bytes: the numbers would lie. */
-export class BenchIntegrityError extends Error {
-  override readonly name = 'BenchIntegrityError';
-}
 
 /** A TCP host (listen: bind address; client: where to connect) or a Unix socket path. */
 export type Address = { readonly tcp: string } | { readonly unix: string };

@@ -9,7 +9,6 @@
  * the host's own networking is never touched.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { cleanUpOnFailure } from '../common/cleanup';
 import type { MeshName } from '../daemon/mesh';
 import { applyIstioInit, isSidecarListening, sidecarArgv } from '../fixtures/mesh-fixture';
@@ -201,10 +200,3 @@ export function pathByName(name: string): BenchPath | undefined {
   return PATHS.find((p) => p.name === name);
 }
 
-/** Prefix of everything the bench names on the machine (namespaces, cgroup, pins). */
-export const BENCH_PREFIX = 'sockaccel-bench-';
-
-/** `sockaccel-bench-<random>`: one per bench run. */
-export function benchRunName(): string {
-  return `${BENCH_PREFIX}${randomBytes(3).toString('hex')}`;
-}

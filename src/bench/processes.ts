@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { processIdentity, type ProcessIdentity } from './run-record';
 
 export interface Placement {
   /** cgroup v2 directory to run in; the bench process's own cgroup when absent. */
@@ -49,6 +50,8 @@ const STDERR_TAIL = 4096;
  */
 export class JsonProcess {
   readonly pid: number;
+  /** Pid and start time, read right after the spawn (undefined if it had already exited): what a sweeper checks before it kills. */
+  readonly identity: ProcessIdentity | undefined;
   readonly lines: JsonLine[] = [];
   readonly text: string[] = [];
   readonly exited: Promise<ExitStatus>;
@@ -70,6 +73,8 @@ export class JsonProcess {
     });
     if (this.child.pid === undefined) throw new Error(`${description}: could not start ${command}`);
     this.pid = this.child.pid;
+    // Not reaped before the event loop runs again, so the pid is still this child's.
+    this.identity = processIdentity(this.pid);
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       this.text.push(line);
       if (json) {
@@ -145,11 +150,27 @@ export class JsonProcess {
 /** Every child the bench started that has not exited yet. */
 export class ProcessGroup {
   private readonly live = new Set<JsonProcess>();
+  private watcher: ((live: readonly JsonProcess[]) => void) | undefined;
 
   spawn(description: string, argv: readonly string[], placement: Placement, json = true): JsonProcess {
-    const proc = new JsonProcess(description, placedArgv(argv, placement), (p) => this.live.delete(p), json);
+    const proc = new JsonProcess(
+      description,
+      placedArgv(argv, placement),
+      (p) => {
+        this.live.delete(p);
+        this.watcher?.([...this.live]);
+      },
+      json,
+    );
     this.live.add(proc);
+    this.watcher?.([...this.live]);
     return proc;
+  }
+
+  /** Calls `watcher` with the children still running: now, and whenever one starts or exits. */
+  watch(watcher: (live: readonly JsonProcess[]) => void): void {
+    this.watcher = watcher;
+    watcher([...this.live]);
   }
 
   /** SIGKILLs (by pid) and reaps every child still running. */

@@ -11,15 +11,17 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Stats, StatName } from '../kernel/bpf-layout';
-import { PrivilegeError, UsageError } from '../common/errors';
+import { BenchIntegrityError, PrivilegeError, UsageError } from '../common/errors';
 import type { MeshName } from '../daemon/mesh';
-import { BenchIntegrityError, checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunPlan, type RunSpec } from './loadgen';
+import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunPlan, type RunSpec } from './loadgen';
 import { caseId, type BenchOptions, type CaseSpec } from './options';
-import { benchRunName, type BenchPath, type PreparedPath } from './paths';
+import { removeDeadRuns } from './leftovers';
+import type { BenchPath, PreparedPath } from './paths';
 import { ProcessGroup, type Placement } from './processes';
 import type { Progress } from './progress';
 import { evaluateGoals, RESULTS_SCHEMA_VERSION, type BenchResults, type CaseResult, type Side, type SockperfCheck } from './results';
-import { startAcceleratedSide, type AcceleratedSide } from './scratch';
+import { newRunId, recordPath, RunRecorder } from './run-record';
+import { scratchLocations, startAcceleratedSide, type AcceleratedSide } from './scratch';
 import { checkSockperfInstalled, runSockperf } from './sockperf';
 import { summarizeRatios, summarizeRounds, type RatioSummary, type RoundSummary } from './stats';
 
@@ -274,7 +276,6 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
   checkLoadgenBuilt();
   if (opts.sockperf) checkSockperfInstalled();
   const started = new Date();
-  const name = benchRunName();
   const cleanups: (() => Promise<void>)[] = [];
   const prepared = new Map<string, PreparedPath>();
   const abortIfAsked = () => {
@@ -289,13 +290,29 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
     abortIfAsked();
     progress.step(label);
   };
+  // Leftovers of a run that was killed: their processes would share the
+  // CPUs with this run's, and nothing else would ever remove them.
+  await removeDeadRuns((line) => progress.note(line));
+  // Recorded before anything is made, so that whatever ends this run, even
+  // SIGKILL, the next bench, doctor or purge finds what it leaves.
+  const name = newRunId();
+  const runRecord = new RunRecorder(name);
+  io.group.watch((live) => {
+    try {
+      runRecord.update({ children: live.flatMap((p) => (p.identity ? [{ ...p.identity, description: p.description }] : [])) });
+    } catch (err) {
+      io.log.warn({ err }, 'could not update the bench run record: after a SIGKILL, purge might miss a process of this run');
+    }
+  });
   // Named up front, so that whoever watches (a test, an operator after a
   // crash) knows what this run creates.
-  progress.note(`run ${name}: cgroup ${name}, pin root /sys/fs/bpf/${name}, namespaces ${name}-*`);
+  const scratch = scratchLocations(name);
+  progress.note(`run ${name}: cgroup ${scratch.cgroup}, pin root ${scratch.pinRoot}, namespaces ${name}-*; owner pid ${process.pid}, recorded in ${recordPath(name)}`);
 
   let succeeded = false;
   try {
     const unixDir = fs.mkdtempSync(path.join(os.tmpdir(), name));
+    runRecord.update({ scratchDir: unixDir });
     cleanups.push(async () => fs.rmSync(unixDir, { recursive: true, force: true }));
     // The accelerated side first: paths place their own processes (proxies) in its cgroup.
     const accelerated = await startAcceleratedSide({
@@ -372,8 +389,10 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
         failures.push(err);
       }
     }
+    // The record goes last, and only when nothing is left: else the next bench or purge finishes the job.
+    if (failures.length === 0) runRecord.remove();
     if (failures.length > 0) {
-      const text = `bench cleanup incomplete: ${failures.map(String).join('; ')}`;
+      const text = `bench cleanup incomplete: ${failures.map(String).join('; ')}; the next sockaccel bench or purge removes what is left`;
       // A failed run's own error is the news; a clean run must not hide leftovers.
       if (succeeded) throw new AggregateError(failures, text);
       io.log.error(text);

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { DEFAULT_BPFFS } from '../kernel/bpffs';
 import { findCgroup2Root } from '../kernel/cgroup';
 import { loadConfig, type SockaccelConfig } from '../config/config';
 import { startDaemon, type Daemon } from '../daemon/daemon';
@@ -18,7 +19,6 @@ import type { MeshName } from '../daemon/mesh';
 import { readStats } from '../kernel/stats';
 import type { Stats } from '../kernel/bpf-layout';
 
-const BPFFS = '/sys/fs/bpf';
 const RMDIR_RETRY_MS = 5_000;
 
 export interface AcceleratedSide {
@@ -68,6 +68,11 @@ export function refuseForeignSockops(cgroups: readonly string[]): void {
   }
 }
 
+/** Where the run `runId` keeps its accelerated side: named after the run, so that its leftovers can be found. */
+export function scratchLocations(runId: string): { cgroup: string; pinRoot: string } {
+  return { cgroup: path.join(findCgroup2Root(), runId), pinRoot: path.join(DEFAULT_BPFFS, runId) };
+}
+
 /** Creates the scratch cgroup and starts the data path on it. */
 export async function startAcceleratedSide(opts: {
   name: string;
@@ -76,8 +81,7 @@ export async function startAcceleratedSide(opts: {
   mesh: MeshName;
   log: Logger;
 }): Promise<AcceleratedSide> {
-  const cgroup = path.join(findCgroup2Root(), opts.name);
-  const pinRoot = path.join(BPFFS, opts.name);
+  const { cgroup, pinRoot } = scratchLocations(opts.name);
   const config = benchDaemonConfig(opts.configArgv, { cgroupPath: cgroup, pinRoot, localCidrs: opts.localCidrs, mesh: opts.mesh });
   fs.mkdirSync(cgroup);
   let daemon: Daemon | undefined;
@@ -123,7 +127,7 @@ export function cgroupOfSelf(): string {
  * rmdir answers EBUSY until exited members are released; the caller has
  * already ended every process it put there, so retry briefly.
  */
-async function removeCgroup(dir: string): Promise<void> {
+export async function removeCgroup(dir: string): Promise<void> {
   const deadline = Date.now() + RMDIR_RETRY_MS;
   for (;;) {
     try {

@@ -35,6 +35,7 @@ import { detachSockops } from '../daemon/loader';
 import { LINK_PINS, linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES } from '../kernel/pins';
 import { readStatus } from './status';
 import { explainPinError, pinPresent } from '../kernel/pin-access';
+import { removeDeadRuns } from '../bench/leftovers';
 
 export const DEFAULT_WAIT_SECONDS = 10;
 const POLL_MS = 200;
@@ -143,6 +144,7 @@ function parseWaitSeconds(value: string | boolean | undefined): number {
 /** The CLI handler. */
 export async function runPurge(cmd: ParsedCommandLine): Promise<number> {
   const config = loadConfig({ argv: cmd.configArgv });
+  await removeDeadRuns((line) => process.stdout.write(`${line}\n`));
   await purge({
     pinRoot: config.pinRoot,
     force: cmd.commandFlags.force === true,

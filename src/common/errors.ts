@@ -12,6 +12,7 @@
 //   ERR_ENVIRONMENT       72  EX_OSFILE       bpffs / cgroup v2 missing or misplaced
 //   ERR_PIN_CONFLICT      73  EX_CANTCREAT    existing pins are incompatible or in use
 //   ERR_ALREADY_RUNNING   75  EX_TEMPFAIL     another sockaccel process holds the pin root
+//   ERR_BENCH_INTEGRITY   76  EX_PROTOCOL     bench: bytes or counters proved a run wrong
 //   ERR_PRIVILEGE         77  EX_NOPERM       not root / missing capabilities
 //   ERR_CONFIG            78  EX_CONFIG       invalid configuration
 //
@@ -30,6 +31,7 @@ export const EXIT_CODES = {
   ERR_ENVIRONMENT: { exitCode: 72, sysexits: 'EX_OSFILE', meaning: 'bpffs or cgroup v2 missing or misplaced' },
   ERR_PIN_CONFLICT: { exitCode: 73, sysexits: 'EX_CANTCREAT', meaning: 'existing pins are incompatible or in use' },
   ERR_ALREADY_RUNNING: { exitCode: 75, sysexits: 'EX_TEMPFAIL', meaning: 'another sockaccel process holds the pin root' },
+  ERR_BENCH_INTEGRITY: { exitCode: 76, sysexits: 'EX_PROTOCOL', meaning: 'bench: a run was not accelerated, stalled, or lost or changed bytes' },
   ERR_PRIVILEGE: { exitCode: 77, sysexits: 'EX_NOPERM', meaning: 'not root or missing capabilities' },
   ERR_CONFIG: { exitCode: 78, sysexits: 'EX_CONFIG', meaning: 'invalid configuration' },
 } as const;
@@ -194,6 +196,21 @@ export class PinConflictError extends SockaccelError {
 export class AlreadyRunningError extends SockaccelError {
   constructor(message: string, options?: SockaccelErrorOptions) {
     super('ERR_ALREADY_RUNNING', message, options);
+  }
+}
+
+/**
+ * The bench's accelerated side did not accelerate, stalled, or lost or
+ * changed bytes: its numbers would lie, so none are reported. EX_PROTOCOL
+ * (76): the byte stream broke its contract. Not 1, which Node gives an
+ * uncaught exception and doctor a failed check, and not 65, the verifier's.
+ */
+export class BenchIntegrityError extends SockaccelError {
+  constructor(detail: string, options: SockaccelErrorOptions = {}) {
+    super('ERR_BENCH_INTEGRITY', `INTEGRITY FAILURE: ${detail}`, {
+      hint: 'no numbers are reported: a run that silently fell back to plain TCP (or lost bytes) would make them lie',
+      ...options,
+    });
   }
 }
 

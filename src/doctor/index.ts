@@ -15,6 +15,7 @@ import { bpffsCheck, cgroupCheck, privilegeCheck } from './environment';
 import { atLeast, kernelChecks, parseKernelVersion, programLoadCheck } from './kernel';
 import { fionreadProbeCheck } from './fionread';
 import { effectiveSockops, loadedSkMsgPrograms, skMsgNeighboursCheck, sockopsNeighboursCheck } from './neighbours';
+import { benchLeftoversCheck } from './bench-leftovers';
 import { frozenMapsCheck, linkChecks, pinCompatibilityCheck, pinPermissionsCheck, pinRootCheck } from './daemon-state';
 
 const ROOT_FIX = 'run doctor as root';
@@ -65,6 +66,7 @@ export async function runDoctor(config: DoctorConfig): Promise<DoctorReport> {
     checks.push(...guarded('programs.sockops', 'other sock_ops programs on the cgroup path', ROOT_FIX, () => sockopsNeighboursCheck(effectiveSockops(target), ours)));
   }
   checks.push(...guarded('programs.sk_msg', 'other sk_msg programs loaded', 'run doctor as root (listing programs needs CAP_SYS_ADMIN)', () => skMsgNeighboursCheck(loadedSkMsgPrograms(), ours)));
+  checks.push(...guarded('bench.leftovers', 'leftovers of dead bench runs', ROOT_FIX, () => benchLeftoversCheck()));
   return summarize(checks);
 }
 

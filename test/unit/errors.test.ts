@@ -1,6 +1,7 @@
 import test from 'ava';
 import {
   AlreadyRunningError,
+  BenchIntegrityError,
   BpfError,
   ConfigError,
   EnvironmentError,
@@ -27,6 +28,7 @@ const ONE_OF_EACH: SockaccelError[] = [
   new PinConflictError('map sock_hash has max_entries 1024, config says 65535'),
   new AlreadyRunningError('another sockaccel process (pid 42) holds /sys/fs/bpf/sockaccel'),
   new LibbpfError('bpf_obj_get', 2, '/sys/fs/bpf/sockaccel/meta'),
+  new BenchIntegrityError('rr loopback 64 B same-cpu accelerated: the connection was never paired'),
 ];
 
 test('each error class has its own code and exit code, as in EXIT_CODES', (t) => {
@@ -58,6 +60,7 @@ test('exit codes follow sysexits', (t) => {
     PinConflictError: 73,
     AlreadyRunningError: 75,
     LibbpfError: 70,
+    BenchIntegrityError: 76,
   });
 });
 
