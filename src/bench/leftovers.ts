@@ -20,7 +20,7 @@ import { AlreadyRunningError } from '../common/errors';
 import { detachSockops } from '../daemon/loader';
 import { acquireInstanceLock, lockPath } from '../daemon/instance-lock';
 import { deleteAllNetns } from '../fixtures/netns';
-import { isRunning, readRunRecord, recordedRunIds, recordPath, type ChildRecord, type ProcessIdentity, type RunRecord } from './run-record';
+import { isRunning, readRunRecord, RECORD_DIR, recordedRunIds, recordPath, type ChildRecord, type ProcessIdentity, type RunRecord } from './run-record';
 import { removeCgroup, scratchLocations } from './scratch';
 
 const NETNS_DIR = '/run/netns';
@@ -28,6 +28,8 @@ const KILL_WAIT_MS = 10_000;
 
 export interface DeadRun {
   readonly runId: string;
+  /** Its record file. */
+  readonly record: string;
   readonly owner: ProcessIdentity;
   /** Recorded children that still run. */
   readonly processes: readonly ChildRecord[];
@@ -45,8 +47,8 @@ function cgroupPids(dir: string): number[] {
   return fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
 }
 
-/** What the dead run `record` left, as of now. */
-function survey(record: RunRecord): DeadRun {
+/** What the dead run `record` (recorded in `dir`) left, as of now. */
+function survey(record: RunRecord, dir: string): DeadRun {
   const { runId } = record;
   const { cgroup, pinRoot } = scratchLocations(runId);
   const netns = fs.existsSync(NETNS_DIR) ? fs.readdirSync(NETNS_DIR).filter((n) => n.startsWith(`${runId}-`)).sort() : [];
@@ -55,6 +57,7 @@ function survey(record: RunRecord): DeadRun {
   const lockFile = lockPath(pinRoot);
   return {
     runId,
+    record: recordPath(runId, dir),
     owner: record.owner,
     processes: record.children.filter(isRunning),
     cgroup: fs.existsSync(cgroup) ? { path: cgroup, pids: cgroupPids(cgroup) } : undefined,
@@ -65,11 +68,11 @@ function survey(record: RunRecord): DeadRun {
   };
 }
 
-/** Every recorded run whose owner is gone, with what it left (possibly nothing but its record). */
-export function findDeadRuns(): DeadRun[] {
-  return recordedRunIds().flatMap((runId) => {
-    const record = readRunRecord(runId);
-    return record === undefined || isRunning(record.owner) ? [] : [survey(record)];
+/** Every run recorded in `dir` whose owner is gone, with what it left (possibly nothing but its record). */
+export function findDeadRuns(dir = RECORD_DIR): DeadRun[] {
+  return recordedRunIds(dir).flatMap((runId) => {
+    const record = readRunRecord(runId, dir);
+    return record === undefined || isRunning(record.owner) ? [] : [survey(record, dir)];
   });
 }
 
@@ -150,10 +153,11 @@ export async function removeDeadRun(found: DeadRun, say: (line: string) => void)
   }
   try {
     // Another sweeper may have finished it between our look and our lock.
-    const record = readRunRecord(found.runId);
+    const dir = path.dirname(found.record);
+    const record = readRunRecord(found.runId, dir);
     if (record === undefined || isRunning(record.owner)) return;
     // The lock file is ours now: it was a leftover only if it was there before we locked.
-    const run = { ...survey(record), lockFile: found.lockFile };
+    const run = { ...survey(record, dir), lockFile: found.lockFile };
     const problems: unknown[] = [];
     const attempt = async (step: () => unknown) => {
       try {
@@ -169,9 +173,9 @@ export async function removeDeadRun(found: DeadRun, say: (line: string) => void)
     await attempt(() => deleteAllNetns(run.netns));
     if (run.scratchDir !== undefined) await attempt(() => fs.rmSync(run.scratchDir!, { recursive: true, force: true }));
     if (problems.length > 0) {
-      throw new AggregateError(problems, `could not remove everything bench run ${run.runId} left (kept ${recordPath(run.runId)} for the next try): ${problems.map(String).join('; ')}`);
+      throw new AggregateError(problems, `could not remove everything bench run ${run.runId} left (kept ${run.record} for the next try): ${problems.map(String).join('; ')}`);
     }
-    fs.rmSync(recordPath(run.runId), { force: true });
+    fs.rmSync(run.record, { force: true });
     say(`removed the leftovers of ${describeDeadRun(run)}`);
   } finally {
     lock.release();

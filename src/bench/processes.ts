@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { processIdentity, type ProcessIdentity } from './run-record';
 
 export interface Placement {
   /** cgroup v2 directory to run in; the bench process's own cgroup when absent. */
@@ -35,6 +34,16 @@ export function placedArgv(argv: readonly string[], placement: Placement): strin
   return command;
 }
 
+/**
+ * `argv` behind a gate: the child waits for one line on stdin before it runs
+ * the program. The bench releases it once its run record names the child;
+ * if the bench dies first (SIGKILL), stdin ends instead and the child exits
+ * without running it, so no process of the run escapes the record.
+ */
+export function gatedArgv(argv: readonly string[]): string[] {
+  return ['sh', '-c', 'read -r go && exec "$@"', 'sh', ...argv];
+}
+
 export interface ExitStatus {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
@@ -50,8 +59,6 @@ const STDERR_TAIL = 4096;
  */
 export class JsonProcess {
   readonly pid: number;
-  /** Pid and start time, read right after the spawn (undefined if it had already exited): what a sweeper checks before it kills. */
-  readonly identity: ProcessIdentity | undefined;
   readonly lines: JsonLine[] = [];
   readonly text: string[] = [];
   readonly exited: Promise<ExitStatus>;
@@ -67,14 +74,14 @@ export class JsonProcess {
     json = true,
   ) {
     const [command, ...args] = argv;
-    this.child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(command!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.on('error', (err) => {
       this.stderrTail += `\n[spawn error] ${err.message}`;
     });
     if (this.child.pid === undefined) throw new Error(`${description}: could not start ${command}`);
     this.pid = this.child.pid;
-    // Not reaped before the event loop runs again, so the pid is still this child's.
-    this.identity = processIdentity(this.pid);
+    // Gone before it was released (see gatedArgv): nothing to tell it.
+    this.child.stdin!.on('error', () => {});
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       this.text.push(line);
       if (json) {
@@ -98,6 +105,11 @@ export class JsonProcess {
         resolve(this.status);
       });
     });
+  }
+
+  /** Lets a gated child (gatedArgv) run its program. */
+  release(): void {
+    this.child.stdin!.end('\n');
   }
 
   get running(): boolean {
@@ -150,27 +162,33 @@ export class JsonProcess {
 /** Every child the bench started that has not exited yet. */
 export class ProcessGroup {
   private readonly live = new Set<JsonProcess>();
-  private watcher: ((live: readonly JsonProcess[]) => void) | undefined;
+  private watcher: (() => void) | undefined;
 
+  /** Starts `argv` at `placement`; it runs its program once every watcher knows it. */
   spawn(description: string, argv: readonly string[], placement: Placement, json = true): JsonProcess {
     const proc = new JsonProcess(
       description,
-      placedArgv(argv, placement),
+      gatedArgv(placedArgv(argv, placement)),
       (p) => {
         this.live.delete(p);
-        this.watcher?.([...this.live]);
+        this.watcher?.();
       },
       json,
     );
     this.live.add(proc);
-    this.watcher?.([...this.live]);
+    this.watcher?.();
+    proc.release();
     return proc;
   }
 
-  /** Calls `watcher` with the children still running: now, and whenever one starts or exits. */
-  watch(watcher: (live: readonly JsonProcess[]) => void): void {
+  /** Children still running. */
+  get running(): readonly JsonProcess[] {
+    return [...this.live];
+  }
+
+  /** Calls `watcher` whenever a child starts (before it runs its program) or exits. */
+  watch(watcher: () => void): void {
     this.watcher = watcher;
-    watcher([...this.live]);
   }
 
   /** SIGKILLs (by pid) and reaps every child still running. */

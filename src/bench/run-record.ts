@@ -15,7 +15,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LOCK_DIR } from '../daemon/instance-lock';
 
-export const RECORD_DIR = path.join(LOCK_DIR, 'bench');
+/**
+ * Where run records live. SOCKACCEL_BENCH_RECORD_DIR moves them: a bench,
+ * doctor or purge then sees only the runs recorded there (the cleanup tests
+ * use it, so that a purge in another test file cannot sweep the dead run a
+ * test is still looking at).
+ */
+export const RECORD_DIR = process.env.SOCKACCEL_BENCH_RECORD_DIR || path.join(LOCK_DIR, 'bench');
 
 /** Everything a run names on the machine (cgroup, pin root, namespaces, scratch directory) starts with its run id. */
 export const RUN_ID_PATTERN = /^sockaccel-bench-[0-9a-f]{6}$/;
@@ -37,7 +43,7 @@ export interface RunRecord {
   readonly startedAt: string;
   /** The run's directory for Unix sockets (its name starts with the run id; it lives under the owner's TMPDIR). */
   readonly scratchDir?: string;
-  /** Children started and not yet seen to exit. */
+  /** The owner's children when last looked at. */
   readonly children: readonly ChildRecord[];
 }
 
@@ -52,6 +58,11 @@ export function processIdentity(pid: number): ProcessIdentity | undefined {
   } catch {
     return undefined;
   }
+  return parseStat(pid, stat);
+}
+
+/** /proc/<pid>/stat: undefined for a zombie (or a process being released). */
+export function parseStat(pid: number, stat: string): ProcessIdentity | undefined {
   // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const state = fields[0];
@@ -63,6 +74,30 @@ export function processIdentity(pid: number): ProcessIdentity | undefined {
 /** True while the very process `id` names still runs (a reused pid does not count). */
 export function isRunning(id: ProcessIdentity): boolean {
   return processIdentity(id.pid)?.startTime === id.startTime;
+}
+
+/**
+ * This process's children, each described by its command line: everything
+ * the run started, whoever in the process started it (the scratch daemon's
+ * own `ip monitor` included).
+ */
+export function ownChildren(): ChildRecord[] {
+  return fs
+    .readdirSync('/proc/self/task')
+    .flatMap((tid) => fs.readFileSync(`/proc/self/task/${tid}/children`, 'utf8').split(' '))
+    .filter(Boolean)
+    .flatMap((text) => {
+      const pid = Number(text);
+      const id = processIdentity(pid);
+      if (id === undefined) return [];
+      let command = '?';
+      try {
+        command = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').slice(0, 80);
+      } catch {
+        // exited just now; the start time above is still right
+      }
+      return [{ ...id, description: command }];
+    });
 }
 
 export function recordPath(runId: string, dir = RECORD_DIR): string {

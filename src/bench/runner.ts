@@ -17,10 +17,10 @@ import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen
 import { caseId, type BenchOptions, type CaseSpec } from './options';
 import { removeDeadRuns } from './leftovers';
 import type { BenchPath, PreparedPath } from './paths';
-import { ProcessGroup, type Placement } from './processes';
+import type { Placement, ProcessGroup } from './processes';
 import type { Progress } from './progress';
 import { evaluateGoals, RESULTS_SCHEMA_VERSION, type BenchResults, type CaseResult, type Side, type SockperfCheck } from './results';
-import { newRunId, recordPath, RunRecorder } from './run-record';
+import { newRunId, ownChildren, recordPath, RunRecorder } from './run-record';
 import { scratchLocations, startAcceleratedSide, type AcceleratedSide } from './scratch';
 import { checkSockperfInstalled, runSockperf } from './sockperf';
 import { summarizeRatios, summarizeRounds, type RatioSummary, type RoundSummary } from './stats';
@@ -297,13 +297,16 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
   // SIGKILL, the next bench, doctor or purge finds what it leaves.
   const name = newRunId();
   const runRecord = new RunRecorder(name);
-  io.group.watch((live) => {
+  // Every child of this process is the run's; the group's own ones get their description.
+  const recordChildren = () => {
     try {
-      runRecord.update({ children: live.flatMap((p) => (p.identity ? [{ ...p.identity, description: p.description }] : [])) });
+      const described = new Map(io.group.running.map((p) => [p.pid, p.description]));
+      runRecord.update({ children: ownChildren().map((c) => ({ ...c, description: described.get(c.pid) ?? c.description })) });
     } catch (err) {
       io.log.warn({ err }, 'could not update the bench run record: after a SIGKILL, purge might miss a process of this run');
     }
-  });
+  };
+  io.group.watch(recordChildren);
   // Named up front, so that whoever watches (a test, an operator after a
   // crash) knows what this run creates.
   const scratch = scratchLocations(name);
@@ -322,6 +325,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
       mesh: meshOf(opts.paths),
       log: io.log,
     });
+    recordChildren(); // the daemon's own (its address monitor)
     // Before the daemon stops: our processes must be out of its cgroup.
     cleanups.push(accelerated.close, () => io.group.killAll());
     for (const p of opts.paths) {

@@ -1,96 +1,18 @@
 /**
  * `sockaccel bench` end to end, from the built CLI, with extra-small
  * settings: the JSON schema, the chart, the integrity gate (an accelerated
- * side that is not accelerated must fail loudly) and cleanup after success,
- * failure and SIGINT. No timing thresholds: the numbers are not under test.
+ * side that is not accelerated must fail loudly) and cleanup after success
+ * and failure (bench-cleanup.test.ts: after signals, broken pipes and
+ * SIGKILL). No timing thresholds: the numbers are not under test.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { lockPath } from '../../src/daemon/instance-lock';
-import { findCgroup2Root } from '../helpers/cgroup';
+import { assertCleanedUp, ONE_SHORT_ROUND, serially, SMALL, startBench, tempDir } from '../helpers/bench';
 import { privilegedTest } from '../helpers/privilege';
 
 const privileged = privilegedTest(test);
-const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
-const SMALL = ['--quick', '--rr-sizes', '64', '--stream-sizes', '131072', '--pinning', 'same-cpu'];
-const ONE_SHORT_ROUND = ['--rounds', '1', '--duration-ms', '80'];
-
-// The bench pins to CPUs and measures: never two at once, whatever ava's concurrency.
-let queue: Promise<unknown> = Promise.resolve();
-function serially<T>(fn: () => Promise<T>): Promise<T> {
-  const run = queue.then(fn, fn);
-  queue = run.catch(() => undefined);
-  return run;
-}
-
-interface BenchRun {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** The scratch names a bench run announces on stderr ("run sockaccel-bench-xxxxxx: ..."). */
-function runNames(stderr: string): string[] {
-  return [...new Set([...stderr.matchAll(/run (sockaccel-bench-[0-9a-f]{6}):/g)].map((m) => m[1]!))];
-}
-
-/** Everything a run named `name` may have left: cgroup, pin root, lock file, namespaces. */
-function leftovers(name: string): string[] {
-  const lock = lockPath(path.join('/sys/fs/bpf', name));
-  const candidates = [path.join(findCgroup2Root(), name), path.join('/sys/fs/bpf', name)];
-  const netns = fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns').filter((n) => n.startsWith(`${name}-`)).map((n) => `/run/netns/${n}`) : [];
-  return [...candidates.filter((p) => fs.existsSync(p)), ...netns, ...(fs.existsSync(lock) ? [lock] : [])];
-}
-
-/**
- * Runs the CLI. If the test ends first (failure, timeout), teardown stops the
- * bench with SIGINT (its own cleanup), then SIGKILL, and removes whatever its
- * run left behind.
- */
-function startBench(t: ExecutionContext, args: string[]): { child: ChildProcess; done: Promise<BenchRun> } {
-  const child = spawn(process.execPath, [CLI, 'bench', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const done = new Promise<BenchRun>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGINT');
-      const stopped = await Promise.race([done.then(() => true), new Promise((r) => setTimeout(r, 20_000, false))]);
-      if (!stopped) {
-        child.kill('SIGKILL');
-        await done;
-      }
-    }
-    for (const name of runNames(stderr)) forceRemove(name);
-  });
-  return { child, done };
-}
-
-function forceRemove(name: string): void {
-  for (const leftover of leftovers(name)) {
-    if (leftover.startsWith('/run/netns/')) fs.rmSync(leftover, { force: true });
-    else if (leftover.startsWith(findCgroup2Root())) fs.rmdirSync(leftover);
-    else fs.rmSync(leftover, { recursive: true, force: true });
-  }
-}
-
-function assertCleanedUp(t: ExecutionContext, stderr: string): void {
-  const names = runNames(stderr);
-  t.is(names.length, 1, `one run name announced on stderr:\n${stderr}`);
-  for (const name of names) t.deepEqual(leftovers(name), [], `run ${name} left these behind`);
-}
-
-function tempDir(t: ExecutionContext): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockaccel-bench-test-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
@@ -199,35 +121,11 @@ privileged('integrity gate: an accelerated side that is not accelerated fails lo
   // The daemon's own port filter leaves every bench connection plain TCP.
   const args = [...SMALL, ...ONE_SHORT_ROUND, '--paths', 'loopback', '--kinds', 'rr', '--include-ports=1', '--out-dir', dir];
   const { code, stdout, stderr } = await serially(() => startBench(t, args).done);
-  t.is(code, 1, stderr);
+  t.is(code, 76, stderr);
   t.regex(stderr, /INTEGRITY FAILURE: rr loopback 64 B same-cpu accelerated: the accelerated run fell back to plain TCP: the connection was never paired/);
   // The counters name the cause: the client's handshake was skipped for its port.
   t.regex(stderr, /skipped_port \+1/);
   t.is(stdout, '');
   t.false(fs.existsSync(path.join(dir, 'results.json')));
   assertCleanedUp(t, stderr);
-});
-
-privileged('SIGINT mid-run: exit 130 and the cgroup, namespaces, pins and processes are gone', async (t) => {
-  const dir = tempDir(t);
-  const result = await serially(async () => {
-    const { child, done } = startBench(t, [...SMALL, '--rounds', '3', '--duration-ms', '300', '--out-dir', dir]);
-    let seen = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no measurement started:\n${seen}`)), 60_000);
-      child.stderr!.on('data', (d: string) => {
-        seen += d;
-        if (/round 1\/3: rr/.test(seen)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    child.kill('SIGINT');
-    return done;
-  });
-  t.is(result.code, 130, result.stderr);
-  t.regex(result.stderr, /interrupted/);
-  t.false(fs.existsSync(path.join(dir, 'results.json')));
-  assertCleanedUp(t, result.stderr);
 });
