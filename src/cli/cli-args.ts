@@ -48,7 +48,7 @@ export const COMMANDS = {
     },
   },
   purge: {
-    summary: 'remove the pinned maps and links once no accelerated connection uses them (the daemon must be stopped)',
+    summary: 'remove the pinned maps and links once no accelerated connection uses them (the daemon must be stopped), and what killed bench runs left',
     flags: {
       force: { type: 'boolean', description: 'remove them even if accelerated connections remain after the wait (see the README for the cost)' },
       'wait-seconds': { type: 'string', description: 'how long to wait for accelerated connections to close (default 10)' },
