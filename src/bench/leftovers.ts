@@ -16,6 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { attemptEach } from '../common/cleanup';
 import { AlreadyRunningError } from '../common/errors';
 import { detachSockops } from '../daemon/loader';
 import { acquireInstanceLock, lockPath } from '../daemon/instance-lock';
@@ -112,20 +113,21 @@ async function waitUntilGone(processes: readonly ProcessIdentity[]): Promise<voi
  * Linux 5.14+, kills them atomically; older kernels get one signal per pid).
  */
 async function killProcesses(run: DeadRun): Promise<void> {
-  const identities: ProcessIdentity[] = [...run.processes];
-  for (const p of run.processes) {
+  const kill = (pid: number) => {
     try {
-      if (isRunning(p)) process.kill(p.pid, 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }
-  }
+  };
+  for (const p of run.processes) if (isRunning(p)) kill(p.pid);
   if (run.cgroup !== undefined && run.cgroup.pids.length > 0) {
     const killFile = path.join(run.cgroup.path, 'cgroup.kill');
     if (fs.existsSync(killFile)) fs.writeFileSync(killFile, '1');
-    else for (const pid of cgroupPids(run.cgroup.path)) process.kill(pid, 'SIGKILL');
+    else cgroupPids(run.cgroup.path).forEach(kill);
   }
-  await waitUntilGone(identities);
+  // The cgroup's members are waited for by removeCgroup (rmdir answers EBUSY until they are gone).
+  await waitUntilGone(run.processes);
 }
 
 /** Detaches the sock_ops link (whatever else holds it), then unpins everything under the pin root. */
@@ -142,10 +144,9 @@ function removePinRoot(pinRoot: string): void {
  * fails, the record stays for the next sweep and the error names what is left.
  */
 export async function removeDeadRun(found: DeadRun, say: (line: string) => void): Promise<void> {
-  const { pinRoot } = scratchLocations(found.runId);
   let lock;
   try {
-    lock = acquireInstanceLock(pinRoot, 'bench cleanup');
+    lock = acquireInstanceLock(scratchLocations(found.runId).pinRoot, 'bench cleanup');
   } catch (err) {
     if (!(err instanceof AlreadyRunningError)) throw err;
     say(`bench run ${found.runId}: another process is removing its leftovers`);
@@ -158,23 +159,15 @@ export async function removeDeadRun(found: DeadRun, say: (line: string) => void)
     if (record === undefined || isRunning(record.owner)) return;
     // The lock file is ours now: it was a leftover only if it was there before we locked.
     const run = { ...survey(record, dir), lockFile: found.lockFile };
-    const problems: unknown[] = [];
-    const attempt = async (step: () => unknown) => {
-      try {
-        await step();
-      } catch (err) {
-        problems.push(err);
-      }
-    };
+    const { pinRoot: pins, cgroup, scratchDir } = run;
     // Processes first: nothing may use the pins, the cgroup or the namespaces while they go.
-    await attempt(() => killProcesses(run));
-    if (run.pinRoot !== undefined) await attempt(() => removePinRoot(run.pinRoot!));
-    if (run.cgroup !== undefined) await attempt(() => removeCgroup(run.cgroup!.path));
-    await attempt(() => deleteAllNetns(run.netns));
-    if (run.scratchDir !== undefined) await attempt(() => fs.rmSync(run.scratchDir!, { recursive: true, force: true }));
-    if (problems.length > 0) {
-      throw new AggregateError(problems, `could not remove everything bench run ${run.runId} left (kept ${run.record} for the next try): ${problems.map(String).join('; ')}`);
-    }
+    await attemptEach(`could not remove everything bench run ${run.runId} left (kept ${run.record} for the next try)`, [
+      () => killProcesses(run),
+      () => pins !== undefined && removePinRoot(pins),
+      () => cgroup !== undefined && removeCgroup(cgroup.path),
+      () => deleteAllNetns(run.netns),
+      () => scratchDir !== undefined && fs.rmSync(scratchDir, { recursive: true, force: true }),
+    ]);
     fs.rmSync(run.record, { force: true });
     say(`removed the leftovers of ${describeDeadRun(run)}`);
   } finally {
@@ -182,7 +175,7 @@ export async function removeDeadRun(found: DeadRun, say: (line: string) => void)
   }
 }
 
-/** Removes the leftovers of every dead run, saying what it removed. */
+/** Removes the leftovers of every dead run, saying what it removed; one run that resists does not keep the others. */
 export async function removeDeadRuns(say: (line: string) => void): Promise<void> {
-  for (const run of findDeadRuns()) await removeDeadRun(run, say);
+  await attemptEach('leftovers of dead bench runs remain', findDeadRuns().map((run) => () => removeDeadRun(run, say)));
 }

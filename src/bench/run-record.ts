@@ -82,9 +82,16 @@ export function isRunning(id: ProcessIdentity): boolean {
  * own `ip monitor` included).
  */
 export function ownChildren(): ChildRecord[] {
+  const childrenOfTask = (tid: string) => {
+    try {
+      return fs.readFileSync(`/proc/self/task/${tid}/children`, 'utf8').split(' ');
+    } catch {
+      return []; // a thread that ended just now
+    }
+  };
   return fs
     .readdirSync('/proc/self/task')
-    .flatMap((tid) => fs.readFileSync(`/proc/self/task/${tid}/children`, 'utf8').split(' '))
+    .flatMap(childrenOfTask)
     .filter(Boolean)
     .flatMap((text) => {
       const pid = Number(text);
@@ -166,8 +173,15 @@ export function readRunRecord(runId: string, dir = RECORD_DIR): RunRecord | unde
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-  const parsed: unknown = JSON.parse(text);
-  if (!isRecord(parsed, runId)) throw new Error(`${recordPath(runId, dir)} is not a bench run record`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  if (!isRecord(parsed, runId)) {
+    throw new Error(`${recordPath(runId, dir)} is not a bench run record: its owner is unknown, so nothing of run ${runId} is touched; remove the file once you know no bench of that run id runs`);
+  }
   return parsed;
 }
 

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Stats, StatName } from '../kernel/bpf-layout';
+import { attemptEach } from '../common/cleanup';
 import { BenchIntegrityError, PrivilegeError, UsageError } from '../common/errors';
 import type { MeshName } from '../daemon/mesh';
 import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunPlan, type RunSpec } from './loadgen';
@@ -292,7 +293,10 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
   };
   // Leftovers of a run that was killed: their processes would share the
   // CPUs with this run's, and nothing else would ever remove them.
-  await removeDeadRuns((line) => progress.note(line));
+  await removeDeadRuns((line) => progress.note(line)).catch((err: unknown) => {
+    // Someone else's mess must not stop this run; purge retries and names it.
+    progress.note(err instanceof Error ? err.message : String(err));
+  });
   // Recorded before anything is made, so that whatever ends this run, even
   // SIGKILL, the next bench, doctor or purge finds what it leaves.
   const name = newRunId();
@@ -385,20 +389,14 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
     };
   } finally {
     progress.finish(succeeded);
-    const failures: unknown[] = [];
-    for (const cleanup of cleanups.reverse()) {
-      try {
-        await cleanup();
-      } catch (err) {
-        failures.push(err);
-      }
-    }
-    // The record goes last, and only when nothing is left: else the next bench or purge finishes the job.
-    if (failures.length === 0) runRecord.remove();
-    if (failures.length > 0) {
-      const text = `bench cleanup incomplete: ${failures.map(String).join('; ')}; the next sockaccel bench or purge removes what is left`;
+    try {
+      await attemptEach('bench cleanup incomplete', cleanups.reverse());
+      // The record goes last, and only when nothing is left: else the next bench or purge finishes the job.
+      runRecord.remove();
+    } catch (err) {
+      const text = `${(err as Error).message}; the next sockaccel bench or purge removes what is left`;
       // A failed run's own error is the news; a clean run must not hide leftovers.
-      if (succeeded) throw new AggregateError(failures, text);
+      if (succeeded) throw new AggregateError(err instanceof AggregateError ? err.errors : [err], text);
       io.log.error(text);
     }
   }

@@ -14,6 +14,7 @@ import { findCgroup2Root } from '../kernel/cgroup';
 import { loadConfig, type SockaccelConfig } from '../config/config';
 import { startDaemon, type Daemon } from '../daemon/daemon';
 import { effectiveSockops } from '../doctor/neighbours';
+import { attemptEach } from '../common/cleanup';
 import { EnvironmentError } from '../common/errors';
 import type { MeshName } from '../daemon/mesh';
 import { readStats } from '../kernel/stats';
@@ -89,18 +90,11 @@ export async function startAcceleratedSide(opts: {
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
-    const problems: unknown[] = [];
-    const attempt = async (step: () => unknown) => {
-      try {
-        await step();
-      } catch (err) {
-        problems.push(err);
-      }
-    };
-    await attempt(() => daemon?.stop());
-    await attempt(() => fs.rmSync(pinRoot, { recursive: true, force: true }));
-    await attempt(() => removeCgroup(cgroup));
-    if (problems.length > 0) throw new AggregateError(problems, `bench cleanup incomplete: ${problems.map(String).join('; ')}`);
+    await attemptEach('bench cleanup incomplete', [
+      () => daemon?.stop(),
+      () => fs.rmSync(pinRoot, { recursive: true, force: true }),
+      () => removeCgroup(cgroup),
+    ]);
   };
   try {
     refuseForeignSockops([cgroup, cgroupOfSelf()]);

@@ -34,3 +34,20 @@ export async function runThenCleanUp<T>(body: () => Promise<T>, cleanUp: () => P
   await cleanUp();
   return result;
 }
+
+/**
+ * Runs every step in order, each even if an earlier one failed (a failed
+ * step must not leave the later ones' resources behind), then throws one
+ * AggregateError naming every failure, prefixed with `what`.
+ */
+export async function attemptEach(what: string, steps: readonly (() => unknown)[]): Promise<void> {
+  const failures: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (err) {
+      failures.push(err);
+    }
+  }
+  if (failures.length > 0) throw new AggregateError(failures, `${what}: ${failures.map(message).join('; ')}`);
+}

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
+import { RECORD_DIR } from '../../src/bench/run-record';
 import { lockPath } from '../../src/daemon/instance-lock';
 import { findCgroup2Root } from './cgroup';
 import { CLI } from './cli';
@@ -82,7 +83,7 @@ export function runNames(stderr: string): string[] {
 }
 
 /** Everything on disk a run named `name` may have left: cgroup, pin root, lock file, namespaces, scratch directory, run record in `recordDir`. */
-export function leftovers(name: string, recordDir = '/run/sockaccel/bench'): string[] {
+export function leftovers(name: string, recordDir = RECORD_DIR): string[] {
   const lock = lockPath(path.join('/sys/fs/bpf', name));
   const candidates = [path.join(findCgroup2Root(), name), path.join('/sys/fs/bpf', name), lock, path.join(recordDir, `${name}.json`)];
   const named = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith(name)).map((n) => path.join(dir, n)) : []);

@@ -64,7 +64,9 @@ test('files that are not run records are ignored; a damaged record is an error, 
   fs.writeFileSync(path.join(dir, 'sockaccel-bench-abcdef.json.tmp'), '{');
   t.deepEqual(findDeadRuns(dir), []);
   fs.writeFileSync(path.join(dir, 'sockaccel-bench-abcdef.json'), '{"runId":"sockaccel-bench-abcdef"}');
-  t.throws(() => findDeadRuns(dir), { message: /is not a bench run record/ });
+  t.throws(() => findDeadRuns(dir), { message: /sockaccel-bench-abcdef\.json is not a bench run record/ });
+  fs.writeFileSync(path.join(dir, 'sockaccel-bench-abcdef.json'), '{"runId":');
+  t.throws(() => findDeadRuns(dir), { message: /sockaccel-bench-abcdef\.json is not a bench run record/ });
 });
 
 test('RunRecorder: written at once, updated whole, gone after remove, and not brought back by a late update', (t) => {
