@@ -21,6 +21,7 @@ import { AlreadyRunningError } from '../common/errors';
 import { detachSockops } from '../daemon/loader';
 import { acquireInstanceLock, lockPath } from '../daemon/instance-lock';
 import { deleteAllNetns } from '../fixtures/netns';
+import { linkPinPath } from '../kernel/pins';
 import { isRunning, readRunRecord, RECORD_DIR, recordedRunIds, recordPath, type ChildRecord, type ProcessIdentity, type RunRecord } from './run-record';
 import { removeCgroup, scratchLocations } from './scratch';
 
@@ -36,8 +37,8 @@ export interface DeadRun {
   readonly processes: readonly ChildRecord[];
   /** The scratch cgroup, if it still exists, with the pids in it. */
   readonly cgroup: { readonly path: string; readonly pids: readonly number[] } | undefined;
-  /** The pin root, if it still exists. */
-  readonly pinRoot: string | undefined;
+  /** The pin root, if it still exists, and whether its sock_ops link (on the scratch cgroup) is still pinned. */
+  readonly pinRoot: { readonly path: string; readonly sockopsLink: boolean } | undefined;
   readonly netns: readonly string[];
   readonly scratchDir: string | undefined;
   /** The run's daemon's instance lock file, if it still exists. */
@@ -62,7 +63,7 @@ function survey(record: RunRecord, dir: string): DeadRun {
     owner: record.owner,
     processes: record.children.filter(isRunning),
     cgroup: fs.existsSync(cgroup) ? { path: cgroup, pids: cgroupPids(cgroup) } : undefined,
-    pinRoot: fs.existsSync(pinRoot) ? pinRoot : undefined,
+    pinRoot: fs.existsSync(pinRoot) ? { path: pinRoot, sockopsLink: fs.existsSync(linkPinPath(pinRoot, 'sockops')) } : undefined,
     netns,
     scratchDir,
     lockFile: fs.existsSync(lockFile) ? lockFile : undefined,
@@ -83,7 +84,7 @@ function items(run: DeadRun): string[] {
   if (run.processes.length > 0) list.push(`${run.processes.length} processes (${run.processes.map((p) => `pid ${p.pid} ${p.description}`).join(', ')})`);
   const strays = run.cgroup?.pids.filter((pid) => !run.processes.some((p) => p.pid === pid)) ?? [];
   if (strays.length > 0) list.push(`${strays.length} other processes in its cgroup (pids ${strays.join(', ')})`);
-  if (run.pinRoot !== undefined) list.push(`pin root ${run.pinRoot} (its sock_ops program attached to the cgroup)`);
+  if (run.pinRoot !== undefined) list.push(`pin root ${run.pinRoot.path}${run.pinRoot.sockopsLink ? ' (its sock_ops program still attached to the cgroup)' : ''}`);
   if (run.cgroup !== undefined) list.push(`cgroup ${run.cgroup.path}`);
   if (run.netns.length > 0) list.push(`${run.netns.length} network namespaces (${run.netns.join(', ')})`);
   if (run.scratchDir !== undefined) list.push(`directory ${run.scratchDir}`);
@@ -163,7 +164,7 @@ export async function removeDeadRun(found: DeadRun, say: (line: string) => void)
     // Processes first: nothing may use the pins, the cgroup or the namespaces while they go.
     await attemptEach(`could not remove everything bench run ${run.runId} left (kept ${run.record} for the next try)`, [
       () => killProcesses(run),
-      () => pins !== undefined && removePinRoot(pins),
+      () => pins !== undefined && removePinRoot(pins.path),
       () => cgroup !== undefined && removeCgroup(cgroup.path),
       () => deleteAllNetns(run.netns),
       () => scratchDir !== undefined && fs.rmSync(scratchDir, { recursive: true, force: true }),

@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { RECORD_DIR } from '../../src/bench/run-record';
-import { lockPath } from '../../src/daemon/instance-lock';
+import { AlreadyRunningError } from '../../src/common/errors';
+import { acquireInstanceLock, lockPath, type InstanceLock } from '../../src/daemon/instance-lock';
 import { findCgroup2Root } from './cgroup';
 import { CLI } from './cli';
 import { waitFor } from './wait-for';
@@ -18,10 +19,42 @@ import { waitFor } from './wait-for';
 export const SMALL = ['--quick', '--rr-sizes', '64', '--stream-sizes', '131072', '--pinning', 'same-cpu'];
 export const ONE_SHORT_ROUND = ['--rounds', '1', '--duration-ms', '80'];
 
-// The bench pins to CPUs and measures: never two at once in one test file.
+/**
+ * The instance lock of a pin root nobody uses, taken by whichever test runs
+ * a bench: flock, so that a test that dies releases it.
+ */
+const BENCH_TESTS_LOCK = '/sys/fs/bpf/sockaccel-bench-tests';
+
+/** Takes the cross-process bench test lock, waiting for other test files' benches to end. */
+function benchTestsLock(): Promise<InstanceLock> {
+  return waitFor(
+    'the other test files\' benches to end',
+    () => {
+      try {
+        return acquireInstanceLock(BENCH_TESTS_LOCK, 'bench test');
+      } catch (err) {
+        if (err instanceof AlreadyRunningError) return undefined;
+        throw err;
+      }
+    },
+    { timeoutMs: 10 * 60_000, intervalMs: 200 },
+  );
+}
+
+// The bench pins to CPUs and measures, and a run squeezed by another may
+// measure an empty window: never two at once, in this file or (by a lock)
+// in another test file.
 let queue: Promise<unknown> = Promise.resolve();
 export function serially<T>(fn: () => Promise<T>): Promise<T> {
-  const run = queue.then(fn, fn);
+  const locked = async () => {
+    const lock = await benchTestsLock();
+    try {
+      return await fn();
+    } finally {
+      lock.release();
+    }
+  };
+  const run = queue.then(locked, locked);
   queue = run.catch(() => undefined);
   return run;
 }

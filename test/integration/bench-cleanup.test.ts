@@ -146,6 +146,7 @@ privileged('SIGKILL mid-run: the leftovers stay; doctor reports them, purge remo
   t.is(reported.status, 'warn');
   t.regex(reported.detail, new RegExp(`bench run ${name} \\(owner pid ${killed.pid} is gone\\)`));
   t.regex(reported.detail, /12 network namespaces/);
+  t.regex(reported.detail, new RegExp(`pin root ${pinRoot} \\(its sock_ops program still attached to the cgroup\\)`));
   t.regex(reported.detail, /pid \d+ sidecar in/);
   t.regex(reported.fix ?? '', /sockaccel purge/);
   t.deepEqual(leftovers(name, RECORD_DIR), left, 'doctor only reports');
