@@ -164,11 +164,18 @@ function isRecord(value: unknown, runId: string): value is RunRecord {
   );
 }
 
-/** The record of `runId`, or undefined when there is none (any more); throws on one that cannot be read. */
+/**
+ * The record of `runId`, or undefined when there is none (any more); throws
+ * on one that cannot be read, or that neither root (who runs every bench) nor
+ * this user wrote: a sweeper kills what a record names.
+ */
 export function readRunRecord(runId: string, dir = RECORD_DIR): RunRecord | undefined {
+  const file = recordPath(runId, dir);
   let text: string;
   try {
-    text = fs.readFileSync(recordPath(runId, dir), 'utf8');
+    const { uid } = fs.statSync(file);
+    if (uid !== 0 && uid !== process.getuid?.()) throw new Error(`${file} belongs to uid ${uid}, not root: refusing to act on it; remove it`);
+    text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
@@ -180,7 +187,7 @@ export function readRunRecord(runId: string, dir = RECORD_DIR): RunRecord | unde
     parsed = undefined;
   }
   if (!isRecord(parsed, runId)) {
-    throw new Error(`${recordPath(runId, dir)} is not a bench run record: its owner is unknown, so nothing of run ${runId} is touched; remove the file once you know no bench of that run id runs`);
+    throw new Error(`${file} is not a bench run record: its owner is unknown, so nothing of run ${runId} is touched; remove the file once you know no bench of that run id runs`);
   }
   return parsed;
 }

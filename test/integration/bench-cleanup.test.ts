@@ -118,8 +118,8 @@ interface DoctorCheck {
   fix?: string;
 }
 
-async function doctorCheck(t: ExecutionContext): Promise<DoctorCheck> {
-  const doctor = await runCli(['doctor', '--json'], { env: ENV, timeoutMs: 120_000 });
+async function doctorCheck(t: ExecutionContext, env: NodeJS.ProcessEnv = ENV): Promise<DoctorCheck> {
+  const doctor = await runCli(['doctor', '--json'], { env, timeoutMs: 120_000 });
   const check = (JSON.parse(doctor.stdout) as { checks: DoctorCheck[] }).checks.find((c) => c.id === 'bench.leftovers');
   t.truthy(check, doctor.stdout);
   return check!;
@@ -196,4 +196,19 @@ privileged('a run in progress is not a leftover: purge and doctor leave it alone
   t.is(during.length, 4, during.join('\n'));
   t.is(result.code, 130, result.stderr);
   assertCleanedUp(t, result.stderr, RECORD_DIR);
+});
+
+privileged('a run record someone other than root wrote is refused, not acted on', async (t) => {
+  const dir = tempDir(t, 'sockaccel-bench-records-');
+  const me = fs.readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')[19];
+  // It names this test process as a child to kill: the sweeper must not believe it.
+  const record = path.join(dir, 'sockaccel-bench-0f0f0f.json');
+  fs.writeFileSync(record, JSON.stringify({ runId: 'sockaccel-bench-0f0f0f', owner: { pid: 999_999_999, startTime: 1 }, startedAt: '', children: [{ pid: process.pid, startTime: Number(me), description: 'x' }] }));
+  fs.chownSync(record, 65534, 65534);
+  const env = { SOCKACCEL_BENCH_RECORD_DIR: dir };
+  const purge = await runCli(['purge', NO_PIN_ROOT], { env });
+  t.not(purge.code, 0);
+  t.regex(purge.stderr, /sockaccel-bench-0f0f0f\.json belongs to uid 65534, not root: refusing to act on it/);
+  t.is((await doctorCheck(t, env)).status, 'fail');
+  t.true(fs.existsSync(record));
 });
