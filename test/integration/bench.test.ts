@@ -12,6 +12,7 @@ import test, { type ExecutionContext } from 'ava';
 import { lockPath } from '../../src/daemon/instance-lock';
 import { findCgroup2Root } from '../helpers/cgroup';
 import { privilegedTest } from '../helpers/privilege';
+import { waitFor } from '../helpers/wait-for';
 
 const privileged = privilegedTest(test);
 const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
@@ -61,12 +62,11 @@ function startBench(t: ExecutionContext, args: string[]): { child: ChildProcess;
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGINT');
-      const stopped = await Promise.race([done.then(() => true), new Promise((r) => setTimeout(r, 20_000, false))]);
-      if (!stopped) {
-        child.kill('SIGKILL');
-        await done;
-      }
+      const exited = () => child.exitCode !== null || child.signalCode !== null;
+      const stopped = await waitFor('the bench to stop after SIGINT', exited, { timeoutMs: 20_000 }).then(() => true, () => false);
+      if (!stopped) child.kill('SIGKILL');
     }
+    await done;
     for (const name of runNames(stderr)) forceRemove(name);
   });
   return { child, done };
@@ -213,15 +213,14 @@ privileged('SIGINT mid-run: exit 130 and the cgroup, namespaces, pins and proces
   const result = await serially(async () => {
     const { child, done } = startBench(t, [...SMALL, '--rounds', '3', '--duration-ms', '300', '--out-dir', dir]);
     let seen = '';
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no measurement started:\n${seen}`)), 60_000);
-      child.stderr!.on('data', (d: string) => {
-        seen += d;
-        if (/round 1\/3: rr/.test(seen)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
+    child.stderr!.on('data', (d: string) => (seen += d));
+    const measuring = () => {
+      if (/round 1\/3: rr/.test(seen)) return true;
+      throw new Error(`stderr so far:\n${seen}`);
+    };
+    await waitFor('a measurement to start', measuring, {
+      timeoutMs: 60_000,
+      failIf: () => child.exitCode !== null && `the bench exited (${child.exitCode}):\n${seen}`,
     });
     child.kill('SIGINT');
     return done;
