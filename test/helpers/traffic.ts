@@ -194,10 +194,20 @@ async function clientReport(client: JsonLineProcess, timeoutMs: number): Promise
   return { conns: done.conns, fionread: events(client.events, 'fionread').map(withoutEventTag) };
 }
 
+/**
+ * Marks `promise` as handled and returns it unchanged: a client that fails
+ * while its test awaits something else (or has already failed) rejects where
+ * it is awaited, never as an unhandled rejection that ends the whole file.
+ */
+function awaitedLater<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}
+
 /** Runs a peer client to completion; rejects with its output if it fails or times out. */
-export async function runClient(opts: ClientOptions): Promise<ClientReport> {
+export function runClient(opts: ClientOptions): Promise<ClientReport> {
   const client = peerProcess('client', clientArgs(opts), opts);
-  return clientReport(client, opts.timeoutMs ?? DEFAULT_CLIENT_TIMEOUT_MS);
+  return awaitedLater(clientReport(client, opts.timeoutMs ?? DEFAULT_CLIENT_TIMEOUT_MS));
 }
 
 export interface HeldClientOptions extends Omit<ClientOptions, 'mode' | 'timeoutMs' | 'bytes' | 'firstWriteImmediate'> {
