@@ -577,7 +577,9 @@ static int client_rr(const struct options *o)
 	for (;;) {
 		uint64_t t0 = now_ns();
 
-		if (t0 >= end)
+		/* At least one measured transaction, however slow the machine: an
+		 * empty window has no latency to report. */
+		if (t0 >= end && n > 0)
 			break;
 		write_full(fd, pattern_at(request_offset(i)), o->size, "rr client");
 		if (read_full(fd, buf, o->size, "rr client") < o->size ||
@@ -637,7 +639,8 @@ static int client_stream(const struct options *o)
 	ssize_t end_read;
 	int end_errno;
 
-	while (t < end) {
+	/* Until the window holds at least one write: an empty one has no rate. */
+	while (t < end || window_bytes == 0) {
 		ssize_t n = send(fd, pattern_at(pos), o->size, MSG_NOSIGNAL);
 
 		if (n < 0) {
@@ -678,7 +681,9 @@ static int client_connrate(const struct options *o)
 	uint64_t start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
 	uint64_t total = 0, window = 0, window_start = 0, t = start, bad = 0;
 
-	while (t < end) {
+	/* Until the window holds at least one connection: when a single one
+	 * outlasts the whole window (a loaded machine), 0 in 0 ns is no rate. */
+	while (t < end || window == 0) {
 		int fd = connect_socket(o);
 		uint8_t b;
 		ssize_t n;
