@@ -173,7 +173,8 @@ export function startBench(t: ExecutionContext, args: readonly string[], env: No
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGINT');
-      const stopped = await Promise.race([done.then(() => true), new Promise((r) => setTimeout(r, 20_000, false))]);
+      const exited = () => child.exitCode !== null || child.signalCode !== null;
+      const stopped = await waitFor('the bench to stop after SIGINT', exited, { timeoutMs: 20_000 }).then(() => true, () => false);
       if (!stopped) {
         child.kill('SIGKILL');
         await done;

@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { runThenCleanUp } from './cleanup';
 import { uniqueName } from './names';
 import { killChildren } from './process';
+import { waitFor } from './wait-for';
 
 export const SCRATCH_CGROUP_PREFIX = 'sockaccel-test-';
 
@@ -82,23 +82,27 @@ function movePid(pid: number, cgroupPath: string): boolean {
  * retried briefly. Idempotent: a missing directory is success.
  */
 export async function removeScratchCgroup(path: string, origins: ReadonlyMap<number, string> = new Map()): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (existsSync(path)) {
-    const members = readProcs(path);
-    await killChildren((child) => child.placement.cgroup === path || members.includes(child.pid));
-    for (const pid of readProcs(path)) movePid(pid, origins.get(pid) ?? dirname(path));
-    try {
-      rmdirSync(path);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || Date.now() > deadline) {
-        throw new Error(`cannot remove scratch cgroup ${path} (${code}); procs: ${readProcs(path).join(' ') || 'none'}`);
+  let fatal: string | undefined;
+  await waitFor(
+    `scratch cgroup ${path} to be removed`,
+    async () => {
+      if (!existsSync(path)) return true;
+      const members = readProcs(path);
+      await killChildren((child) => child.placement.cgroup === path || members.includes(child.pid));
+      for (const pid of readProcs(path)) movePid(pid, origins.get(pid) ?? dirname(path));
+      try {
+        rmdirSync(path);
+        return true;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return true;
+        const problem = `cannot remove scratch cgroup ${path} (${code}); procs: ${readProcs(path).join(' ') || 'none'}`;
+        if (code !== 'EBUSY') fatal = problem;
+        throw new Error(problem);
       }
-    }
-    await sleep(50);
-  }
+    },
+    { timeoutMs: 5_000, failIf: () => fatal },
+  );
 }
 
 /**

@@ -5,12 +5,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { CLI } from './cli';
 import { JsonLineProcess, type ExitStatus } from './process';
 import { uniqueName } from './names';
 import { readStatus, type StatusReport } from '../../src/cli/status';
 import { lockPath } from '../../src/daemon/instance-lock';
 
-const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
 export const TEST_PIN_PREFIX = '/sys/fs/bpf/sockaccel-test-';
 
 export interface DaemonOptions {

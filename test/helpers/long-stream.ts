@@ -1,22 +1,12 @@
 /**
- * One connection that keeps streaming until told to stop (peer.js client
- * --until-signal) against an echo server: for tests that restart, kill,
- * upgrade or stop the daemon under a live connection and then check every
- * byte in both directions.
+ * One connection that keeps streaming until told to stop (a held peer.js
+ * client with --until-signal) against an echo server: for tests that
+ * restart, kill, upgrade or stop the daemon under a live connection and then
+ * check every byte in both directions.
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import type { ClientReport, ServerConnReport } from './peer-protocol';
-import { JsonLineProcess, type Placement } from './process';
-import { startServer, type ServerHandle } from './traffic';
-
-const PEER_SCRIPT = ((): string => {
-  for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
-    const candidate = join(dir, 'test', 'fixtures', 'peer.js');
-    if (existsSync(candidate)) return candidate;
-  }
-  throw new Error(`test/fixtures/peer.js not found above ${__dirname}`);
-})();
+import type { Placement } from './process';
+import { startServer, withHeldClient, type HeldClient, type ServerHandle } from './traffic';
 
 export interface LongStreamOptions extends Placement {
   host: string;
@@ -36,40 +26,31 @@ export interface LongStreamResult {
 
 export interface LongStream {
   readonly server: ServerHandle;
-  readonly client: JsonLineProcess;
-  /** Tells the client to stop writing (SIGUSR2) and returns both sides' reports. */
+  readonly client: HeldClient;
+  /** Tells the client to stop writing and returns both sides' reports. */
   finish(timeoutMs?: number): Promise<LongStreamResult>;
-}
-
-async function startLongStream(opts: LongStreamOptions): Promise<LongStream> {
-  const placement: Placement = { cgroup: opts.cgroup, netns: opts.netns };
-  const server = await startServer({ ...placement, host: opts.host, mode: 'echo' });
-  const args = [
-    'client', '--host', opts.host, '--port', String(server.port), '--bytes', '0', '--until-signal',
-    '--chunk', String(opts.chunk ?? 4096), '--pause-ms', String(opts.pauseMs ?? 5), '--seed', opts.seed ?? 'long-stream',
-    ...(opts.halfClose ? ['--half-close'] : []),
-  ];
-  const client = new JsonLineProcess('long-stream client', [process.execPath, PEER_SCRIPT, ...args], placement);
-  return {
-    server,
-    client,
-    async finish(timeoutMs = 30_000) {
-      client.signal('SIGUSR2');
-      const status = await client.exitWithin(timeoutMs);
-      const done = client.events.find((e) => e.event === 'done');
-      if (status.code !== 0 || done?.event !== 'done') throw new Error(client.failureReport('did not finish cleanly'));
-      return { client: { conns: done.conns, fionread: [] }, server: await server.results(1) };
-    },
-  };
 }
 
 /** Runs `fn` with a long stream; kills both ends afterwards, whatever happened. */
 export async function withLongStream<T>(opts: LongStreamOptions, fn: (stream: LongStream) => Promise<T>): Promise<T> {
-  const stream = await startLongStream(opts);
+  const placement: Placement = { cgroup: opts.cgroup, netns: opts.netns };
+  const server = await startServer({ ...placement, host: opts.host, mode: 'echo' });
   try {
-    return await fn(stream);
+    const clientOpts = {
+      ...placement, host: opts.host, port: server.port, stream: true,
+      chunk: opts.chunk ?? 4096, pauseMs: opts.pauseMs ?? 5, seed: opts.seed ?? 'long-stream', halfClose: opts.halfClose,
+    };
+    return await withHeldClient(clientOpts, (client) =>
+      fn({
+        server,
+        client,
+        async finish(timeoutMs = 30_000) {
+          const report = await client.release(timeoutMs);
+          return { client: report, server: await server.results(1) };
+        },
+      }),
+    );
   } finally {
-    await stream.client.kill();
-    await stream.server.stop();
+    await server.stop();
   }
 }

@@ -31,11 +31,11 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanUpOnFailure } from './cleanup';
 import { findCgroup2Root, SCRATCH_CGROUP_PREFIX } from './cgroup';
 import { TEST_PIN_PREFIX } from './daemon';
 import { uniqueName } from './names';
+import { waitFor } from './wait-for';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 const ROOTFS = process.env.SOCKACCEL_TEST_ROOTFS ?? '/var/cache/sockaccel-test/rootfs';
@@ -129,20 +129,26 @@ function commOf(pid: number): string | undefined {
 
 /** rmdir depth-first; cgroups answer EBUSY for a moment after their last task exits. */
 async function removeCgroupTree(dir: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      const subdirs = fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory());
-      for (const sub of subdirs) await removeCgroupTree(path.join(dir, sub.name));
-      fs.rmdirSync(dir);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || Date.now() > deadline) throw new Error(`cannot remove cgroup ${dir}: ${code}`);
-    }
-    await sleep(100);
-  }
+  let fatal: string | undefined;
+  const rmdirTree = (d: string): void => {
+    for (const sub of fs.readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory())) rmdirTree(path.join(d, sub.name));
+    fs.rmdirSync(d);
+  };
+  await waitFor(
+    `cgroup ${dir} to be removed`,
+    () => {
+      try {
+        rmdirTree(dir);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return true;
+        if (code !== 'EBUSY') fatal = `cannot remove cgroup ${dir}: ${code}`;
+        throw err;
+      }
+      return true;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, failIf: () => fatal },
+  );
 }
 
 /**
@@ -189,12 +195,7 @@ export async function bootContainer(): Promise<{ container: Container; shutdown:
     if (running) {
       // SIGTERM asks nspawn for a clean poweroff of the container.
       nspawn.kill('SIGTERM');
-      const giveUp = new AbortController();
-      const off = await Promise.race([
-        exited.then(() => true),
-        sleep(10_000, undefined, { signal: giveUp.signal }).then(() => false, () => true),
-      ]);
-      giveUp.abort();
+      const off = await waitFor('the container to power off', () => !running, { timeoutMs: 10_000 }).then(() => true, () => false);
       if (!off) {
         fs.writeFileSync(path.join(scratch, 'cgroup.kill'), '1');
         nspawn.kill('SIGKILL');
@@ -209,16 +210,12 @@ export async function bootContainer(): Promise<{ container: Container; shutdown:
 
   return cleanUpOnFailure(async () => {
     const describe = (problem: string) => `container ${name}: ${problem}\nconsole:\n${consoleText}`;
-    const deadline = Date.now() + 30_000;
-    let initPid: number | undefined;
-    while (initPid === undefined) {
-      if (!running) throw new Error(describe('systemd-nspawn exited during boot'));
-      if (Date.now() > deadline) throw new Error(describe('no init process after 30 s'));
-      // The first child is nspawn's own until it execs the container's systemd.
-      initPid = childrenOf(nspawn.pid!).find((pid) => commOf(pid) === 'systemd');
-      if (initPid === undefined) await sleep(50);
-    }
-    const pid = initPid;
+    const booting = { timeoutMs: 30_000, failIf: () => !running && 'systemd-nspawn exited during boot' };
+    const described = (err: Error): never => {
+      throw new Error(describe(err.message));
+    };
+    // The first child is nspawn's own until it execs the container's systemd.
+    const pid = await waitFor('the container\'s init process', () => childrenOf(nspawn.pid!).find((p) => commOf(p) === 'systemd'), booting).catch(described);
     // Known once booted: PID 1 moves itself from the root into <root>/init.scope.
     let cgroupRoot = '';
     const container: Container = {
@@ -247,13 +244,12 @@ export async function bootContainer(): Promise<{ container: Container; shutdown:
     };
     // Until PID 1 listens, systemctl says "offline" or cannot connect at all.
     // "degraded" is fine: units this image cannot run in a container may fail.
-    for (;;) {
+    await waitFor('the container to finish booting', async () => {
       const state = await container.exec(['systemctl', 'is-system-running', '--wait'], 30_000);
       const word = state.stdout.trim();
-      if (['running', 'degraded'].includes(word)) break;
-      if (Date.now() > deadline) throw new Error(describe(`did not finish booting: ${word} ${state.stderr.trim()}`));
-      await sleep(100);
-    }
+      if (['running', 'degraded'].includes(word)) return true;
+      throw new Error(`${word} ${state.stderr.trim()}`);
+    }, { ...booting, intervalMs: 100 }).catch(described);
     const initCgroup = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!.slice(3);
     cgroupRoot = path.join(findCgroup2Root(), initCgroup.replace(/\/init\.scope$/, ''));
     return { container, shutdown };

@@ -45,5 +45,7 @@ export type PeerEvent =
   | ({ event: 'conn' } & ServerConnReport)
   | { event: 'connError'; remote: string; bytesIn: number; bytesOut: number; message: string }
   | ({ event: 'fionread' } & FionreadReport)
+  /** --hold / --until-signal: this connection (our end `local`) stays open until the client gets SIGUSR2. */
+  | { event: 'holding'; local: string }
   | { event: 'done'; conns: ClientConnReport[] }
   | { event: 'error'; message: string; stack?: string };

@@ -6,8 +6,10 @@ import type { PeerEvent } from './peer-protocol';
 export interface Placement {
   cgroup?: string;
   netns?: string;
-  /** Run as this uid (and gid), e.g. a mesh proxy's 1337; root otherwise. */
+  /** Run as this uid, e.g. a mesh proxy's 1337; root otherwise. */
   uid?: number;
+  /** With `uid`: the gid to run as (default: the uid's number). */
+  gid?: number;
 }
 
 export interface ExitStatus {
@@ -30,7 +32,7 @@ export function placedArgv(argv: string[], placement: Placement): string[] {
   let command = argv;
   // setpriv last: `ip netns exec` needs root, the program itself may not.
   if (placement.uid !== undefined) {
-    command = ['setpriv', `--reuid=${placement.uid}`, `--regid=${placement.uid}`, '--clear-groups', ...command];
+    command = ['setpriv', `--reuid=${placement.uid}`, `--regid=${placement.gid ?? placement.uid}`, '--clear-groups', ...command];
   }
   if (placement.netns) command = ['ip', 'netns', 'exec', placement.netns, ...command];
   if (placement.cgroup) {
@@ -120,6 +122,9 @@ export class JsonLineProcess {
       onChange();
     });
   }
+
+  /** For waitFor's failIf: the failure report once the process has exited, else undefined. */
+  readonly exitedReport = (): string | undefined => (this.exitStatus ? this.failureReport('exited') : undefined);
 
   /** Waits for exit; kills the process and rejects if it takes longer than `timeoutMs`. */
   async exitWithin(timeoutMs: number): Promise<ExitStatus> {

@@ -80,8 +80,8 @@ export interface ClientOptions extends Placement {
   timeoutMs?: number;
 }
 
-function peerProcess(role: 'server' | 'client', args: (string | undefined)[], { cgroup, netns, uid }: Placement): JsonLineProcess {
-  const placement = { cgroup, netns, uid };
+function peerProcess(role: 'server' | 'client', args: (string | undefined)[], { cgroup, netns, uid, gid }: Placement): JsonLineProcess {
+  const placement = { cgroup, netns, uid, gid };
   const definedArgs = args.filter((arg): arg is string => arg !== undefined);
   const where = [placement.netns && `netns ${placement.netns}`, placement.cgroup && `cgroup ${placement.cgroup}`]
     .filter(Boolean)
@@ -166,32 +166,98 @@ export async function startServer(opts: ServerOptions): Promise<ServerHandle> {
   };
 }
 
-/** Runs a peer client to completion; rejects with its output if it fails or times out. */
-export async function runClient(opts: ClientOptions): Promise<ClientReport> {
-  const client = peerProcess(
-    'client',
-    [
-      ...option('host', opts.host),
-      ...option('port', opts.port),
-      ...option('bytes', opts.bytes),
-      ...option('chunk', opts.chunk),
-      ...option('conns', opts.conns),
-      ...option('seed', opts.seed),
-      ...option('mode', opts.mode),
-      ...option('pause-ms', opts.pauseMs),
-      ...option('fionread-timeout-ms', opts.fionreadTimeoutMs),
-      ...flag('first-write-immediate', opts.firstWriteImmediate),
-      ...flag('half-close', opts.halfClose),
-    ],
-    opts,
-  );
-  const status = await client.exitWithin(opts.timeoutMs ?? DEFAULT_CLIENT_TIMEOUT_MS);
+function clientArgs(opts: Omit<ClientOptions, 'timeoutMs'>, extra: string[] = []): (string | undefined)[] {
+  return [
+    ...option('host', opts.host),
+    ...option('port', opts.port),
+    ...option('bytes', opts.bytes),
+    ...option('chunk', opts.chunk),
+    ...option('conns', opts.conns),
+    ...option('seed', opts.seed),
+    ...option('mode', opts.mode),
+    ...option('pause-ms', opts.pauseMs),
+    ...option('fionread-timeout-ms', opts.fionreadTimeoutMs),
+    ...flag('first-write-immediate', opts.firstWriteImmediate),
+    ...flag('half-close', opts.halfClose),
+    ...extra,
+  ];
+}
+
+/** Waits for a client's exit and returns its report; rejects with its output if it fails or times out. */
+async function clientReport(client: JsonLineProcess, timeoutMs: number): Promise<ClientReport> {
+  const status = await client.exitWithin(timeoutMs);
   const done = events(client.events, 'done')[0];
   if (status.code !== 0 || !done) {
     const failure = events(client.events, 'error')[0];
     throw new Error(client.failureReport(failure ? `failed: ${failure.message}` : 'exited without a done report'));
   }
   return { conns: done.conns, fionread: events(client.events, 'fionread').map(withoutEventTag) };
+}
+
+/**
+ * Marks `promise` as handled and returns it unchanged: a client that fails
+ * while its test awaits something else (or has already failed) rejects where
+ * it is awaited, never as an unhandled rejection that ends the whole file.
+ */
+function awaitedLater<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}
+
+/** Runs a peer client to completion; rejects with its output if it fails or times out. */
+export function runClient(opts: ClientOptions): Promise<ClientReport> {
+  const client = peerProcess('client', clientArgs(opts), opts);
+  return awaitedLater(clientReport(client, opts.timeoutMs ?? DEFAULT_CLIENT_TIMEOUT_MS));
+}
+
+export interface HeldClientOptions extends Omit<ClientOptions, 'mode' | 'timeoutMs' | 'bytes' | 'firstWriteImmediate'> {
+  /** Bytes each connection sends before it holds (idle). Ignored with `stream`. */
+  bytes?: number;
+  /** Instead: keep writing `chunk` every `pauseMs` until released (a live stream). */
+  stream?: boolean;
+}
+
+/**
+ * A client whose connections stay open until the test releases them: tests
+ * that look at live connections never depend on a stream lasting long enough.
+ */
+export interface HeldClient {
+  readonly process: JsonLineProcess;
+  /**
+   * The local endpoints of all its connections, once each one holds: up, and
+   * (without `stream`) with its bytes written. Rejects with the client's
+   * output if it exits or the time runs out first.
+   */
+  holding(timeoutMs?: number): Promise<string[]>;
+  /** Releases the connections (FIN, then read to the server's FIN) and returns the client's report. */
+  release(timeoutMs?: number): Promise<ClientReport>;
+}
+
+export function startHeldClient(opts: HeldClientOptions): HeldClient {
+  const client = peerProcess('client', clientArgs({ ...opts, bytes: opts.stream ? 0 : (opts.bytes ?? 0) }, [opts.stream ? '--until-signal' : '--hold']), opts);
+  const conns = opts.conns ?? 1;
+  return {
+    process: client,
+    holding: (timeoutMs = DEFAULT_RESULTS_TIMEOUT_MS) =>
+      client.waitUntil(
+        (all) => {
+          const held = events(all, 'holding').map((e) => e.local);
+          return held.length >= conns ? held : undefined;
+        },
+        timeoutMs,
+        `${conns} connections to hold`,
+      ),
+    release: (timeoutMs = DEFAULT_CLIENT_TIMEOUT_MS) => {
+      client.signal('SIGUSR2');
+      return clientReport(client, timeoutMs);
+    },
+  };
+}
+
+/** Runs `fn` with a held client and kills it afterwards: a test that fails before releasing leaves nothing running. */
+export async function withHeldClient<T>(opts: HeldClientOptions, fn: (client: HeldClient) => Promise<T>): Promise<T> {
+  const client = startHeldClient(opts);
+  return runThenCleanUp(() => fn(client), () => client.process.kill());
 }
 
 export interface ExchangeOptions {

@@ -5,13 +5,19 @@ export interface WaitOptions {
   timeoutMs?: number;
   /** How often to ask again. */
   intervalMs?: number;
+  /**
+   * Asked before every check: a reason (e.g. a child's failure report once it
+   * exited) ends the wait at once with that reason instead of at the deadline.
+   */
+  failIf?: () => string | false | undefined;
 }
 
 /**
  * Waits until `check` returns a value that is neither false, undefined nor null,
  * and returns that value. Never waits a fixed time for something to have
  * happened: every wait in the tests is a condition with a deadline. `what`
- * names the condition in the timeout error, with the last value or error seen.
+ * names the condition in the timeout error, with the last value or error seen
+ * (an error thrown by `check` counts as "not yet").
  */
 export async function waitFor<T>(what: string, check: () => T | false | undefined | null | Promise<T | false | undefined | null>, opts: WaitOptions = {}): Promise<T> {
   const timeoutMs = opts.timeoutMs ?? 20_000;
@@ -19,6 +25,8 @@ export async function waitFor<T>(what: string, check: () => T | false | undefine
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
+    const failure = opts.failIf?.();
+    if (failure) throw new Error(`gave up waiting for ${what}: ${failure}`);
     try {
       const value = await check();
       if (value !== false && value !== undefined && value !== null) return value;
@@ -27,7 +35,7 @@ export async function waitFor<T>(what: string, check: () => T | false | undefine
       last = err;
     }
     if (Date.now() >= deadline) {
-      const seen = last instanceof Error ? last.message : JSON.stringify(last);
+      const seen = last instanceof Error ? last.message : JSON.stringify(last, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last seen: ${seen})`);
     }
     await sleep(intervalMs);

@@ -4,34 +4,26 @@
  * must match what the two ends themselves report, and the filters must pick
  * the right ones.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type TestFn } from 'ava';
 import type { ConnRow } from '../../src/conns';
 import { withScratchCgroup } from '../helpers/cgroup';
+import { runCli } from '../helpers/cli';
 import { TEST_PIN_PREFIX, withDaemon } from '../helpers/daemon';
 import { uniqueName } from '../helpers/names';
 import { withPodNetwork } from '../helpers/netns';
 import { privilegedTest } from '../helpers/privilege';
 import { JsonLineProcess } from '../helpers/process';
 import { withTestUser } from '../helpers/test-user';
-import { assertIntegrity, runClient, startServer } from '../helpers/traffic';
+import { assertIntegrity, startServer, withHeldClient } from '../helpers/traffic';
+import { waitFor } from '../helpers/wait-for';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
-const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 const POD_CIDRS = ['10.213.0.0/24', 'fd00:5a::/64'];
 
-function conns(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'conns', ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr }),
-    );
-  });
-}
+const conns = (args: string[]) => runCli(['conns', ...args]);
 
 async function connsJson(pinRoot: string, ...args: string[]): Promise<ConnRow[]> {
   const r = await conns([`--pin-root=${pinRoot}`, '--json', ...args]);
@@ -49,71 +41,75 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
           const podServer = await startServer({ host: '0.0.0.0', mode: 'echo', cgroup: cg.path, netns: b.ns });
           const hostServer = await startServer({ host: '127.0.0.1', mode: 'echo', cgroup: cg.path });
           try {
-            // Slow streams (about 3 s), so the connections are up while we look.
-            const slow = { bytes: 384 * 1024, chunk: 4096, pauseMs: 30 };
-            const podClients = runClient({ ...slow, host: b.ipv4, port: podServer.port, conns: 2, seed: 'pods', cgroup: cg.path, netns: a.ns });
-            const userClient = new JsonLineProcess(
-              'client as test user',
-              [...user.asUser, process.execPath, path.join(REPO, 'test', 'fixtures', 'peer.js'), 'client', '--host', '127.0.0.1', '--port', String(hostServer.port),
-                '--bytes', String(slow.bytes), '--chunk', String(slow.chunk), '--pause-ms', String(slow.pauseMs), '--seed', 'user'],
-              { cgroup: cg.path },
+            // Every client holds its connections open until released below:
+            // they are up for as long as this test looks, however slow the machine.
+            const held = { bytes: 64 * 1024, chunk: 4096 };
+            const podClient = { ...held, host: b.ipv4, port: podServer.port, conns: 2, seed: 'pods', cgroup: cg.path, netns: a.ns };
+            const userClient = { ...held, host: '127.0.0.1', port: hostServer.port, seed: 'user', cgroup: cg.path, uid: user.uid, gid: user.gid };
+            await withHeldClient(podClient, (podClients) =>
+              withHeldClient(userClient, async (userClients) => {
+                const podLocals = (await podClients.holding()).sort();
+                const [userLocal] = await userClients.holding();
+
+                const rows = await waitFor('3 accelerated connections', async () => {
+                  const all = await connsJson(d.pinRoot);
+                  return all.length === 3 && all;
+                });
+                const pods = rows.filter((r) => r.destination === `${b.ipv4}:${podServer.port}`);
+                t.deepEqual(pods.map((r) => r.client).sort(), podLocals, 'each pod connection once, by its client endpoint');
+                for (const r of pods) {
+                  t.regex(r.client, new RegExp(`^${a.ipv4.replace(/\./g, '\\.')}:\\d+$`));
+                  t.is(r.server, `${b.ipv4}:${podServer.port}`, 'no NAT: accepted where it connected');
+                  t.is(r.clientNetns, a.ns, 'the client namespace by its ip-netns name');
+                  t.is(r.serverNetns, b.ns);
+                  t.is(r.clientUid, 0);
+                  t.is(r.serverUid, 0);
+                }
+                // Byte counts come from a socket walk per namespace: the pods'
+                // sockets live in theirs, not ours (a missed walk would read 0).
+                // Every held connection sent its bytes and got their echo: exact counts.
+                const podBytes = await waitFor('the pod connections to count every redirected byte both ways', async () => {
+                  const now = (await connsJson(d.pinRoot, `--port=${podServer.port}`)).filter((r) => r.destination === `${b.ipv4}:${podServer.port}`);
+                  return now.length === 2 && now.every((r) => r.bytesClientToServer === held.bytes && r.bytesServerToClient === held.bytes) && now;
+                });
+                t.is(podBytes.length, 2);
+                const [host] = rows.filter((r) => r.destination === `127.0.0.1:${hostServer.port}`);
+                t.is(host?.client, userLocal);
+                t.is(host?.clientNetns, 'host');
+                t.is(host?.serverNetns, 'host');
+                t.is(host?.clientUid, user.uid, 'the owner of the client socket');
+                for (const r of rows) {
+                  // >= 0: a connection read within a millisecond of its handshake is 0 ms old
+                  t.true(r.ageSeconds >= 0 && r.ageSeconds < (Date.now() - started) / 1000, `age ${r.ageSeconds}`);
+                  const since = Date.parse(r.since);
+                  t.true(since >= started - 1000 && since <= Date.now(), `since ${r.since}`);
+                }
+
+                t.deepEqual((await connsJson(d.pinRoot, `--port=${podServer.port}`)).map((r) => r.client).sort(), podLocals);
+                t.deepEqual((await connsJson(d.pinRoot, `--addr=${a.ipv4}`)).length, 2);
+                t.deepEqual((await connsJson(d.pinRoot, '--addr=127.0.0.1')).map((r) => r.client), [userLocal]);
+                t.deepEqual(await connsJson(d.pinRoot, '--addr=127.0.0.1', `--port=${podServer.port}`), []);
+                const text = await conns([`--pin-root=${d.pinRoot}`, `--port=${hostServer.port}`]);
+                t.regex(text.stdout, /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +BYTES C>S +BYTES S>C +AGE +SINCE\n/);
+                t.regex(text.stdout, new RegExp(`${userLocal.replace(/\./g, '\\.')} +127\\.0\\.0\\.1:${hostServer.port} .* host/host +${user.uid}/0 `));
+                t.regex(text.stdout, /\n1 accelerated connection\n$/);
+
+                // Released, the ends agree with conns about who they are, and every byte arrived intact.
+                const podReport = await podClients.release();
+                t.deepEqual(podReport.conns.map((c) => c.local).sort(), podLocals);
+                assertIntegrity(t, podReport, await podServer.results(2), { bytesPerConn: held.bytes, echo: true });
+                const userReport = await userClients.release();
+                assertIntegrity(t, userReport, await hostServer.results(1), { bytesPerConn: held.bytes, echo: true });
+              }),
             );
-
-            let rows: ConnRow[] = [];
-            for (const deadline = Date.now() + 10_000; rows.length < 3 && Date.now() < deadline; await sleep(100)) rows = await connsJson(d.pinRoot);
-            t.is(rows.length, 3, JSON.stringify(rows));
-
-            const pods = rows.filter((r) => r.destination === `${b.ipv4}:${podServer.port}`);
-            t.is(pods.length, 2);
-            for (const r of pods) {
-              t.regex(r.client, new RegExp(`^${a.ipv4.replace(/\./g, '\\.')}:\\d+$`));
-              t.is(r.server, `${b.ipv4}:${podServer.port}`, 'no NAT: accepted where it connected');
-              t.is(r.clientNetns, a.ns, 'the client namespace by its ip-netns name');
-              t.is(r.serverNetns, b.ns);
-              t.is(r.clientUid, 0);
-              t.is(r.serverUid, 0);
-            }
-            // Byte counts come from a socket walk per namespace: the pods'
-            // sockets live in theirs, not ours (a missed walk would read 0).
-            const flowing = (rs: ConnRow[]) => rs.length === 2 && rs.every((r) => (r.bytesClientToServer ?? 0) > 0 && (r.bytesServerToClient ?? 0) > 0);
-            let podBytes = pods;
-            for (const deadline = Date.now() + 5000; !flowing(podBytes) && Date.now() < deadline; await sleep(100)) {
-              podBytes = (await connsJson(d.pinRoot, `--port=${podServer.port}`)).filter((r) => r.destination === `${b.ipv4}:${podServer.port}`);
-            }
-            t.true(flowing(podBytes), `pod connections count redirected bytes both ways: ${JSON.stringify(podBytes)}`);
-            const [host] = rows.filter((r) => r.destination === `127.0.0.1:${hostServer.port}`);
-            t.is(host?.clientNetns, 'host');
-            t.is(host?.serverNetns, 'host');
-            t.is(host?.clientUid, user.uid, 'the owner of the client socket');
-            for (const r of rows) {
-              // >= 0: a connection read within a millisecond of its handshake is 0 ms old
-              t.true(r.ageSeconds >= 0 && r.ageSeconds < (Date.now() - started) / 1000, `age ${r.ageSeconds}`);
-              const since = Date.parse(r.since);
-              t.true(since >= started - 1000 && since <= Date.now(), `since ${r.since}`);
-            }
-
-            t.deepEqual((await connsJson(d.pinRoot, `--port=${podServer.port}`)).map((r) => r.client).sort(), pods.map((r) => r.client).sort());
-            t.deepEqual((await connsJson(d.pinRoot, `--addr=${a.ipv4}`)).length, 2);
-            t.deepEqual((await connsJson(d.pinRoot, '--addr=127.0.0.1')).map((r) => r.client), [host.client]);
-            t.deepEqual(await connsJson(d.pinRoot, '--addr=127.0.0.1', `--port=${podServer.port}`), []);
-            const text = await conns([`--pin-root=${d.pinRoot}`, `--port=${hostServer.port}`]);
-            t.regex(text.stdout, /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +BYTES C>S +BYTES S>C +AGE +SINCE\n/);
-            t.regex(text.stdout, new RegExp(`${host.client.replace(/\./g, '\\.')} +127\\.0\\.0\\.1:${hostServer.port} .* host/host +${user.uid}/0 `));
-            t.regex(text.stdout, /\n1 accelerated connection\n$/);
-
-            // The ends agree with conns about who they are.
-            const podReport = await podClients;
-            t.deepEqual(podReport.conns.map((c) => c.local).sort(), pods.map((r) => r.client).sort());
-            assertIntegrity(t, podReport, await podServer.results(2), { bytesPerConn: slow.bytes, echo: true });
-            t.is((await userClient.exitWithin(30_000)).code, 0);
-            const done = userClient.events.find((e) => e.event === 'done');
-            t.is(done?.event === 'done' ? done.conns[0].local : undefined, host.client);
           } finally {
             await Promise.all([podServer.stop(), hostServer.stop()]);
           }
-          let left: ConnRow[] = [];
-          for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(100)) if ((left = await connsJson(d.pinRoot)).length === 0) break;
-          t.deepEqual(left, [], 'closed connections leave the list');
+          const left = await waitFor('closed connections to leave the list', async () => {
+            const now = await connsJson(d.pinRoot);
+            return now.length === 0 && now;
+          });
+          t.deepEqual(left, []);
         }),
       ),
     ),

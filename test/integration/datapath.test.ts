@@ -20,6 +20,7 @@ import {
   type ExchangeResult,
   type ServerOptions,
 } from '../helpers/traffic';
+import { waitFor } from '../helpers/wait-for';
 
 // One daemon per test and 2 vCPUs: run this file's tests one at a time.
 const privileged = privilegedTest(test.serial as unknown as TestFn);
@@ -45,13 +46,13 @@ async function measured(d: RunningDaemon, server: Omit<ServerOptions, 'port'>, c
 
 /** Every socket left the sockhash and every pairing entry was cleaned up. */
 async function assertMapsDrain(t: ExecutionContext, d: RunningDaemon): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  let s = d.status();
-  const busy = () => s.sockets.clients + s.sockets.servers > 0 || Object.values(s.pairs).some((n) => n > 0);
-  while (busy() && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 100));
-    s = d.status();
-  }
+  // Closed sockets leave the maps as their close is processed: wait for all of them.
+  const s = await waitFor('the maps to drain', () => {
+    const now = d.status();
+    const busy = now.sockets.clients + now.sockets.servers > 0 || Object.values(now.pairs).some((n) => n > 0);
+    if (busy) throw new Error(`sockets ${JSON.stringify(now.sockets)}, pairs ${JSON.stringify(now.pairs)}`);
+    return now;
+  });
   t.deepEqual([s.sockets.clients, s.sockets.servers], [0, 0], 'sockhashes empty after the connections closed');
   t.deepEqual(s.pairs, { pending: 0, paired: 0, fallback: 0 }, 'pairing table empty');
 }

@@ -4,7 +4,7 @@
  * caller without privileges. The CLI runs as a subprocess and is judged by
  * its JSON and exit status, as a rollout script would.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,14 +13,13 @@ import * as bpf from '../../src/kernel/libbpf';
 import { close } from '../../src/kernel/libc';
 import type { Check, DoctorReport } from '../../src/doctor/check';
 import { withScratchCgroup } from '../helpers/cgroup';
+import { runCli } from '../helpers/cli';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, withDaemon } from '../helpers/daemon';
 import { uniqueName } from '../helpers/names';
 import { privilegedTest } from '../helpers/privilege';
 import { withTestUser } from '../helpers/test-user';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
-const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 
 interface DoctorRun {
   code: number;
@@ -28,17 +27,14 @@ interface DoctorRun {
   stderr: string;
 }
 
-function doctor(args: string[], prefix: readonly string[] = []): Promise<DoctorRun> {
-  const [cmd, ...rest] = [...prefix, process.execPath, CLI, 'doctor', '--json', ...args];
-  return new Promise((resolve, reject) => {
-    execFile(cmd, rest, { timeout: 60_000 }, (err, stdout, stderr) => {
-      try {
-        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, report: JSON.parse(stdout) as DoctorReport, stderr });
-      } catch (parseErr) {
-        reject(new Error(`doctor printed no JSON (${(parseErr as Error).message}); stderr: ${stderr}; stdout: ${stdout}`));
-      }
-    });
-  });
+/** `sockaccel doctor --json`, its report parsed. */
+async function doctor(args: string[], prefix: readonly string[] = []): Promise<DoctorRun> {
+  const { code, stdout, stderr } = await runCli(['doctor', '--json', ...args], { prefix });
+  try {
+    return { code, report: JSON.parse(stdout) as DoctorReport, stderr };
+  } catch (parseErr) {
+    throw new Error(`doctor printed no JSON (${(parseErr as Error).message}); exit ${code}; stderr: ${stderr}; stdout: ${stdout}`);
+  }
 }
 
 function check(t: ExecutionContext, report: DoctorReport, id: string): Check {

@@ -2,13 +2,14 @@
  * src/daemon/instance-lock.ts against the real flock(2) (through the FFI, hence an
  * integration test). Each test uses its own lock directory.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { AlreadyRunningError } from '../../src/common/errors';
 import { acquireInstanceLock, lockPath } from '../../src/daemon/instance-lock';
+import { JsonLineProcess } from '../helpers/process';
+import { waitFor } from '../helpers/wait-for';
 
 function lockDir(t: ExecutionContext): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockaccel-lock-'));
@@ -41,14 +42,13 @@ test('a lock whose holder died (SIGKILL) is taken over', async (t) => {
   // so the one process holding it is the one SIGKILL ends.
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(file, '999999\nrun\n/sys/fs/bpf/c\n');
-  const holder = spawn('flock', ['--exclusive', '--no-fork', file, 'sleep', '60'], { stdio: 'ignore' });
-  t.teardown(() => {
-    holder.kill('SIGKILL');
-  });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  const holder = new JsonLineProcess('flock holder', ['flock', '--exclusive', '--no-fork', file, 'sleep', '60'], {});
+  t.teardown(() => holder.kill());
+  // Held once the kernel lists holder's flock on the file's inode.
+  const lockLine = new RegExp(`^\\d+: FLOCK +ADVISORY +WRITE +${holder.pid} +[0-9a-f]+:[0-9a-f]+:${fs.statSync(file).ino} `, 'm');
+  await waitFor('flock(1) to hold the lock', () => lockLine.test(fs.readFileSync('/proc/locks', 'utf8')), { failIf: holder.exitedReport });
   t.throws(() => acquireInstanceLock('/sys/fs/bpf/c', 'run', dir), { instanceOf: AlreadyRunningError, message: /pid 999999 \(sockaccel run: command line unknown\)/ });
-  holder.kill('SIGKILL');
-  await new Promise((resolve) => holder.once('exit', resolve));
+  await holder.kill();
   const lock = acquireInstanceLock('/sys/fs/bpf/c', 'run', dir);
   t.regex(fs.readFileSync(lock.path, 'utf8'), new RegExp(`^${process.pid}\\n`));
   lock.release();

@@ -14,11 +14,10 @@
  * connections are accelerated, 0 when they are plain TCP from the first byte
  * (no sk_msg program ever sees them, so they add to msgs_passed neither).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import { LAYOUT_VERSION, META_MAGIC } from '../../src/kernel/bpf-layout';
 import { BPF, bpfMapCreate, bpfMapUpdateElem, bpfObjPin } from '../../src/kernel/libbpf';
@@ -26,39 +25,17 @@ import { close } from '../../src/kernel/libc';
 import { mapPinPath, SHARED_MAP_NAMES } from '../../src/kernel/pins';
 import { readStatus } from '../../src/cli/status';
 import { withScratchCgroup } from '../helpers/cgroup';
+import { runCli } from '../helpers/cli';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, type RunningDaemon } from '../helpers/daemon';
 import { withLongStream } from '../helpers/long-stream';
 import { uniqueName } from '../helpers/names';
 import { privilegedTest } from '../helpers/privilege';
 import { assertIntegrity, exchange } from '../helpers/traffic';
+import { waitFor } from '../helpers/wait-for';
 
 const privileged = privilegedTest(test);
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 const LOOPBACK = '127.0.0.1';
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `sockaccel <args>` to completion (bounded); never rejects on a non-zero exit. */
-function cli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
-
-async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 const counter = (pinRoot: string, name: string): bigint => BigInt(readStatus(pinRoot).counters[name] ?? 'NaN');
 const socketsInMaps = (pinRoot: string): number => {
@@ -128,11 +105,11 @@ privileged('a stream crosses restart, SIGKILL + start, upgrade and stop byte-exa
       let daemon = await start();
       const linkId = readStatus(pinRoot).links.sockops!.id;
       await withLongStream({ cgroup: cg.path, host: LOOPBACK }, async (stream) => {
-        await waitFor(() => socketsInMaps(pinRoot) === 2, 10_000, 'the stream to be accelerated');
+        await waitFor('the stream to be accelerated', () => socketsInMaps(pinRoot) === 2, { failIf: stream.client.process.exitedReport });
         const phase = async (name: string, newConnections: 'accelerated' | 'plain') => {
           const redirected = counter(pinRoot, 'msgs_redirected');
           const passed = counter(pinRoot, 'msgs_passed');
-          await waitFor(() => counter(pinRoot, 'msgs_redirected') > redirected + 20n, 10_000, `${name}: the stream to keep redirecting`);
+          await waitFor(`${name}: the stream to keep redirecting`, () => counter(pinRoot, 'msgs_redirected') > redirected + 20n, { failIf: stream.client.process.exitedReport });
           const inserted = await probeConnection(t, pinRoot, cg.path, name);
           const deltas = { msgs_redirected: counter(pinRoot, 'msgs_redirected') - redirected, msgs_passed: counter(pinRoot, 'msgs_passed') - passed };
           t.is(deltas.msgs_passed, 0n, `${name}: nothing went over plain TCP from an accelerated socket`);
@@ -208,7 +185,7 @@ privileged('bad inputs fail clearly and leave a running daemon on the same cgrou
       t.teardown(() => removePinRoot(otherRoot));
       const notBpffs = fs.mkdtempSync(path.join(os.tmpdir(), 'sockaccel-not-bpffs-'));
       t.teardown(() => fs.rmSync(notBpffs, { recursive: true, force: true }));
-      const run = (root: string) => cli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${root}`]);
+      const run = (root: string) => runCli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${root}`]);
 
       // A second daemon on the same pin root: refused before it loads anything.
       const second = await run(pinRoot);
@@ -246,7 +223,7 @@ privileged('bad inputs fail clearly and leave a running daemon on the same cgrou
       t.deepEqual(listPins(otherRoot), ['meta'], 'the failed start removed nothing and left nothing');
 
       // Purge is refused while the daemon runs, too.
-      const purge = await cli(['purge', `--pin-root=${pinRoot}`]);
+      const purge = await runCli(['purge', `--pin-root=${pinRoot}`]);
       t.is(purge.code, 75, purge.stderr);
 
       t.deepEqual(dataPathSnapshot(pinRoot, cg.path), before, 'pins, links and cgroup programs unchanged');
@@ -262,18 +239,18 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
       // halfClose: the client reads nothing until its own FIN, so the server's
       // echo piles up unread in its redirect queue while we purge.
       await withLongStream({ cgroup: cg.path, host: LOOPBACK, chunk: 512, pauseMs: 20, halfClose: true }, async (stream) => {
-        await waitFor(() => socketsInMaps(pinRoot) === 2 && counter(pinRoot, 'bytes_redirected') > 16_384n, 10_000, 'unread redirected bytes');
+        await waitFor('unread redirected bytes', () => socketsInMaps(pinRoot) === 2 && counter(pinRoot, 'bytes_redirected') > 16_384n, { failIf: stream.client.process.exitedReport });
         t.is((await daemon.stop()).code, 0);
         const pins = listPins(pinRoot);
 
-        const refused = await cli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=1']);
+        const refused = await runCli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=1']);
         t.is(refused.code, 73, refused.stderr);
         t.regex(refused.stdout, /waiting up to 1 s for 2 accelerated sockets to close/);
         t.regex(refused.stderr, /2 accelerated sockets still use the maps under .*; nothing was removed/);
         t.deepEqual(listPins(pinRoot), pins, 'a refused purge removes nothing');
         t.is(readStatus(pinRoot).sockopsMode, 'draining');
 
-        const forced = await cli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=0', '--force']);
+        const forced = await runCli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=0', '--force']);
         t.is(forced.code, 0, forced.stderr);
         t.regex(forced.stdout, /--force: 2 accelerated sockets keep orphaned maps until they close/);
         t.false(fs.existsSync(pinRoot), 'the pin root is gone');
@@ -291,13 +268,13 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
       const daemon = await start();
       t.is(await probeConnection(t, pinRoot, cg.path, 'before purge'), 2n);
       t.is((await daemon.stop()).code, 0);
-      const purged = await cli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=5']);
+      const purged = await runCli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=5']);
       t.is(purged.code, 0, purged.stderr);
       t.regex(purged.stdout, /detached the sock_ops program from its cgroup/);
       t.regex(purged.stdout, new RegExp(`removed ${pinRoot}$`, 'm'));
       t.false(fs.existsSync(pinRoot));
       t.deepEqual(cgroupPrograms(cg.path), []);
-      const again = await cli(['purge', `--pin-root=${pinRoot}`]);
+      const again = await runCli(['purge', `--pin-root=${pinRoot}`]);
       t.is(again.code, 0, again.stderr);
       t.regex(again.stdout, /nothing pinned under/);
     });

@@ -13,7 +13,8 @@ import { withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { ISTIO, sidecarAccepts, sidecarErrors, withMesh, type Mesh } from '../helpers/mesh';
 import type { ClientReport, ServerConnReport } from '../helpers/peer-protocol';
 import { privilegedTest } from '../helpers/privilege';
-import { runClient, startServer, type ClientOptions } from '../helpers/traffic';
+import { runClient, startServer, withHeldClient, type ClientOptions } from '../helpers/traffic';
+import { waitFor } from '../helpers/wait-for';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const MiB = 1024 * 1024;
@@ -83,19 +84,29 @@ privileged('all three hops of app -> sidecar -> sidecar -> app are paired and re
       withMesh({ pods: 2, cgroup: cg.path }, async (mesh) => {
         const [a, b] = mesh.pods;
         const before = counters(d);
-        // A slow first connection, to look at the live pairs while it runs.
-        const slow = chain(mesh, cg.path, APP_PORT, { bytes: 1024 * 1024, chunk: 4096, pauseMs: 5 });
-        await new Promise((r) => setTimeout(r, 600));
-        const live = readPairs(d.pinRoot).filter((c) => c.state === 'paired');
-        const hops = live.map((c) => `${formatEndpoint(c.dst.ip, c.dst.port)} => ${formatEndpoint(c.server.ip, c.server.port)}`).sort();
-        t.deepEqual(
-          hops,
-          [`${b.ipv4}:${APP_PORT} => 127.0.0.1:${ISTIO.outbound}`, `${b.ipv4}:${APP_PORT} => ${b.ipv4}:${APP_PORT}`, `${b.ipv4}:${APP_PORT} => ${b.ipv4}:${ISTIO.inbound}`].sort(),
-          'hop 1 (to sidecar A via REDIRECT), hop 2 (to sidecar B via REDIRECT), hop 3 (to app B) are paired',
-        );
-        t.deepEqual(live.map((c) => c.server.uid === ISTIO.proxyUid || c.client.uid === ISTIO.proxyUid), [true, true, true]);
-        const s = await slow;
-        assertChainIntegrity(t, s.client, s.server, 1024 * 1024);
+        // A first connection held open through the chain until released, to look at its live pairs.
+        const server = await startServer({ host: '0.0.0.0', port: APP_PORT, mode: 'echo', cgroup: cg.path, netns: b.ns });
+        try {
+          await withHeldClient({ host: b.ipv4, port: APP_PORT, bytes: MiB, cgroup: cg.path, netns: a.ns }, async (held) => {
+            await held.holding();
+            // The sidecars open hops 2 and 3 as the bytes travel: wait for all three.
+            const live = await waitFor('three paired hops', () => {
+              const paired = readPairs(d.pinRoot).filter((c) => c.state === 'paired');
+              return paired.length >= 3 && paired;
+            });
+            const hops = live.map((c) => `${formatEndpoint(c.dst.ip, c.dst.port)} => ${formatEndpoint(c.server.ip, c.server.port)}`).sort();
+            t.deepEqual(
+              hops,
+              [`${b.ipv4}:${APP_PORT} => 127.0.0.1:${ISTIO.outbound}`, `${b.ipv4}:${APP_PORT} => ${b.ipv4}:${APP_PORT}`, `${b.ipv4}:${APP_PORT} => ${b.ipv4}:${ISTIO.inbound}`].sort(),
+              'hop 1 (to sidecar A via REDIRECT), hop 2 (to sidecar B via REDIRECT), hop 3 (to app B) are paired',
+            );
+            t.deepEqual(live.map((c) => c.server.uid === ISTIO.proxyUid || c.client.uid === ISTIO.proxyUid), [true, true, true]);
+            const report = await held.release();
+            assertChainIntegrity(t, report, await server.results(1), MiB);
+          });
+        } finally {
+          await server.stop();
+        }
 
         const big = await chain(mesh, cg.path, APP_PORT, { bytes: 4 * MiB, conns: 2 });
         assertChainIntegrity(t, big.client, big.server, 4 * MiB);
@@ -105,7 +116,7 @@ privileged('all three hops of app -> sidecar -> sidecar -> app are paired and re
         t.is(moved.sockets_inserted, 3n * 3n * 2n, 'both ends of 3 hops of 3 connections inserted');
         t.is(moved.pair_fallback, 0n);
         t.is(moved.msgs_passed, 0n, 'nothing went over plain TCP');
-        t.is(moved.bytes_redirected, BigInt(3 * 2 * (1024 * 1024 + 2 * 4 * MiB)), 'every hop, both directions, every byte');
+        t.is(moved.bytes_redirected, BigInt(3 * 2 * (MiB + 2 * 4 * MiB)), 'every hop, both directions, every byte');
         t.is(a.ns !== b.ns, true);
       }),
     ),
@@ -154,15 +165,15 @@ privileged('churn: 1,000 short connections through the chain, all byte-exact, ma
         }
         const moved = delta(before, counters(d));
         t.true(moved.sockets_inserted >= 5400n, `nearly every hop accelerated (${moved.sockets_inserted} of 6000 sockets)`);
-        const deadline = Date.now() + 10_000;
-        let s = d.status();
-        while (s.sockets.clients + s.sockets.servers > 0 && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 100));
-          s = d.status();
-        }
-        t.deepEqual([s.sockets.clients, s.sockets.servers], [0, 0], 'sockhashes empty');
-        t.is(readPairs(d.pinRoot).length, 0, 'pairing table empty');
-        t.is(moved.sockets_inserted, moved.sockets_removed);
+        // Closed sockets leave the maps as their close is processed: wait for all of them.
+        await waitFor('empty sockhashes and pairing table', () => {
+          const { sockets } = d.status();
+          const pairs = readPairs(d.pinRoot).length;
+          if (sockets.clients + sockets.servers + pairs > 0) throw new Error(`${sockets.clients} clients, ${sockets.servers} servers, ${pairs} pairs left`);
+          return true;
+        });
+        const drained = delta(before, counters(d));
+        t.is(drained.sockets_inserted, drained.sockets_removed, 'every inserted socket was removed');
       }),
     ),
   );

@@ -5,54 +5,40 @@
  * whether bad input (configuration, BPF objects, pins) fails clearly
  * without leaving anything half-attached.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext, type TestFn } from 'ava';
 import * as bpf from '../../src/kernel/libbpf';
 import { LibbpfError } from '../../src/kernel/libbpf';
 import { close } from '../../src/kernel/libc';
-import { listConnections } from '../../src/conns';
+import { listConnections, type ConnRow } from '../../src/conns';
 import { describeConfigSchema } from '../../src/config/config';
 import { LINK_PINS, linkPinPath, mapPinPath, SHARED_MAP_NAMES, SharedMapName } from '../../src/kernel/pins';
 import { DAEMON_CAPS } from '../../src/doctor/environment';
 import { withScratchCgroup } from '../helpers/cgroup';
+import { runCli, type CliResult } from '../helpers/cli';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { uniqueName } from '../helpers/names';
 import { withPodNetwork } from '../helpers/netns';
 import { privilegedTest } from '../helpers/privilege';
 import { JsonLineProcess } from '../helpers/process';
 import { withTestUser, type TestUser } from '../helpers/test-user';
-import { assertIntegrity, integrityProblems, runClient, startServer } from '../helpers/traffic';
+import { assertIntegrity, integrityProblems, runClient, startServer, withHeldClient } from '../helpers/traffic';
 import type { ClientReport } from '../helpers/peer-protocol';
+import { waitFor } from '../helpers/wait-for';
 
 // One daemon at a time on 2 vCPUs.
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
 const FIXTURES = path.join(REPO, 'test', 'fixtures');
 const POD_CIDRS = ['10.213.0.0/24', 'fd00:5a::/64'];
 const EPERM = 1;
 
 /** Maps the daemon writes itself (sa_local) or that are keyed by socket fds (sa_sk_state); every other one is frozen. */
 const DAEMON_WRITTEN: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state']);
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 30_000, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
 
 /** A clear error: our one-paragraph format, never a JavaScript stack. */
 function assertClearError(t: ExecutionContext, r: CliResult, what: string): void {
@@ -153,16 +139,6 @@ privileged('an unprivileged user can neither open the pins nor make a sockhash t
   );
 });
 
-/** A peer.js client run as `user`. */
-async function clientAs(user: TestUser, opts: { cgroup: string; host: string; port: number; bytes: number; conns: number; seed: string }): Promise<ClientReport> {
-  const args = ['client', '--host', opts.host, '--port', String(opts.port), '--bytes', String(opts.bytes), '--conns', String(opts.conns), '--seed', opts.seed, '--chunk', '16384'];
-  const proc = new JsonLineProcess('attacker client', [...user.asUser, process.execPath, path.join(FIXTURES, 'peer.js'), ...args], { cgroup: opts.cgroup });
-  const status = await proc.exitWithin(60_000);
-  const done = proc.events.find((e) => e.event === 'done');
-  if (status.code !== 0 || !done || done.event !== 'done') throw new Error(proc.failureReport('failed'));
-  return { conns: done.conns, fionread: [] };
-}
-
 privileged("a user's connection to a victim's listener in the cgroup is accelerated, and carries only its own bytes", async (t) => {
   await withTestUser((user) =>
     withScratchCgroup((cg) =>
@@ -170,10 +146,10 @@ privileged("a user's connection to a victim's listener in the cgroup is accelera
         const inserted = d.counter('sockets_inserted');
         const server = await startServer({ host: '127.0.0.1', mode: 'echo', cgroup: cg.path });
         try {
-          const common = { cgroup: cg.path, host: '127.0.0.1', port: server.port, bytes: 2 * 1024 * 1024, conns: 2 };
+          const common = { cgroup: cg.path, host: '127.0.0.1', port: server.port, bytes: 2 * 1024 * 1024, conns: 2, chunk: 16384 };
           const [victim, attacker] = await Promise.all([
             runClient({ ...common, seed: 'victim' }),
-            clientAs(user, { ...common, seed: 'attacker' }),
+            runClient({ ...common, seed: 'attacker', uid: user.uid, gid: user.gid }),
           ]);
           const all: ClientReport = { conns: [...victim.conns, ...attacker.conns], fionread: [] };
           assertIntegrity(t, all, await server.results(4), { bytesPerConn: common.bytes, echo: true });
@@ -186,15 +162,12 @@ privileged("a user's connection to a victim's listener in the cgroup is accelera
   );
 });
 
-/** Where the victim's paired connection to `port` comes from, as `sockaccel conns` shows it. */
-async function victimClientPort(pinRoot: string, port: number): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const rows = listConnections(pinRoot, { port });
-    if (rows.length === 1) return Number(rows[0].client.split(':').pop());
-    if (Date.now() > deadline) throw new Error(`expected one accelerated connection to port ${port}, saw ${rows.length}`);
-    await sleep(50);
-  }
+/** The victim's paired connection to `port` from `client`, as `sockaccel conns` shows it. */
+function victimRow(pinRoot: string, port: number, client: string): ConnRow {
+  const rows = listConnections(pinRoot, { port });
+  const row = rows.find((r) => r.client === client);
+  if (!row) throw new Error(`no accelerated connection from ${client} to port ${port} among ${JSON.stringify(rows)}`);
+  return row;
 }
 
 privileged('a user who recreates a victim connection\'s addresses and ports in a namespace of its own gets none of its bytes', async (t) => {
@@ -215,41 +188,54 @@ privileged('a user who recreates a victim connection\'s addresses and ports in a
           const [a, b] = podNet.pods;
           const server = await startServer({ host: '0.0.0.0', mode: 'echo', cgroup: cg.path, netns: b.ns });
           try {
-            // about 4 s of traffic, so that the attack lands in the middle of it
-            const bytes = 1024 * 1024;
-            const victim = runClient({ host: b.ipv4, port: server.port, bytes, chunk: 2048, pauseMs: 8, seed: 'victim', cgroup: cg.path, netns: a.ns });
-            const clientPort = await victimClientPort(d.pinRoot, server.port);
-            const setup = [
-              'ip link set lo up',
-              `ip addr add ${a.ipv4}/32 dev lo`,
-              `ip addr add ${b.ipv4}/32 dev lo`,
-              `iptables -A INPUT -p tcp --dport ${server.port} --tcp-flags SYN,ACK,FIN,RST ACK -j DROP`,
-              'exec "$0" "$@"',
-            ].join(' && ');
-            const attacker = new JsonLineProcess(
-              'attacker steal',
-              [
-                ...user.asUser, 'unshare', '-Urn', '--', 'sh', '-c', setup,
-                process.execPath, path.join(FIXTURES, 'attacker.js'), 'steal',
-                '--client-ip', a.ipv4, '--client-port', String(clientPort),
-                '--server-ip', b.ipv4, '--server-port', String(server.port), '--read-ms', '1500',
-              ],
-              { cgroup: cg.path },
-            );
-            const status = await attacker.exitWithin(20_000);
-            const events = attacker.events as unknown as { event: string; bytes?: number; local?: string; sample?: string }[];
-            t.is(status.code, 0, attacker.failureReport('failed'));
-            t.is(events.find((e) => e.event === 'connected')?.local, `${a.ipv4}:${clientPort}`, 'the attacker did hold the victim client\'s endpoint');
-            const stolen = events.find((e) => e.event === 'stolen');
-            t.is(stolen?.bytes, 0, `the attacker received victim bytes: ${stolen?.sample}`);
-            t.true(
-              listConnections(d.pinRoot, { port: server.port }).some((c) => c.client === `${a.ipv4}:${clientPort}`),
-              'the victim connection is still paired after the attack',
-            );
+            // The victim streams until released: the attack always lands in the middle of it.
+            const victimOpts = { host: b.ipv4, port: server.port, stream: true, chunk: 2048, pauseMs: 8, seed: 'victim', cgroup: cg.path, netns: a.ns };
+            await withHeldClient(victimOpts, async (victim) => {
+              const [victimClient] = await victim.holding();
+              const victimNow = () => victimRow(d.pinRoot, server.port, victimClient);
+              await waitFor('the victim connection to be paired', victimNow, { failIf: victim.process.exitedReport });
+              const clientPort = Number(victimClient.split(':').pop());
+              const setup = [
+                'ip link set lo up',
+                `ip addr add ${a.ipv4}/32 dev lo`,
+                `ip addr add ${b.ipv4}/32 dev lo`,
+                `iptables -A INPUT -p tcp --dport ${server.port} --tcp-flags SYN,ACK,FIN,RST ACK -j DROP`,
+                'exec "$0" "$@"',
+              ].join(' && ');
+              const attacker = new JsonLineProcess(
+                'attacker steal',
+                [
+                  ...user.asUser, 'unshare', '-Urn', '--', 'sh', '-c', setup,
+                  process.execPath, path.join(FIXTURES, 'attacker.js'), 'steal',
+                  '--client-ip', a.ipv4, '--client-port', String(clientPort),
+                  '--server-ip', b.ipv4, '--server-port', String(server.port),
+                ],
+                { cgroup: cg.path },
+              );
+              try {
+                type StealEvent = { event: string; bytes?: number; local?: string; sample?: string };
+                const connected = await attacker.waitUntil((events) => (events as unknown as StealEvent[]).find((e) => e.event === 'connected'), 20_000, 'the attacker to connect');
+                t.is(connected.local, `${a.ipv4}:${clientPort}`, 'the attacker did hold the victim client\'s endpoint');
+                // While the attacker holds the victim's endpoint, the victim's server
+                // must go on answering: 64 KiB more that a confused key would divert.
+                const answered = victimNow().bytesServerToClient ?? 0;
+                await waitFor('the victim server to answer 64 KiB during the attack', () => (victimNow().bytesServerToClient ?? 0) >= answered + 64 * 1024, {
+                  failIf: () => attacker.exitedReport() ?? victim.process.exitedReport(),
+                });
+                attacker.signal('SIGUSR2');
+                const status = await attacker.exitWithin(20_000);
+                t.is(status.code, 0, attacker.failureReport('failed'));
+                const stolen = (attacker.events as unknown as StealEvent[]).find((e) => e.event === 'stolen');
+                t.is(stolen?.bytes, 0, `the attacker received victim bytes: ${stolen?.sample}`);
+              } finally {
+                await attacker.kill();
+              }
+              t.notThrows(victimNow, 'the victim connection is still paired after the attack');
 
-            const report = await victim;
-            const problems = integrityProblems(report, await server.results(1), { bytesPerConn: bytes, echo: true });
-            t.deepEqual(problems, [], 'the victim connection stayed byte-exact both ways (no marker injected, nothing diverted)');
+              const report = await victim.release();
+              const problems = integrityProblems(report, await server.results(1), { echo: true });
+              t.deepEqual(problems, [], 'the victim connection stayed byte-exact both ways (no marker injected, nothing diverted)');
+            });
           } finally {
             await server.stop();
           }
@@ -323,12 +309,7 @@ privileged('every capability of the minimal set is needed: without any one the s
     for (const missing of DAEMON_CAPS) {
       const pinRoot = TEST_PIN_PREFIX + uniqueName('nocap');
       try {
-        const r = await new Promise<CliResult>((resolve) => {
-          const [cmd, ...args] = onlyCaps(DAEMON_CAPS.filter((c) => c !== missing));
-          execFile(cmd, [...args, process.execPath, CLI, 'run', `--cgroup-path=${cg.path}`, `--pin-root=${pinRoot}`], { timeout: 30_000 }, (err, stdout, stderr) =>
-            resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr }),
-          );
-        });
+        const r = await runCli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${pinRoot}`], { prefix: onlyCaps(DAEMON_CAPS.filter((c) => c !== missing)) });
         assertClearError(t, r, `without ${missing}`);
         t.log(`without ${missing}: exit ${r.code}: ${r.stderr.split('\n').slice(0, 2).join(' | ')}`);
         t.deepEqual(cgroupProgramIds(cg.path), [], `without ${missing}: nothing attached`);
@@ -417,7 +398,7 @@ privileged('invalid configurations, by file, variable or flag, fail clearly with
       roots.push(pinRoot);
       const file = path.join(tmp, `${roots.length}.json`);
       fs.writeFileSync(file, typeof input.file === 'string' ? input.file : JSON.stringify({ cgroupPath: cg.path, pinRoot, ...input.file }));
-      const r = await cli(['run', ...(input.args ?? [])], { SOCKACCEL_CONFIG: file, ...input.env });
+      const r = await runCli(['run', ...(input.args ?? [])], { env: { SOCKACCEL_CONFIG: file, ...input.env } });
       return { ...r, name };
     };
     try {
@@ -540,7 +521,7 @@ privileged('corrupt or truncated objects, a verifier rejection and a map of the 
       const before = pinIdentities(pinRoot);
       const attached = cgroupProgramIds(cg.path);
       t.is(attached.length, 1);
-      const run = (dir: string, root = pinRoot) => cli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${root}`, `--object-dir=${dir}`]);
+      const run = (dir: string, root = pinRoot) => runCli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${root}`, `--object-dir=${dir}`]);
 
       for (const [what, dir] of [['truncated', truncated], ['garbage', garbage], ['empty', empty]] as const) {
         const r = await run(dir);

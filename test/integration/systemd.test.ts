@@ -12,13 +12,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import { readStatus, type StatusReport } from '../../src/cli/status';
 import { withLongStream } from '../helpers/long-stream';
 import { bootContainer, missingNspawn, REPO_IN_CONTAINER, type Container } from '../helpers/nspawn';
 import { missingPrivilege } from '../helpers/privilege';
 import { assertIntegrity, exchange } from '../helpers/traffic';
+import { waitFor } from '../helpers/wait-for';
 
 const problem = missingPrivilege() ?? missingNspawn();
 const CI = process.env.CI === 'true';
@@ -66,14 +66,6 @@ function peerCgroup(): string {
 
 async function show(...properties: string[]): Promise<Record<string, string>> {
   return booted().show(UNIT, properties);
-}
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 /** Writes a drop-in for the unit (empty text removes it) and reloads systemd. */
@@ -136,7 +128,7 @@ systemdTest('install.sh installs and starts the service; it is active only once 
 
   // STATUS= follows the counters.
   t.is(await probeConnection(t, 'status'), 2n, 'connections in the container cgroup are accelerated');
-  await waitFor(async () => Number(SUMMARY.exec((await show('StatusText')).StatusText ?? '')?.[2] ?? 0) > 0, 5_000, 'STATUS= to count redirected bytes');
+  await waitFor('STATUS= to count redirected bytes', async () => Number(SUMMARY.exec((await show('StatusText')).StatusText ?? '')?.[2] ?? 0) > 0);
 
   const verify = await c.exec(['systemd-analyze', 'verify', `/etc/systemd/system/${UNIT}`]);
   t.is(verify.code, 0, verify.stderr);
@@ -161,16 +153,23 @@ systemdTest('install.sh installs and starts the service; it is active only once 
 systemdTest('a daemon whose event loop is blocked misses its watchdog pings and is restarted', async (t) => {
   await dropIn('watchdog', '[Service]\nEnvironment=SOCKACCEL_TEST_HOOKS=1\nWatchdogSec=2s\n');
   await booted().sh(`systemctl restart ${UNIT}`);
-  const before = await show('MainPID', 'NRestarts');
-  // Pings keep a healthy daemon alive for several intervals.
-  await sleep(3_000);
-  t.like(await show('MainPID', 'NRestarts', 'ActiveState'), { ...before, ActiveState: 'active' });
+  const before = await show('MainPID', 'NRestarts', 'ActiveEnterTimestampMonotonic', 'WatchdogUSec');
+  t.is(before.WatchdogUSec, '2s');
+  // Pings keep a healthy daemon alive: systemd records a ping later than the
+  // limit after activation, when an unpinged watchdog would have fired.
+  const limitUs = 2_000_000;
+  await waitFor('a watchdog ping past the first limit', async () => {
+    const now = await show('WatchdogTimestampMonotonic', 'MainPID');
+    if (now.MainPID !== before.MainPID) throw new Error(`MainPID changed from ${before.MainPID} to ${now.MainPID}`);
+    return Number(now.WatchdogTimestampMonotonic) > Number(before.ActiveEnterTimestampMonotonic) + limitUs;
+  });
+  t.like(await show('MainPID', 'NRestarts', 'ActiveState'), { MainPID: before.MainPID, NRestarts: before.NRestarts, ActiveState: 'active' });
 
   await booted().sh(`systemctl kill --kill-whom=main --signal=SIGUSR2 ${UNIT}`);
-  await waitFor(async () => {
+  await waitFor('the watchdog restart', async () => {
     const now = await show('NRestarts', 'ActiveState', 'MainPID');
     return Number(now.NRestarts) === Number(before.NRestarts) + 1 && now.ActiveState === 'active' && now.MainPID !== before.MainPID;
-  }, 15_000, 'the watchdog restart');
+  });
   const journal = await booted().sh(`journalctl --no-pager -o cat -u ${UNIT} | grep -i watchdog || true`);
   t.regex(journal, /Watchdog timeout \(limit 2s\)/);
   t.is(hostStatus().sockopsMode, 'accepting');
@@ -180,12 +179,12 @@ systemdTest('a daemon whose event loop is blocked misses its watchdog pings and 
 
 systemdTest('systemctl restart under a live stream keeps it byte-exact and accelerated', async (t) => {
   await withLongStream({ cgroup: peerCgroup(), host: LOOPBACK }, async (stream) => {
-    await waitFor(() => hostStatus().sockets.clients + hostStatus().sockets.servers === 2, 10_000, 'the stream to be accelerated');
+    await waitFor('the stream to be accelerated', () => hostStatus().sockets.clients + hostStatus().sockets.servers === 2, { failIf: stream.client.process.exitedReport });
     const before = { mainPid: (await show('MainPID')).MainPID, link: hostStatus().links.sockops!, passed: counter('msgs_passed') };
     for (let i = 0; i < 2; i++) {
       const redirected = counter('msgs_redirected');
       await booted().sh(`systemctl restart ${UNIT}`);
-      await waitFor(() => counter('msgs_redirected') > redirected + 20n, 10_000, 'the stream to keep redirecting');
+      await waitFor('the stream to keep redirecting', () => counter('msgs_redirected') > redirected + 20n, { failIf: stream.client.process.exitedReport });
     }
     const after = hostStatus();
     t.not((await show('MainPID')).MainPID, before.mainPid);
@@ -216,8 +215,9 @@ systemdTest('a start that fails before READY never becomes active and is not ret
   const restarts = Number((await show('NRestarts')).NRestarts);
   const start = await booted().exec(['systemctl', 'start', UNIT]);
   t.not(start.code, 0);
-  t.like(await show('ActiveState', 'Result', 'ExecMainStatus'), { ActiveState: 'failed', Result: 'exit-code', ExecMainStatus: '72' });
-  await sleep(1_500); // RestartSec=1s: a restart would have happened by now
+  // systemd decides at the exit: a restart to come would show as activating/auto-restart;
+  // failed/failed means none is scheduled (Restart=on-failure, but exit 72 is in RestartPreventExitStatus).
+  t.like(await show('ActiveState', 'SubState', 'Result', 'ExecMainStatus', 'Restart'), { ActiveState: 'failed', SubState: 'failed', Result: 'exit-code', ExecMainStatus: '72', Restart: 'on-failure' });
   t.is(Number((await show('NRestarts')).NRestarts), restarts, 'RestartPreventExitStatus stops the loop');
   t.regex(await booted().sh(`journalctl --no-pager -o cat -u ${UNIT} -n 20`), /pinRoot \/run\/not-bpffs is not on a bpf filesystem/);
   await dropIn('broken', '');
@@ -228,7 +228,7 @@ systemdTest('a start that fails before READY never becomes active and is not ret
 systemdTest('uninstall.sh waits for accelerated connections, refuses while they last, then removes everything', async (t) => {
   const c = booted();
   await withLongStream({ cgroup: peerCgroup(), host: LOOPBACK }, async (stream) => {
-    await waitFor(() => hostStatus().sockets.clients + hostStatus().sockets.servers === 2, 10_000, 'the stream to be accelerated');
+    await waitFor('the stream to be accelerated', () => hostStatus().sockets.clients + hostStatus().sockets.servers === 2, { failIf: stream.client.process.exitedReport });
     const refused = await c.exec(['bash', `${REPO_IN_CONTAINER}/scripts/uninstall.sh`, '--wait-seconds', '1'], 60_000);
     t.is(refused.code, 1, refused.stdout);
     t.regex(refused.stdout, /waiting up to 1 s for 2 accelerated sockets to close/);
