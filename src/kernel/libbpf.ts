@@ -166,6 +166,7 @@ const LIBBPF_SIGNATURES = {
   bpf_map_get_fd_by_id: ['int', ['uint32']],
   bpf_link_get_fd_by_id: ['int', ['uint32']],
   bpf_prog_get_next_id: ['int', ['uint32', 'pointer']],
+  bpf_prog_bind_map: ['int', ['int', 'int', 'pointer']],
 } as const;
 
 // Option structs from /usr/include/bpf/bpf.h. Each starts with `size_t sz`,
@@ -658,6 +659,15 @@ export function bpfMapGetFdById(id: number): number {
 
 export function bpfLinkGetFdById(id: number): number {
   return check(bpf().bpf_link_get_fd_by_id(id), 'bpf_link_get_fd_by_id', `id ${id}`);
+}
+
+/**
+ * BPF_PROG_BIND_MAP (5.10): adds `mapFd`'s map to the program's used maps, as
+ * if its code referenced it. The program then holds a reference on the map
+ * for as long as the program itself lives.
+ */
+export function bpfProgBindMap(progFd: number, mapFd: number): void {
+  check(bpf().bpf_prog_bind_map(progFd, mapFd, ref.NULL), 'bpf_prog_bind_map', `prog fd ${progFd}, map fd ${mapFd}`);
 }
 
 /** The id of the next loaded program after `startId` (0: the first), or null after the last. Needs CAP_SYS_ADMIN. */

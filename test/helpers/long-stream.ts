@@ -27,6 +27,8 @@ export interface LongStreamOptions extends Placement {
   seed?: string;
   /** The client reads nothing until its own FIN: echoed bytes queue up unread meanwhile. */
   halfClose?: boolean;
+  /** With halfClose: the client reads nothing, even after its FIN, until releaseReads(). */
+  holdReads?: boolean;
 }
 
 export interface LongStreamResult {
@@ -37,6 +39,10 @@ export interface LongStreamResult {
 export interface LongStream {
   readonly server: ServerHandle;
   readonly client: JsonLineProcess;
+  /** Tells the client to stop writing and FIN (SIGUSR2); finish() does it too. */
+  stopWriting(): void;
+  /** holdReads: lets the client start reading (SIGUSR1). */
+  releaseReads(): void;
   /** Tells the client to stop writing (SIGUSR2) and returns both sides' reports. */
   finish(timeoutMs?: number): Promise<LongStreamResult>;
 }
@@ -48,13 +54,22 @@ async function startLongStream(opts: LongStreamOptions): Promise<LongStream> {
     'client', '--host', opts.host, '--port', String(server.port), '--bytes', '0', '--until-signal',
     '--chunk', String(opts.chunk ?? 4096), '--pause-ms', String(opts.pauseMs ?? 5), '--seed', opts.seed ?? 'long-stream',
     ...(opts.halfClose ? ['--half-close'] : []),
+    ...(opts.holdReads ? ['--hold-reads'] : []),
   ];
   const client = new JsonLineProcess('long-stream client', [process.execPath, PEER_SCRIPT, ...args], placement);
+  let writing = true;
+  const stopWriting = (): void => {
+    // Signalled once: a second SIGUSR2 is harmless, but finish() need not send it.
+    if (writing) client.signal('SIGUSR2');
+    writing = false;
+  };
   return {
     server,
     client,
+    stopWriting,
+    releaseReads: () => client.signal('SIGUSR1'),
     async finish(timeoutMs = 30_000) {
-      client.signal('SIGUSR2');
+      stopWriting();
       const status = await client.exitWithin(timeoutMs);
       const done = client.events.find((e) => e.event === 'done');
       if (status.code !== 0 || done?.event !== 'done') throw new Error(client.failureReport('did not finish cleanly'));

@@ -21,9 +21,20 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import { LAYOUT_VERSION, META_MAGIC } from '../../src/kernel/bpf-layout';
-import { BPF, bpfMapCreate, bpfMapUpdateElem, bpfObjPin } from '../../src/kernel/libbpf';
+import {
+  BPF,
+  bpfMapCreate,
+  bpfMapGetFdById,
+  bpfMapUpdateElem,
+  bpfObjPin,
+  bpfProgBindMap,
+  bpfProgGetFdById,
+  LibbpfError,
+  linkInfo,
+  mapInfo,
+} from '../../src/kernel/libbpf';
 import { close } from '../../src/kernel/libc';
-import { mapPinPath, SHARED_MAP_NAMES } from '../../src/kernel/pins';
+import { linkPinPath, mapPinPath, SHARED_MAP_NAMES, withPinnedFd } from '../../src/kernel/pins';
 import { readStatus } from '../../src/cli/status';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, type RunningDaemon } from '../helpers/daemon';
@@ -89,6 +100,39 @@ function cgroupPrograms(cgroup: string): { id: number; attach_type: string }[] {
 
 function listPins(pinRoot: string): string[] {
   return fs.readdirSync(pinRoot).sort();
+}
+
+/** Whether the kernel still has a map with this id (opening it by id briefly holds it). */
+function mapLoaded(id: number): boolean {
+  try {
+    close(bpfMapGetFdById(id));
+    return true;
+  } catch (err) {
+    if (err instanceof LibbpfError && err.errno === os.constants.errno.ENOENT) return false;
+    throw err;
+  }
+}
+
+/**
+ * Binds a fresh, otherwise unreferenced map to a program and returns its id.
+ * The id vanishes when the program is freed and puts its maps; the sentinel
+ * is put last, after every map the program used. So once the sentinel is
+ * gone, each of those maps is either freed (its id gone) or held by
+ * something else.
+ */
+function bindSentinel(progId: number): number {
+  const mapFd = bpfMapCreate(BPF.MAP_TYPE_ARRAY, 'sa_test_sentinel', 4, 4, 1);
+  try {
+    const progFd = bpfProgGetFdById(progId);
+    try {
+      bpfProgBindMap(progFd, mapFd);
+    } finally {
+      close(progFd);
+    }
+    return mapInfo(mapFd).id;
+  } finally {
+    close(mapFd);
+  }
 }
 
 /** A second build of the BPF objects (an extra -D), in a temp dir removed after the test. */
@@ -259,12 +303,18 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
   await withScratchCgroup(async (cg) => {
     await withDaemons(cg.path, async (start, pinRoot) => {
       const daemon = await start();
-      // halfClose: the client reads nothing until its own FIN, so the server's
-      // echo piles up unread in its redirect queue while we purge.
-      await withLongStream({ cgroup: cg.path, host: LOOPBACK, chunk: 512, pauseMs: 20, halfClose: true }, async (stream) => {
+      // halfClose + holdReads: the client reads nothing until we let it, so the
+      // server's echo piles up unread in its redirect queue while we purge.
+      const streamOpts = { cgroup: cg.path, host: LOOPBACK, chunk: 512, pauseMs: 20, halfClose: true, holdReads: true };
+      await withLongStream(streamOpts, async (stream) => {
         await waitFor(() => socketsInMaps(pinRoot) === 2 && counter(pinRoot, 'bytes_redirected') > 16_384n, 10_000, 'unread redirected bytes');
         t.is((await daemon.stop()).code, 0);
         const pins = listPins(pinRoot);
+        const clientsMap = withPinnedFd(mapPinPath(pinRoot, 'sa_clients'), (fd) => mapInfo(fd).id);
+        const serversMap = withPinnedFd(mapPinPath(pinRoot, 'sa_servers'), (fd) => mapInfo(fd).id);
+        // The program the server socket got at insertion (links open read-write only).
+        const toClientProg = withPinnedFd(linkPinPath(pinRoot, 'toClient'), (fd) => linkInfo(fd).progId, false);
+        const sentinel = bindSentinel(toClientProg);
 
         const refused = await cli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=1']);
         t.is(refused.code, 73, refused.stderr);
@@ -279,9 +329,25 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
         t.false(fs.existsSync(pinRoot), 'the pin root is gone');
         t.deepEqual(cgroupPrograms(cg.path), [], 'nothing attached to the cgroup');
 
+        // The server closes first, the usual order for a reply: the client
+        // FINs but still reads nothing, the server echoes the rest and closes.
+        // Its socket leaves the servers map and releases the last hold on the
+        // servers' sk_msg program, which puts its maps (the sentinel last).
+        // Only the client's socket can keep the sockhashes alive now; were
+        // the clients map freed, the kernel would drop the client's psock and
+        // every echoed byte in it (sock_hash_free -> sk_psock_drop).
+        stream.stopWriting();
+        await stream.server.results(1);
+        await waitFor(() => !mapLoaded(sentinel), 10_000, "the server socket's sk_msg program to be freed");
+        t.true(mapLoaded(clientsMap), 'the clients map outlives the server socket while the client has unread bytes');
+        t.true(mapLoaded(serversMap), 'the servers map outlives the server socket too');
+
+        stream.releaseReads();
         const result = await stream.finish();
         assertIntegrity(t, result.client, result.server, { echo: true });
         t.true(result.client.conns[0]!.bytesInAfterFin > 16_384, 'the echo was still unread when purge --force ran');
+        // No leak: the last socket gone, the kernel frees the orphaned maps.
+        await waitFor(() => !mapLoaded(clientsMap) && !mapLoaded(serversMap), 10_000, 'the orphaned sockhashes to be freed');
       });
     });
   });
