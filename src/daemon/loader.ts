@@ -7,9 +7,10 @@
  * undone in reverse order if a later stage fails. Pinned maps from an earlier
  * run are reused, never recreated: freeing a sockhash would drop every
  * accelerated socket's unread bytes. For the same reason each sk_msg program
- * holds both sockhashes (bindOwnSockhash). Opening, configuring and loading the
- * objects is BpfObject's (src/kernel/bpf-object.ts); this module decides
- * what the daemon's objects get, then pins, attaches and drains.
+ * holds both sockhashes (src/kernel/sockhash-hold.ts). Opening, configuring
+ * and loading the objects is BpfObject's (src/kernel/bpf-object.ts); this
+ * module decides what the daemon's objects get, then pins, attaches and
+ * drains.
  */
 import fs from 'node:fs';
 import type { Logger } from 'pino';
@@ -20,6 +21,7 @@ import { BpfObject, DEFAULT_OBJECT_DIR, objectPath } from '../kernel/bpf-object'
 import { BpfError, BpfStage } from '../common/errors';
 import { encodeMeta, portBitmap } from '../kernel/bpf-layout';
 import { linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, SharedMapName } from '../kernel/pins';
+import { bindOwnSockhash } from '../kernel/sockhash-hold';
 
 /** The two sock_ops entry points (names as bpf_prog_info reports them, <= 15 chars). */
 export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel_drain' } as const;
@@ -138,7 +140,8 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
   const mapFds = Object.fromEntries(SHARED_MAP_NAMES.map((n) => [n, objects.sockops.mapFd(n)])) as Record<SharedMapName, number>;
   const toServerProg = objects.redirect.programFd('sockaccel_to_server');
   const toClientProg = objects.redirect.programFd('sockaccel_to_client');
-  stage('load', () => bindOwnSockhash({ toServerProg, toClientProg, clients: mapFds.sa_clients, servers: mapFds.sa_servers }));
+  // Before attach: no socket may get a program that does not hold both maps.
+  stage('load', () => bindOwnSockhash({ toServer: toServerProg, toClient: toClientProg }, { clients: mapFds.sa_clients, servers: mapFds.sa_servers }));
   log.debug({ reusedMaps }, 'stage load done');
 
   // pin
@@ -185,28 +188,6 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
       objects.sockops.close();
     },
   };
-}
-
-/**
- * Makes each sk_msg program hold its own sockhash as well as the one it
- * redirects into (BPF_PROG_BIND_MAP, 5.10), so that every accelerated socket
- * keeps both sockhashes alive until it closes.
- *
- * Why: a socket in a sockhash holds the sk_msg program it got at insertion
- * (sock_map_link takes a program reference for the psock). Without the
- * binding that program references only the other map: the client's
- * sockaccel_to_server holds sa_servers, the server's sockaccel_to_client holds
- * sa_clients. Once the pins and links are gone (purge --force), the server
- * closing first frees its program, which was the last reference on
- * sa_clients; sock_hash_free then removes the still-open client, and dropping
- * its psock purges every redirected byte it had not read yet (measured: the
- * whole echo, with a clean EOF). The client closing first does the same to
- * the server. Bound, the maps live exactly as long as the
- * last socket in either of them, and the kernel frees them after it.
- */
-function bindOwnSockhash(fds: { toServerProg: number; toClientProg: number; clients: number; servers: number }): void {
-  bpf.bpfProgBindMap(fds.toServerProg, fds.clients);
-  bpf.bpfProgBindMap(fds.toClientProg, fds.servers);
 }
 
 /** Freezes through a writable fd from the pin; EPERM means already frozen. */
