@@ -34,7 +34,8 @@ import {
   mapInfo,
 } from '../../src/kernel/libbpf';
 import { close } from '../../src/kernel/libc';
-import { linkPinPath, mapPinPath, SHARED_MAP_NAMES, withPinnedFd } from '../../src/kernel/pins';
+import { BpfObject, DEFAULT_OBJECT_DIR, objectPath } from '../../src/kernel/bpf-object';
+import { linkPinPath, mapPinPath, SHARED_MAP_NAMES, type SharedMapName, withPinnedFd } from '../../src/kernel/pins';
 import { readStatus } from '../../src/cli/status';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, type RunningDaemon } from '../helpers/daemon';
@@ -109,6 +110,19 @@ function mapLoaded(id: number): boolean {
     return true;
   } catch (err) {
     if (err instanceof LibbpfError && err.errno === os.constants.errno.ENOENT) return false;
+    throw err;
+  }
+}
+
+/** The redirect object loaded on the pinned maps without sockhash-hold's binding, as an older build did. */
+function loadUnboundRedirect(pinRoot: string): BpfObject {
+  const obj = BpfObject.open(objectPath(DEFAULT_OBJECT_DIR, 'redirect'));
+  try {
+    for (const name of obj.mapNames()) obj.reusePinnedMap(name, mapPinPath(pinRoot, name as SharedMapName));
+    obj.load();
+    return obj;
+  } catch (err) {
+    obj.close();
     throw err;
   }
 }
@@ -323,8 +337,18 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
         t.deepEqual(listPins(pinRoot), pins, 'a refused purge removes nothing');
         t.is(readStatus(pinRoot).sockopsMode, 'draining');
 
-        const forced = await cli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=0', '--force']);
+        // Programs of an older build that did not bind: loaded on the pinned
+        // maps, each holds only the sockhash it redirects into. --force must
+        // bind them before it unpins anything.
+        const older = loadUnboundRedirect(pinRoot);
+        let forced: CliResult;
+        try {
+          forced = await cli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=0', '--force']);
+        } finally {
+          older.close();
+        }
         t.is(forced.code, 0, forced.stderr);
+        t.regex(forced.stdout, /bound both sockhashes to 2 sk_msg programs of an older build/);
         t.regex(forced.stdout, /--force: 2 accelerated sockets keep orphaned maps until they close/);
         t.false(fs.existsSync(pinRoot), 'the pin root is gone');
         t.deepEqual(cgroupPrograms(cg.path), [], 'nothing attached to the cgroup');
