@@ -745,8 +745,7 @@ export function progMapIds(fd: number): number[] {
     }
     return objInfo(fd, size, 'bpf_obj_get_info_by_fd', info);
   };
-  // The first call only counts; the count cannot grow in between by more than
-  // a concurrent bind, which the second call then leaves out.
+  // The first call only counts. A map bound between the two calls is left out.
   const count = call(null).readUInt32LE(52);
   if (count === 0) return [];
   const ids = Buffer.alloc(4 * count);

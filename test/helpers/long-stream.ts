@@ -27,7 +27,7 @@ export interface LongStreamOptions extends Placement {
   seed?: string;
   /** The client reads nothing until its own FIN: echoed bytes queue up unread meanwhile. */
   halfClose?: boolean;
-  /** With halfClose: the client reads nothing, even after its FIN, until releaseReads(). */
+  /** With halfClose: the client reads nothing, even after its FIN, until finish(). */
   holdReads?: boolean;
 }
 
@@ -41,9 +41,10 @@ export interface LongStream {
   readonly client: JsonLineProcess;
   /** Tells the client to stop writing and FIN (SIGUSR2); finish() does it too. */
   stopWriting(): void;
-  /** holdReads: lets the client start reading (SIGUSR1). */
-  releaseReads(): void;
-  /** Tells the client to stop writing (SIGUSR2) and returns both sides' reports. */
+  /**
+   * Tells the client to stop writing (SIGUSR2) and, with holdReads, to start
+   * reading (SIGUSR1); returns both sides' reports.
+   */
   finish(timeoutMs?: number): Promise<LongStreamResult>;
 }
 
@@ -67,9 +68,9 @@ async function startLongStream(opts: LongStreamOptions): Promise<LongStream> {
     server,
     client,
     stopWriting,
-    releaseReads: () => client.signal('SIGUSR1'),
     async finish(timeoutMs = 30_000) {
       stopWriting();
+      if (opts.holdReads) client.signal('SIGUSR1');
       const status = await client.exitWithin(timeoutMs);
       const done = client.events.find((e) => e.event === 'done');
       if (status.code !== 0 || done?.event !== 'done') throw new Error(client.failureReport('did not finish cleanly'));
