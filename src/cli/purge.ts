@@ -12,13 +12,20 @@
  *     empty. A draining link stays: it still guards in-flight handshakes.
  *  3. Wait until the sockhashes are empty: accelerated connections close by
  *     themselves. Still in use when the wait is over: refuse, unless --force.
- *  4. Detach and unpin the sock_ops link, unpin the sk_msg links and maps,
+ *  4. --force with sockets left: make every sk_msg program that holds one
+ *     sockhash hold both (src/kernel/sockhash-hold.ts; the daemon binds its
+ *     own at load, this covers programs of older builds).
+ *  5. Detach and unpin the sock_ops link, unpin the sk_msg links and maps,
  *     remove the pin root.
  *
  * What --force costs (measured on 6.18, see test/integration/lifecycle.test.ts):
- * no bytes. A socket in a sockhash holds the sk_msg program, and the program
- * holds the map, so the maps outlive their pins until the last such socket
- * closes, and those connections stay redirected to the end. But they are then
+ * no bytes. A socket in a sockhash holds the sk_msg program it got at
+ * insertion, and after step 4 that program holds both sockhashes, so the maps
+ * outlive their pins until the last such socket closes, and those connections
+ * stay redirected to the end, even when one end closes while the other still
+ * has bytes to read. Without step 4 that was not so: a program held only the
+ * map it redirects into, and the first end to close freed the other end's map
+ * and, with it, that end's unread bytes. But the connections are then
  * invisible: no pin, no status, no counters, and a later daemon makes new maps
  * beside them, so they keep the old programs until they close. And a handshake
  * in flight at that moment loses the sock_ops guard that takes a one-sided
@@ -32,10 +39,11 @@ import { loadConfig } from '../config/config';
 import { PinConflictError, UsageError } from '../common/errors';
 import { acquireInstanceLock } from '../daemon/instance-lock';
 import { detachSockops } from '../daemon/loader';
-import { LINK_PINS, linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES } from '../kernel/pins';
+import { LINK_PINS, linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, withPinnedFd } from '../kernel/pins';
 import { readStatus } from './status';
 import { explainPinError, pinPresent } from '../kernel/pin-access';
 import { removeDeadRuns } from '../bench/leftovers';
+import { bindSockhashesToEveryProgram } from '../kernel/sockhash-hold';
 
 export const DEFAULT_WAIT_SECONDS = 10;
 const POLL_MS = 200;
@@ -102,13 +110,24 @@ async function purgeLocked(opts: PurgeOptions): Promise<PurgeResult> {
     throw new PinConflictError(`${left} accelerated sockets still use the maps under ${pinRoot}; nothing was removed`, {
       hint:
         'wait for those connections to close, retry with a longer --wait-seconds, or use --force: their bytes are not lost ' +
-        '(they stay redirected by maps that outlive the pins until they close), but they become invisible to status ' +
-        'and keep the old programs, and a handshake in flight right then may keep the FIONREAD hazard',
+        '(they stay redirected by maps that outlive the pins until their last socket closes), but they become invisible ' +
+        'to status and keep the old programs, and a handshake in flight right then may keep the FIONREAD hazard',
     });
   }
-  if (left > 0) say(`--force: ${left} accelerated sockets keep orphaned maps until they close`);
+  if (left > 0) {
+    holdOrphanedMaps(pinRoot, say);
+    say(`--force: ${left} accelerated sockets keep orphaned maps until they close`);
+  }
   removePins(pinRoot, say);
   return { purged: true, orphanedSockets: left };
+}
+
+/** Before the pins go: each socket left must keep both sockhashes alive (see src/kernel/sockhash-hold.ts). */
+function holdOrphanedMaps(pinRoot: string, say: (line: string) => void): void {
+  const bound = withPinnedFd(mapPinPath(pinRoot, 'sa_clients'), (clients) =>
+    withPinnedFd(mapPinPath(pinRoot, 'sa_servers'), (servers) => bindSockhashesToEveryProgram({ clients, servers })),
+  );
+  if (bound > 0) say(`bound both sockhashes to ${bound} sk_msg programs of an older build, whose sockets now keep them`);
 }
 
 function removePins(pinRoot: string, say: (line: string) => void): void {

@@ -6,9 +6,11 @@
  * (feature probes run before, in probes.ts). Whatever a stage created is
  * undone in reverse order if a later stage fails. Pinned maps from an earlier
  * run are reused, never recreated: freeing a sockhash would drop every
- * accelerated socket's unread bytes. Opening, configuring and loading the
- * objects is BpfObject's (src/kernel/bpf-object.ts); this module decides
- * what the daemon's objects get, then pins, attaches and drains.
+ * accelerated socket's unread bytes. For the same reason each sk_msg program
+ * holds both sockhashes (src/kernel/sockhash-hold.ts). Opening, configuring
+ * and loading the objects is BpfObject's (src/kernel/bpf-object.ts); this
+ * module decides what the daemon's objects get, then pins, attaches and
+ * drains.
  */
 import fs from 'node:fs';
 import type { Logger } from 'pino';
@@ -19,6 +21,7 @@ import { BpfObject, DEFAULT_OBJECT_DIR, objectPath } from '../kernel/bpf-object'
 import { BpfError, BpfStage } from '../common/errors';
 import { encodeMeta, portBitmap } from '../kernel/bpf-layout';
 import { linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, SharedMapName } from '../kernel/pins';
+import { bindOwnSockhash } from '../kernel/sockhash-hold';
 
 /** The two sock_ops entry points (names as bpf_prog_info reports them, <= 15 chars). */
 export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel_drain' } as const;
@@ -135,6 +138,10 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
     return reused;
   });
   const mapFds = Object.fromEntries(SHARED_MAP_NAMES.map((n) => [n, objects.sockops.mapFd(n)])) as Record<SharedMapName, number>;
+  const toServerProg = objects.redirect.programFd('sockaccel_to_server');
+  const toClientProg = objects.redirect.programFd('sockaccel_to_client');
+  // Before attach: no socket may get a program that does not hold both maps.
+  stage('load', () => bindOwnSockhash({ toServer: toServerProg, toClient: toClientProg }, { clients: mapFds.sa_clients, servers: mapFds.sa_servers }));
   log.debug({ reusedMaps }, 'stage load done');
 
   // pin
@@ -151,8 +158,6 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
   }, `check that ${opts.pinRoot} is on bpffs and writable`);
 
   // attach: the msg programs first, so that no socket enters a map without one
-  const toServerProg = objects.redirect.programFd('sockaccel_to_server');
-  const toClientProg = objects.redirect.programFd('sockaccel_to_client');
   const sockopsProg = objects.sockops.programFd(SOCKOPS_PROGRAMS.accept);
   const drainProg = objects.sockops.programFd(SOCKOPS_PROGRAMS.drain);
   stage('attach', () => {

@@ -166,6 +166,7 @@ const LIBBPF_SIGNATURES = {
   bpf_map_get_fd_by_id: ['int', ['uint32']],
   bpf_link_get_fd_by_id: ['int', ['uint32']],
   bpf_prog_get_next_id: ['int', ['uint32', 'pointer']],
+  bpf_prog_bind_map: ['int', ['int', 'int', 'pointer']],
 } as const;
 
 // Option structs from /usr/include/bpf/bpf.h. Each starts with `size_t sz`,
@@ -660,6 +661,15 @@ export function bpfLinkGetFdById(id: number): number {
   return check(bpf().bpf_link_get_fd_by_id(id), 'bpf_link_get_fd_by_id', `id ${id}`);
 }
 
+/**
+ * BPF_PROG_BIND_MAP (5.10): adds `mapFd`'s map to the program's used maps, as
+ * if its code referenced it. The program then holds a reference on the map
+ * for as long as the program itself lives.
+ */
+export function bpfProgBindMap(progFd: number, mapFd: number): void {
+  check(bpf().bpf_prog_bind_map(progFd, mapFd, ref.NULL), 'bpf_prog_bind_map', `prog fd ${progFd}, map fd ${mapFd}`);
+}
+
 /** The id of the next loaded program after `startId` (0: the first), or null after the last. Needs CAP_SYS_ADMIN. */
 export function bpfProgGetNextId(startId: number): number | null {
   const next = ref.alloc('uint32', 0);
@@ -671,8 +681,8 @@ export function bpfProgGetNextId(startId: number): number | null {
 // the offsets of /usr/include/linux/bpf.h. Passing our (possibly older,
 // shorter) size is fine: the kernel fills only that many bytes.
 
-function objInfo(fd: number, size: number, call: string): Buffer {
-  const info = Buffer.alloc(size);
+/** `info` may carry input fields (array pointers and their lengths); zeroed otherwise. */
+function objInfo(fd: number, size: number, call: string, info = Buffer.alloc(size)): Buffer {
   const len = ref.alloc('uint32', size);
   check(bpf().bpf_obj_get_info_by_fd(fd, info, len), call, `fd ${fd}`);
   return info;
@@ -722,6 +732,25 @@ export function progInfo(fd: number): ProgInfo {
     tag: info.subarray(8, 16).toString('hex'), // __u8 tag[8]
     name: readName(info, 64), // char name[16]
   };
+}
+
+/** The ids of the maps a program holds: those its code references plus any bound with bpfProgBindMap. */
+export function progMapIds(fd: number): number[] {
+  const size = 232; // sizeof(struct bpf_prog_info)
+  const call = (ids: Buffer | null): Buffer => {
+    const info = Buffer.alloc(size);
+    if (ids) {
+      info.writeUInt32LE(ids.length / 4, 52); // __u32 nr_map_ids
+      info.writeBigUInt64LE(BigInt(ref.address(ids)), 56); // __aligned_u64 map_ids
+    }
+    return objInfo(fd, size, 'bpf_obj_get_info_by_fd', info);
+  };
+  // The first call only counts. A map bound between the two calls is left out.
+  const count = call(null).readUInt32LE(52);
+  if (count === 0) return [];
+  const ids = Buffer.alloc(4 * count);
+  const filled = Math.min(count, call(ids).readUInt32LE(52));
+  return Array.from({ length: filled }, (_, i) => ids.readUInt32LE(4 * i));
 }
 
 export interface LinkInfo {

@@ -17,6 +17,8 @@ export interface LongStreamOptions extends Placement {
   seed?: string;
   /** The client reads nothing until its own FIN: echoed bytes queue up unread meanwhile. */
   halfClose?: boolean;
+  /** With halfClose: the client reads nothing, even after its FIN, until finish(). */
+  holdReads?: boolean;
 }
 
 export interface LongStreamResult {
@@ -27,7 +29,9 @@ export interface LongStreamResult {
 export interface LongStream {
   readonly server: ServerHandle;
   readonly client: HeldClient;
-  /** Tells the client to stop writing and returns both sides' reports. */
+  /** Tells the client to stop writing and FIN; finish() does it too. */
+  stopWriting(): void;
+  /** Tells the client to stop writing (and, with holdReads, to start reading); returns both sides' reports. */
   finish(timeoutMs?: number): Promise<LongStreamResult>;
 }
 
@@ -38,12 +42,13 @@ export async function withLongStream<T>(opts: LongStreamOptions, fn: (stream: Lo
   try {
     const clientOpts = {
       ...placement, host: opts.host, port: server.port, stream: true,
-      chunk: opts.chunk ?? 4096, pauseMs: opts.pauseMs ?? 5, seed: opts.seed ?? 'long-stream', halfClose: opts.halfClose,
+      chunk: opts.chunk ?? 4096, pauseMs: opts.pauseMs ?? 5, seed: opts.seed ?? 'long-stream', halfClose: opts.halfClose, holdReads: opts.holdReads,
     };
     return await withHeldClient(clientOpts, (client) =>
       fn({
         server,
         client,
+        stopWriting: client.stopWriting,
         async finish(timeoutMs = 30_000) {
           const report = await client.release(timeoutMs);
           return { client: report, server: await server.results(1) };

@@ -215,6 +215,8 @@ export interface HeldClientOptions extends Omit<ClientOptions, 'mode' | 'timeout
   bytes?: number;
   /** Instead: keep writing `chunk` every `pauseMs` until released (a live stream). */
   stream?: boolean;
+  /** With halfClose: read nothing, even after the FIN, until released (echoed bytes stay queued unread). */
+  holdReads?: boolean;
 }
 
 /**
@@ -229,13 +231,21 @@ export interface HeldClient {
    * output if it exits or the time runs out first.
    */
   holding(timeoutMs?: number): Promise<string[]>;
+  /** Stops writing and FINs (SIGUSR2), without waiting; with holdReads the client still reads nothing. */
+  stopWriting(): void;
   /** Releases the connections (FIN, then read to the server's FIN) and returns the client's report. */
   release(timeoutMs?: number): Promise<ClientReport>;
 }
 
 export function startHeldClient(opts: HeldClientOptions): HeldClient {
-  const client = peerProcess('client', clientArgs({ ...opts, bytes: opts.stream ? 0 : (opts.bytes ?? 0) }, [opts.stream ? '--until-signal' : '--hold']), opts);
+  const holdArgs = [opts.stream ? '--until-signal' : '--hold', ...(opts.holdReads ? ['--hold-reads'] : [])];
+  const client = peerProcess('client', clientArgs({ ...opts, bytes: opts.stream ? 0 : (opts.bytes ?? 0) }, holdArgs), opts);
   const conns = opts.conns ?? 1;
+  let writing = true;
+  const stopWriting = (): void => {
+    if (writing) client.signal('SIGUSR2');
+    writing = false;
+  };
   return {
     process: client,
     holding: (timeoutMs = DEFAULT_RESULTS_TIMEOUT_MS) =>
@@ -247,8 +257,10 @@ export function startHeldClient(opts: HeldClientOptions): HeldClient {
         timeoutMs,
         `${conns} connections to hold`,
       ),
+    stopWriting,
     release: (timeoutMs = DEFAULT_CLIENT_TIMEOUT_MS) => {
-      client.signal('SIGUSR2');
+      stopWriting();
+      if (opts.holdReads) client.signal('SIGUSR1');
       return clientReport(client, timeoutMs);
     },
   };

@@ -20,12 +20,24 @@ import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { LAYOUT_VERSION, META_MAGIC } from '../../src/kernel/bpf-layout';
-import { BPF, bpfMapCreate, bpfMapUpdateElem, bpfObjPin } from '../../src/kernel/libbpf';
+import {
+  BPF,
+  bpfMapCreate,
+  bpfMapGetFdById,
+  bpfMapUpdateElem,
+  bpfObjPin,
+  bpfProgBindMap,
+  bpfProgGetFdById,
+  LibbpfError,
+  linkInfo,
+  mapInfo,
+} from '../../src/kernel/libbpf';
 import { close } from '../../src/kernel/libc';
-import { mapPinPath, SHARED_MAP_NAMES } from '../../src/kernel/pins';
+import { BpfObject, DEFAULT_OBJECT_DIR, objectPath } from '../../src/kernel/bpf-object';
+import { linkPinPath, mapPinPath, SHARED_MAP_NAMES, type SharedMapName, withPinnedFd } from '../../src/kernel/pins';
 import { readStatus } from '../../src/cli/status';
 import { withScratchCgroup } from '../helpers/cgroup';
-import { runCli } from '../helpers/cli';
+import { runCli, type CliResult } from '../helpers/cli';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, type RunningDaemon } from '../helpers/daemon';
 import { withLongStream } from '../helpers/long-stream';
 import { uniqueName } from '../helpers/names';
@@ -66,6 +78,52 @@ function cgroupPrograms(cgroup: string): { id: number; attach_type: string }[] {
 
 function listPins(pinRoot: string): string[] {
   return fs.readdirSync(pinRoot).sort();
+}
+
+/** Whether the kernel still has a map with this id (opening it by id briefly holds it). */
+function mapLoaded(id: number): boolean {
+  try {
+    close(bpfMapGetFdById(id));
+    return true;
+  } catch (err) {
+    if (err instanceof LibbpfError && err.errno === os.constants.errno.ENOENT) return false;
+    throw err;
+  }
+}
+
+/** The redirect object loaded on the pinned maps without sockhash-hold's binding, as an older build did. */
+function loadUnboundRedirect(pinRoot: string): BpfObject {
+  const obj = BpfObject.open(objectPath(DEFAULT_OBJECT_DIR, 'redirect'));
+  try {
+    for (const name of obj.mapNames()) obj.reusePinnedMap(name, mapPinPath(pinRoot, name as SharedMapName));
+    obj.load();
+    return obj;
+  } catch (err) {
+    obj.close();
+    throw err;
+  }
+}
+
+/**
+ * Binds a fresh, otherwise unreferenced map to a program and returns its id.
+ * The id vanishes when the program is freed and puts its maps; the sentinel
+ * is put last, after every map the program used. So once the sentinel is
+ * gone, each of those maps is either freed (its id gone) or held by
+ * something else.
+ */
+function bindSentinel(progId: number): number {
+  const mapFd = bpfMapCreate(BPF.MAP_TYPE_ARRAY, 'sa_test_sentinel', 4, 4, 1);
+  try {
+    const progFd = bpfProgGetFdById(progId);
+    try {
+      bpfProgBindMap(progFd, mapFd);
+    } finally {
+      close(progFd);
+    }
+    return mapInfo(mapFd).id;
+  } finally {
+    close(mapFd);
+  }
 }
 
 /** A second build of the BPF objects (an extra -D), in a temp dir removed after the test. */
@@ -236,12 +294,18 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
   await withScratchCgroup(async (cg) => {
     await withDaemons(cg.path, async (start, pinRoot) => {
       const daemon = await start();
-      // halfClose: the client reads nothing until its own FIN, so the server's
-      // echo piles up unread in its redirect queue while we purge.
-      await withLongStream({ cgroup: cg.path, host: LOOPBACK, chunk: 512, pauseMs: 20, halfClose: true }, async (stream) => {
+      // halfClose + holdReads: the client reads nothing until we let it, so the
+      // server's echo piles up unread in its redirect queue while we purge.
+      const streamOpts = { cgroup: cg.path, host: LOOPBACK, chunk: 512, pauseMs: 20, halfClose: true, holdReads: true };
+      await withLongStream(streamOpts, async (stream) => {
         await waitFor('unread redirected bytes', () => socketsInMaps(pinRoot) === 2 && counter(pinRoot, 'bytes_redirected') > 16_384n, { failIf: stream.client.process.exitedReport });
         t.is((await daemon.stop()).code, 0);
         const pins = listPins(pinRoot);
+        const clientsMap = withPinnedFd(mapPinPath(pinRoot, 'sa_clients'), (fd) => mapInfo(fd).id);
+        const serversMap = withPinnedFd(mapPinPath(pinRoot, 'sa_servers'), (fd) => mapInfo(fd).id);
+        // The program the server socket got at insertion (links open read-write only).
+        const toClientProg = withPinnedFd(linkPinPath(pinRoot, 'toClient'), (fd) => linkInfo(fd).progId, false);
+        const sentinel = bindSentinel(toClientProg);
 
         const refused = await runCli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=1']);
         t.is(refused.code, 73, refused.stderr);
@@ -250,15 +314,40 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
         t.deepEqual(listPins(pinRoot), pins, 'a refused purge removes nothing');
         t.is(readStatus(pinRoot).sockopsMode, 'draining');
 
-        const forced = await runCli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=0', '--force']);
+        // Programs of an older build that did not bind: loaded on the pinned
+        // maps, each holds only the sockhash it redirects into. --force must
+        // bind them before it unpins anything.
+        const older = loadUnboundRedirect(pinRoot);
+        let forced: CliResult;
+        try {
+          forced = await runCli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=0', '--force']);
+        } finally {
+          older.close();
+        }
         t.is(forced.code, 0, forced.stderr);
+        t.regex(forced.stdout, /bound both sockhashes to 2 sk_msg programs of an older build/);
         t.regex(forced.stdout, /--force: 2 accelerated sockets keep orphaned maps until they close/);
         t.false(fs.existsSync(pinRoot), 'the pin root is gone');
         t.deepEqual(cgroupPrograms(cg.path), [], 'nothing attached to the cgroup');
 
-        const result = await stream.finish();
+        // The server closes first, the usual order for a reply: the client
+        // FINs but still reads nothing, the server echoes the rest and closes.
+        // Its socket leaves the servers map and releases the last hold on the
+        // servers' sk_msg program, which puts its maps (the sentinel last).
+        // Only the client's socket can keep the sockhashes alive now; were
+        // the clients map freed, the kernel would drop the client's psock and
+        // every echoed byte in it (sock_hash_free -> sk_psock_drop).
+        stream.stopWriting();
+        await stream.server.results(1);
+        await waitFor("the server socket's sk_msg program to be freed", () => !mapLoaded(sentinel));
+        t.true(mapLoaded(clientsMap), 'the clients map outlives the server socket while the client has unread bytes');
+        t.true(mapLoaded(serversMap), 'the servers map outlives the server socket too');
+
+        const result = await stream.finish(); // lets the client read at last
         assertIntegrity(t, result.client, result.server, { echo: true });
         t.true(result.client.conns[0]!.bytesInAfterFin > 16_384, 'the echo was still unread when purge --force ran');
+        // No leak: the last socket gone, the kernel frees the orphaned maps.
+        await waitFor('the orphaned sockhashes to be freed', () => !mapLoaded(clientsMap) && !mapLoaded(serversMap));
       });
     });
   });
