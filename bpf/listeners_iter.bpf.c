@@ -8,8 +8,9 @@
  * that is seen by TCP_LISTEN_CB, so nothing falls between the two), and it
  * registers every listener in the attached cgroup or a descendant.
  *
- * The walk covers the TCP sockets of the network namespace of the process
- * that reads the iterator (the daemon's), not other namespaces.
+ * One walk covers the TCP sockets of the network namespace the reader is in
+ * when it creates the iterator; the daemon reads it once in every namespace
+ * on the node (src/daemon/seed-listeners.ts).
  *
  * Refcounts: an entry is only ever inserted (BPF_NOEXIST), never counted up,
  * so running this on every start is idempotent; a listener that

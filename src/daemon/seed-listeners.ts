@@ -6,6 +6,11 @@
  * work in the kernel, straight into the pinned sa_listeners map (frozen for
  * syscalls; program writes are fine). Run once per start, after the sock_ops
  * program is attached; idempotent (see bpf/listeners_iter.bpf.c).
+ *
+ * A TCP iterator walks the namespace its reader is in, and on a Kubernetes
+ * node every pod's server lives in the pod's own namespace: the walk runs
+ * in each network namespace on the node (named ones under /run/netns and
+ * those of every process, each once), as `sockaccel conns` does.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,6 +18,7 @@ import * as bpf from '../kernel/libbpf';
 import { readIterator } from '../kernel/bpf-iter';
 import { DEFAULT_OBJECT_DIR, reusePinnedMap, rodataSettings } from './loader';
 import { mapPinPath } from '../kernel/pins';
+import { inEachNetns, namedNetns, processNetns } from '../conns/netns';
 
 export const SEED_OBJECT = 'listeners_iter.bpf.o';
 const SEED_PROGRAM = 'sockaccel_seed_listeners';
@@ -22,10 +28,12 @@ export interface SeedResult {
   readonly found: number;
   /** Of those, how many were not registered yet. */
   readonly added: number;
+  /** Network namespaces walked (ours included). */
+  readonly namespaces: number;
 }
 
 /**
- * Walks the TCP sockets of this process's network namespace once. Throws if
+ * Walks the TCP sockets of every network namespace once. Throws if
  * it cannot (no such object, a kernel without iter/tcp or CO-RE targets,
  * missing CAP_PERFMON); the caller carries on without seeding.
  */
@@ -39,8 +47,11 @@ export function seedListeners(pinRoot: string, cgroupPath: string, objectDir: st
     bpf.bpfObjectLoad(obj);
     const link = bpf.bpfProgramAttachIter(bpf.bpfObjectFindProgramByName(obj, SEED_PROGRAM));
     try {
-      const out = readIterator(link); // one byte per listener: 1 = newly registered
-      return { found: out.length, added: out.filter((b) => b === 1).length };
+      // One byte per listener: 1 = newly registered.
+      const outputs: Buffer[] = [];
+      inEachNetns([...namedNetns(), ...processNetns()], () => outputs.push(readIterator(link)));
+      const out = Buffer.concat(outputs);
+      return { found: out.length, added: out.filter((b) => b === 1).length, namespaces: outputs.length };
     } finally {
       bpf.bpfLinkDestroy(link);
     }

@@ -44,6 +44,15 @@ export interface LongStream {
 async function startLongStream(opts: LongStreamOptions): Promise<LongStream> {
   const placement: Placement = { cgroup: opts.cgroup, netns: opts.netns };
   const server = await startServer({ ...placement, host: opts.host, mode: 'echo' });
+  return streamTo(server, opts);
+}
+
+/**
+ * A long stream from `opts`' placement to an echo server the caller started
+ * (and stops): e.g. a server in another pod, or one that predates the daemon.
+ */
+export function streamTo(server: ServerHandle, opts: LongStreamOptions): LongStream {
+  const placement: Placement = { cgroup: opts.cgroup, netns: opts.netns, uid: opts.uid };
   const args = [
     'client', '--host', opts.host, '--port', String(server.port), '--bytes', '0', '--until-signal',
     '--chunk', String(opts.chunk ?? 4096), '--pause-ms', String(opts.pauseMs ?? 5), '--seed', opts.seed ?? 'long-stream',

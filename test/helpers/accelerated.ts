@@ -1,0 +1,70 @@
+/**
+ * Proof that one connection is accelerated, as the zero-configuration tests
+ * need it again and again: a long stream runs while its pair is looked up
+ * in the daemon's live pairing table, then every byte of both directions is
+ * checked and the counters must show all of it redirected and none passed.
+ */
+import type { ExecutionContext } from 'ava';
+import { formatEndpoint, type Connection } from '../../src/kernel/bpf-layout';
+import { readPairs } from '../../src/kernel/pairs';
+import { parseIp } from '../../src/config/ip-prefix';
+import type { RunningDaemon } from './daemon';
+import { streamTo, type LongStreamOptions } from './long-stream';
+import { assertIntegrity, runClient, type ClientOptions, type ServerHandle } from './traffic';
+import { waitFor } from './wait-for';
+
+export type Counters = Record<string, bigint>;
+
+export const counters = (d: RunningDaemon): Counters =>
+  Object.fromEntries(Object.entries(d.status().counters).map(([k, v]) => [k, BigInt(v)]));
+
+export const delta = (a: Counters, b: Counters): Counters => Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - (a[k] ?? 0n)]));
+
+/** The paired connections whose client connected to `host:port`. */
+export function livePairsTo(d: RunningDaemon, host: string, port: number): Connection[] {
+  const dst = formatEndpoint(parseIp(host), port);
+  return readPairs(d.pinRoot).filter((c) => c.state === 'paired' && formatEndpoint(c.dst.ip, c.dst.port) === dst);
+}
+
+/**
+ * Streams from `from` (its placement; `host` is where it connects) to the
+ * echo server `server` until the connection shows up paired in the live
+ * table, then finishes and checks it byte for byte. Returns the live pair.
+ * The server must not have served other connections (its reports are
+ * matched whole).
+ */
+export async function assertAccelerated(t: ExecutionContext, d: RunningDaemon, server: ServerHandle, from: LongStreamOptions, label: string): Promise<Connection> {
+  const before = counters(d);
+  const stream = streamTo(server, from);
+  try {
+    const [pair] = await waitFor(`${label}: a live pair to ${from.host}:${server.port}`, () => {
+      const live = livePairsTo(d, from.host, server.port);
+      return live.length > 0 && live;
+    });
+    const { client, server: reports } = await stream.finish();
+    assertIntegrity(t, client, reports, { echo: true });
+    const moved = delta(before, counters(d));
+    const sent = BigInt(client.conns[0].bytesOut);
+    t.true(sent > 0n, `${label}: the stream sent something`);
+    t.is(moved.msgs_passed, 0n, `${label}: nothing went over plain TCP`);
+    t.is(moved.bytes_redirected, 2n * sent, `${label}: every byte of both directions redirected`);
+    return pair;
+  } finally {
+    await stream.client.kill();
+  }
+}
+
+/**
+ * A finished exchange that must have stayed plain TCP: no socket inserted,
+ * nothing redirected, every byte intact. Returns the counters it moved.
+ */
+export async function assertPlain(t: ExecutionContext, d: RunningDaemon, server: ServerHandle, from: Omit<ClientOptions, 'port' | 'bytes'>, label: string): Promise<Counters> {
+  const before = counters(d);
+  const bytes = 256 * 1024;
+  const client = await runClient({ ...from, port: server.port, bytes });
+  assertIntegrity(t, client, await server.results(1), { bytesPerConn: bytes, echo: true });
+  const moved = delta(before, counters(d));
+  t.is(moved.sockets_inserted, 0n, `${label}: no socket inserted`);
+  t.is(moved.bytes_redirected, 0n, `${label}: nothing redirected`);
+  return moved;
+}
