@@ -13,6 +13,7 @@ import { formatPrefix } from '../config/ip-prefix';
 import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from '../kernel/pins';
 import { mapKeys } from '../kernel/map-iter';
 import { acceleratedSockets, readStats } from '../kernel/stats';
+import { readEndpointSources } from '../daemon/local-endpoints';
 
 export interface LinkStatus {
   readonly id: number;
@@ -32,6 +33,8 @@ export interface StatusReport {
   readonly pairs: Record<string, number>;
   readonly listeners: number;
   readonly localEndpoints: string[];
+  /** Where the running daemon found each local endpoint (a route, an interface, the config); {} without a daemon. */
+  readonly localEndpointSources: Record<string, string>;
   readonly counters: Record<string, string>;
 }
 
@@ -66,6 +69,7 @@ export function readStatus(pinRoot: string): StatusReport {
     localEndpoints: withPinnedFd(mapPinPath(pinRoot, 'sa_local'), (fd) =>
       [...mapKeys(fd, LPM_KEY.size)].map((k) => formatPrefix(decodeLpmKey(k))).sort(),
     ),
+    localEndpointSources: readEndpointSources(pinRoot) ?? {},
     counters: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.toString()])),
   };
 }
@@ -109,6 +113,15 @@ const MODE_TEXT = {
   detached: 'not accelerated: sock_ops program detached',
 } as const;
 
+/** One row per local endpoint, with where the daemon found it. */
+function localEndpointRows(r: StatusReport): [string, string][] {
+  if (r.localEndpoints.length === 0) return [['local endpoints', 'none']];
+  return r.localEndpoints.map((p, i) => {
+    const source = r.localEndpointSources[p];
+    return [i === 0 ? 'local endpoints' : '', source ? `${p}  (${source})` : p];
+  });
+}
+
 export function formatStatus(r: StatusReport): string {
   const rows: [string, string][] = [
     ['pin root', r.pinRoot],
@@ -119,7 +132,7 @@ export function formatStatus(r: StatusReport): string {
     ['sockets', `${r.sockets.clients} clients + ${r.sockets.servers} servers (each map holds ${r.sockets.capacity})`],
     ['connections', Object.entries(r.pairs).map(([k, v]) => `${v} ${k}`).join(', ')],
     ['listeners in cgroup', String(r.listeners)],
-    ['local endpoints', r.localEndpoints.join(' ')],
+    ...localEndpointRows(r),
   ];
   const counters = Object.entries(r.counters).map(([k, v]) => [k, v] as [string, string]);
   const width = Math.max(...[...rows, ...counters].map(([k]) => k.length));

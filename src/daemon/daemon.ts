@@ -11,7 +11,7 @@ import { probeEnvironment } from '../kernel/probes';
 import { ensureBpffsMounted, preparePinRoot } from '../kernel/bpffs';
 import { resolveCgroupPath } from '../kernel/cgroup';
 import { DataPath, loadDataPath } from './loader';
-import { LocalEndpoints } from './local-endpoints';
+import { endpointsStatePath, LocalEndpoints } from './local-endpoints';
 import { resolveMesh } from './mesh';
 import { Lifecycle } from './lifecycle';
 import { mapInfo, setLibbpfPrinter } from '../kernel/libbpf';
@@ -82,9 +82,11 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
       log.warn({ err }, 'cannot register the listeners that existed before the start (needs iter/tcp, Linux 5.9+, and CAP_PERFMON); servers started earlier are accelerated only after they restart');
     }
 
-    const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'));
-    endpoints.start();
+    const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'), {
+      statePath: endpointsStatePath(config.pinRoot),
+    });
     lifecycle.add('local-endpoints', () => endpoints.stop());
+    await endpoints.start();
 
     const statusLog = componentLogger(root, 'status');
     const insertFailures = new InsertFailureWarning(statusLog, mapInfo(dataPath.mapFds.sa_clients).maxEntries);
