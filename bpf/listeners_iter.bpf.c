@@ -32,8 +32,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
-/* Only this map, not maps.bpf.h: loading this object creates no map. */
+/* Only these maps, not maps.bpf.h: loading this object creates no map. */
 #include "listeners.bpf.h"
+#include "mesh.bpf.h"
 #include "iter_tcp.bpf.h"
 
 #define AF_INET 2
@@ -81,9 +82,13 @@ struct sock_common___sa {
 struct sock_cgroup_data {
 	struct cgroup *cgroup;
 } __attribute__((preserve_access_index));
+typedef struct {
+	__u32 val;
+} kuid_t;
 struct sock___sa {
 	struct sock_common___sa __sk_common;
 	struct sock_cgroup_data sk_cgrp_data;
+	kuid_t sk_uid;
 } __attribute__((preserve_access_index));
 
 /* Whether `cg` is the attached cgroup or one of its descendants. */
@@ -104,12 +109,16 @@ static __always_inline bool in_attached_cgroup(struct cgroup *cg)
 	return false;
 }
 
-/* Never counts up (see above): inserts each key that is missing. */
+/*
+ * Never counts up (see above): inserts each key that is missing, and marks
+ * the namespace of a mesh sidecar's listener as meshed (mesh.bpf.h).
+ */
 static __always_inline bool register_listener(struct sock___sa *sk)
 {
 	struct sa_listener_key keys[2] = {};
 	__u32 ip[4], one = 1;
 	bool added = false;
+	__u64 netns;
 
 	if (sk->__sk_common.skc_family == AF_INET) {
 		sa_ip_from_v4(ip, sk->__sk_common.skc_rcv_saddr);
@@ -121,9 +130,11 @@ static __always_inline bool register_listener(struct sock___sa *sk)
 	} else {
 		return false;
 	}
-	sa_listener_keys(keys, ip, sk->__sk_common.skc_num, BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie));
+	netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+	sa_listener_keys(keys, ip, sk->__sk_common.skc_num, netns);
 	added |= bpf_map_update_elem(&sa_listeners, &keys[0], &one, BPF_NOEXIST) == 0;
 	added |= bpf_map_update_elem(&sa_listeners, &keys[1], &one, BPF_NOEXIST) == 0;
+	sa_mesh_sidecar_ref(netns, sa_mesh_sidecar_preset(sk->sk_uid.val, sk->__sk_common.skc_num), 1, true);
 	return added;
 }
 

@@ -14,6 +14,7 @@ import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from '../kernel/pins
 import { mapKeys } from '../kernel/map-iter';
 import { acceleratedSockets, readStats } from '../kernel/stats';
 import { readEndpointSources } from '../daemon/local-endpoints';
+import { detectedMeshes } from '../daemon/mesh';
 
 export interface LinkStatus {
   readonly id: number;
@@ -35,6 +36,8 @@ export interface StatusReport {
   readonly localEndpoints: string[];
   /** Where the running daemon found each local endpoint (a route, an interface, the config); {} without a daemon. */
   readonly localEndpointSources: Record<string, string>;
+  /** Network namespaces (by cookie) where a mesh sidecar was detected, and which mesh. */
+  readonly meshNamespaces: Record<string, string>;
   readonly counters: Record<string, string>;
 }
 
@@ -70,6 +73,9 @@ export function readStatus(pinRoot: string): StatusReport {
       [...mapKeys(fd, LPM_KEY.size)].map((k) => formatPrefix(decodeLpmKey(k))).sort(),
     ),
     localEndpointSources: readEndpointSources(pinRoot) ?? {},
+    meshNamespaces: withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_presets'), (presets) =>
+      withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_netns'), (netns) => detectedMeshes(presets, netns)),
+    ),
     counters: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.toString()])),
   };
 }
@@ -122,6 +128,14 @@ function localEndpointRows(r: StatusReport): [string, string][] {
   });
 }
 
+/** "istio in 2 namespaces (cookies 4099, 4103)", or none. */
+function meshText(byCookie: Record<string, string>): string {
+  const byMesh = new Map<string, string[]>();
+  for (const [cookie, mesh] of Object.entries(byCookie)) byMesh.set(mesh, [...(byMesh.get(mesh) ?? []), cookie]);
+  if (byMesh.size === 0) return 'none detected';
+  return [...byMesh].map(([mesh, cookies]) => `${mesh} in ${cookies.length} namespace${cookies.length === 1 ? '' : 's'} (cookies ${cookies.join(', ')})`).join('; ');
+}
+
 export function formatStatus(r: StatusReport): string {
   const rows: [string, string][] = [
     ['pin root', r.pinRoot],
@@ -133,6 +147,7 @@ export function formatStatus(r: StatusReport): string {
     ['connections', Object.entries(r.pairs).map(([k, v]) => `${v} ${k}`).join(', ')],
     ['listeners in cgroup', String(r.listeners)],
     ...localEndpointRows(r),
+    ['mesh sidecars', meshText(r.meshNamespaces)],
   ];
   const counters = Object.entries(r.counters).map(([k, v]) => [k, v] as [string, string]);
   const width = Math.max(...[...rows, ...counters].map(([k]) => k.length));

@@ -209,10 +209,10 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     arg: 'status-interval-ms',
   },
   mesh: {
-    doc: 'Service mesh whose sidecar hops to accelerate (app -> sidecar -> sidecar -> app); a preset fills the proxy settings below.',
+    doc: 'Service mesh whose sidecar hops to accelerate (app -> sidecar -> sidecar -> app); "auto" detects Istio, Linkerd and Kuma sidecars per pod (network namespace) from their listening sockets; a preset applies to every pod and fills the proxy settings below.',
     format: [...MESH_NAMES],
     formatDoc: `one of ${MESH_NAMES.join(', ')}`,
-    default: 'none',
+    default: 'auto',
     env: 'SOCKACCEL_MESH',
     arg: 'mesh',
   },

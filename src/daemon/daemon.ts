@@ -12,7 +12,7 @@ import { ensureBpffsMounted, preparePinRoot } from '../kernel/bpffs';
 import { resolveCgroupPath } from '../kernel/cgroup';
 import { DataPath, loadDataPath } from './loader';
 import { endpointsStatePath, LocalEndpoints } from './local-endpoints';
-import { resolveMesh } from './mesh';
+import { resolveMesh, writeMeshPresets } from './mesh';
 import { Lifecycle } from './lifecycle';
 import { mapInfo, setLibbpfPrinter } from '../kernel/libbpf';
 import { readStats, summarize } from '../kernel/stats';
@@ -63,7 +63,6 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
       mapSize: config.mapSize,
       includePorts: config.includePorts,
       excludePorts: [...config.excludePorts, ...mesh.excludedPorts],
-      mesh: mesh.settings,
       ...(config.objectDir ? { objectDir: config.objectDir } : {}),
       log: componentLogger(root, 'loader'),
     });
@@ -74,6 +73,9 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     // drained program keeps guarding handshakes that are in flight.
     lifecycle.add('sockops-drain', () => dataPath.drain());
     log.info({ programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps }, 'data path attached');
+    // Before the seeding, which detects the sidecars that listen already.
+    writeMeshPresets(dataPath.mapFds.sa_mesh_presets, mesh.slots);
+    log.info({ mesh: config.mesh, presets: mesh.slots.map((s) => `${s.name} (${s.scope})`) }, 'mesh presets set');
     // After the attach: a listen() from here on is seen by TCP_LISTEN_CB.
     try {
       const seeded = seedListeners(config.pinRoot, cgroupPath, config.objectDir || undefined);

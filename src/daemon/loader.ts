@@ -24,22 +24,12 @@ export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel
 
 export const DEFAULT_OBJECT_DIR = path.resolve(__dirname, '..', '..', '..', 'build', 'bpf');
 
-/** Service-mesh settings for the sock_ops program (see src/mesh.ts). */
-export interface MeshSettings {
-  readonly proxyUid: number;
-  readonly outboundPort: number;
-  readonly inboundPort: number;
-  readonly acceleratePlain: boolean;
-}
-
 export interface LoaderOptions {
   readonly pinRoot: string;
   readonly cgroupPath: string;
   readonly mapSize: number;
   readonly includePorts: readonly number[];
   readonly excludePorts: readonly number[];
-  /** null: no service mesh. */
-  readonly mesh: MeshSettings | null;
   readonly objectDir?: string;
   readonly log: Logger;
 }
@@ -70,7 +60,7 @@ const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pa
  * in the map's flags, so an fd from the pin would otherwise be writable and
  * could plant a socket in the sockhash. Program-side updates are unaffected.
  */
-const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta'];
+const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta', 'sa_mesh_netns'];
 
 /** Flags the kernel applies to the creating fd only and never reports back. */
 const FD_ONLY_FLAGS = bpf.BPF.F_RDONLY | bpf.BPF.F_WRONLY;
@@ -262,16 +252,10 @@ export function rodataSettings(obj: bpf.BpfObjectPtr): { data: Buffer; at: (name
   return { data, at };
 }
 
-/** Port filters go into the sockops program's .rodata; frozen by libbpf at load. */
+/** Port filters go into the sockops program's .rodata; frozen by libbpf at load. (Mesh settings are in a map: mesh.ts.) */
 function writeSockopsSettings(obj: bpf.BpfObjectPtr, opts: LoaderOptions): void {
   const { data, at } = rodataSettings(obj);
   data.writeUInt32LE(opts.includePorts.length > 0 ? 1 : 0, at('include_ports_enabled', 4));
-  const mesh = opts.mesh;
-  data.writeUInt32LE(mesh ? 1 : 0, at('mesh_enabled', 4));
-  data.writeUInt32LE(mesh?.proxyUid ?? 0, at('mesh_proxy_uid', 4));
-  data.writeUInt32LE(mesh?.outboundPort ?? 0, at('mesh_outbound_port', 4));
-  data.writeUInt32LE(mesh?.inboundPort ?? 0, at('mesh_inbound_port', 4));
-  data.writeUInt32LE(!mesh || mesh.acceleratePlain ? 1 : 0, at('accelerate_plain', 4));
   portBitmap(opts.includePorts).copy(data, at('include_ports', 8192));
   portBitmap(opts.excludePorts).copy(data, at('exclude_ports', 8192));
 }

@@ -5,7 +5,9 @@
  * program is attached). The listeners_iter object's iter/tcp program does the
  * work in the kernel, straight into the pinned sa_listeners map (frozen for
  * syscalls; program writes are fine). Run once per start, after the sock_ops
- * program is attached; idempotent (see bpf/listeners_iter.bpf.c).
+ * program is attached; idempotent (see bpf/listeners_iter.bpf.c). A mesh
+ * sidecar's listener also marks its namespace as meshed (sa_mesh_netns), so
+ * `mesh: "auto"` finds the sidecars of pods that predate the daemon.
  *
  * A TCP iterator walks the namespace its reader is in, and on a Kubernetes
  * node every pod's server lives in the pod's own namespace: the walk runs
@@ -43,7 +45,7 @@ export function seedListeners(pinRoot: string, cgroupPath: string, objectDir: st
     const { data, at } = rodataSettings(obj);
     // The cgroup's id is its cgroupfs inode number (as the loader's link check uses).
     data.writeBigUInt64LE(BigInt(fs.statSync(cgroupPath).ino), at('cgroup_id', 8));
-    reusePinnedMap(obj, 'sa_listeners', mapPinPath(pinRoot, 'sa_listeners'));
+    for (const name of ['sa_listeners', 'sa_mesh_presets', 'sa_mesh_netns'] as const) reusePinnedMap(obj, name, mapPinPath(pinRoot, name));
     bpf.bpfObjectLoad(obj);
     const link = bpf.bpfProgramAttachIter(bpf.bpfObjectFindProgramByName(obj, SEED_PROGRAM));
     try {

@@ -37,8 +37,8 @@ const FIXTURES = path.join(REPO, 'test', 'fixtures');
 const POD_CIDRS = ['10.213.0.0/24', 'fd00:5a::/64'];
 const EPERM = 1;
 
-/** Maps the daemon writes itself (sa_local) or that are keyed by socket fds (sa_sk_state); every other one is frozen. */
-const DAEMON_WRITTEN: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state']);
+/** Maps the daemon writes itself (sa_local, sa_mesh_presets) or that are keyed by socket fds (sa_sk_state); every other one is frozen. */
+const DAEMON_WRITTEN: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets']);
 
 interface CliResult {
   code: number;

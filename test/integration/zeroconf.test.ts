@@ -3,10 +3,11 @@
  * namespace, the daemon runs inside it (nsenter --net, so its routes and
  * `ip monitor` are the node's) with no configuration at all, started after
  * the pods and their servers are up. Pods are wired bridge-style (a /24 on a
- * bridge) or Calico-style (a veth and a /32 route each). Every connection is
+ * bridge) or Calico-style (a veth and a /32 route each); mesh pods carry
+ * istio-init's rules and a sidecar stand-in as UID 1337. Every connection is
  * checked byte for byte, with its live pair looked up while it runs.
  */
-import test, { type TestFn } from 'ava';
+import test, { type ExecutionContext, type TestFn } from 'ava';
 import { addRoutedPod, createNetns as createNamedNetns, deleteAllNetns, deleteNetns, enableForwarding } from '../../src/fixtures/netns';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type DaemonOptions } from '../helpers/daemon';
@@ -18,6 +19,14 @@ import { assertAccelerated, assertPlain } from '../helpers/accelerated';
 import { runThenCleanUp } from '../helpers/cleanup';
 import { runCli } from '../helpers/cli';
 import { waitFor } from '../helpers/wait-for';
+import { assertChainIntegrity, ISTIO, startSidecar } from '../helpers/mesh';
+import { applyIstioInit } from '../../src/fixtures/mesh-fixture';
+import { counters, delta, livePairsTo } from '../helpers/accelerated';
+import { formatEndpoint } from '../../src/kernel/bpf-layout';
+import type { RunningDaemon } from '../helpers/daemon';
+import type { JsonLineProcess } from '../helpers/process';
+import type { NetnsEndpoint } from '../helpers/netns';
+import { runClient } from '../helpers/traffic';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 
@@ -51,6 +60,8 @@ privileged('bridge-style node: pod-to-pod traffic is accelerated without configu
 
           const moved = await assertPlain(t, d, remote, { host: net.remote.ipv4, netns: b.ns, cgroup: cg.path }, 'pod B -> the remote');
           t.true(moved.skipped_not_local >= 1n, 'the remote is not local');
+          t.is(moved.mesh_candidates, 0n, 'a node without a mesh inserts nothing on a mesh\'s account');
+          t.deepEqual(d.status().meshNamespaces, {}, 'no sidecar detected');
 
           const status = await runCli(['status', '--json', `--pin-root=${d.pinRoot}`]);
           const sources = (JSON.parse(status.stdout) as { localEndpointSources: Record<string, string> }).localEndpointSources;
@@ -102,5 +113,71 @@ privileged('Calico-style node: pods routed through veths are accelerated; a pod 
         }),
       );
     }, () => deleteAllNetns([...names.pods, names.node])),
+  );
+});
+
+const APP_PORT = 8080;
+const MiB = 1024 * 1024;
+
+/**
+ * app `from` -> sidecar -> sidecar -> app B (listening on APP_PORT in `to`),
+ * one slow connection: while it runs, all three hops must be paired live;
+ * then every byte is checked (by content: app B sees the sidecar's 127.0.0.6).
+ */
+async function assertChainAccelerated(t: ExecutionContext, d: RunningDaemon, cgroup: string, from: NetnsEndpoint, to: NetnsEndpoint, server: ServerHandle, label: string): Promise<void> {
+  const before = counters(d);
+  const bytes = MiB;
+  const run = runClient({ host: to.ipv4, port: APP_PORT, bytes, chunk: 4096, pauseMs: 5, cgroup, netns: from.ns, seed: label });
+  const hops = await waitFor(`${label}: three live pairs (one per hop)`, () => {
+    const live = livePairsTo(d, to.ipv4, APP_PORT);
+    return live.length === 3 && live;
+  });
+  t.deepEqual(
+    hops.map((c) => `${formatEndpoint(c.server.ip, c.server.port)}`).sort(),
+    [`127.0.0.1:${ISTIO.outbound}`, `${to.ipv4}:${APP_PORT}`, `${to.ipv4}:${ISTIO.inbound}`].sort(),
+    `${label}: hop 1 into sidecar A's outbound port, hop 2 into sidecar B's inbound port, hop 3 into app B`,
+  );
+  const client = await run;
+  const all = await server.results(1);
+  assertChainIntegrity(t, client, all.filter((s) => s.sha256In === client.conns[0].sha256Out), bytes);
+  const moved = delta(before, counters(d));
+  t.is(moved.sockets_inserted, 6n, `${label}: both ends of three hops inserted`);
+  t.is(moved.msgs_passed, 0n, `${label}: nothing went over plain TCP`);
+  t.is(moved.bytes_redirected, BigInt(3 * 2 * bytes), `${label}: every hop, both directions, every byte`);
+}
+
+privileged('mesh auto: sidecars are detected per pod; all three hops of the chain are paired; a pod without a sidecar inserts nothing for a non-local peer; a sidecar started later is detected', async (t) => {
+  await withScratchCgroup((cg) =>
+    withPodNetwork({ pods: 3 }, async (net) => {
+      const [a, b, c] = net.pods;
+      const sidecars: JsonLineProcess[] = [];
+      const app = await startServer({ host: '0.0.0.0', port: APP_PORT, mode: 'echo', cgroup: cg.path, netns: b.ns });
+      const remote = await startServer({ host: '0.0.0.0', mode: 'echo', netns: net.remote.ns });
+      await runThenCleanUp(async () => {
+        // Pods A and B are meshed before the daemon exists; pod C is not.
+        for (const pod of [a, b]) {
+          await applyIstioInit(pod.ns);
+          sidecars.push(await startSidecar(pod, cg.path));
+        }
+        await withDaemon(onNode(net.node.ns, cg.path), async (d) => {
+          const meshed = Object.values(d.status().meshNamespaces);
+          t.deepEqual(meshed, ['istio', 'istio'], 'the two sidecars that predate the daemon were found, as Istio');
+
+          await assertChainAccelerated(t, d, cg.path, a, b, app, 'A -> B');
+
+          const plain = await assertPlain(t, d, remote, { host: net.remote.ipv4, netns: c.ns, cgroup: cg.path }, 'pod C (no sidecar) -> the remote');
+          t.is(plain.mesh_candidates, 0n, 'no mesh candidate in a pod without a sidecar');
+          t.true(plain.skipped_not_local >= 1n);
+
+          // Pod C gets its sidecar now: TCP_LISTEN_CB sees it listen.
+          await applyIstioInit(c.ns);
+          sidecars.push(await startSidecar(c, cg.path));
+          await waitFor('the new sidecar to be detected', () => Object.keys(d.status().meshNamespaces).length === 3);
+          await assertChainAccelerated(t, d, cg.path, c, b, app, 'C -> B');
+        });
+      }, async () => {
+        await Promise.all([...sidecars.map((s) => s.kill()), app.stop(), remote.stop()]);
+      });
+    }),
   );
 });

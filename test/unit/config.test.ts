@@ -17,7 +17,7 @@ const DEFAULTS: SockaccelConfig = {
   mapSize: 65535,
   logLevel: 'info',
   statusIntervalMs: 5000,
-  mesh: 'none',
+  mesh: 'auto',
   meshProxyUid: -1,
   meshOutboundPort: 0,
   meshInboundPort: 0,
