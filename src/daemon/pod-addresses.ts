@@ -25,6 +25,7 @@
  * The node's own interface addresses are local too (as host prefixes).
  */
 import { execFile } from 'node:child_process';
+import { EnvironmentError } from '../common/errors';
 import { formatPrefix, IpPrefix, parsePrefix, prefixContains } from '../config/ip-prefix';
 
 /** What `ip -json -details addr show` says about one interface (the fields used here). */
@@ -131,6 +132,10 @@ const IP_TIMEOUT_MS = 10_000;
 function ipJson<T>(args: readonly string[]): Promise<T> {
   return new Promise((resolve, reject) => {
     execFile('ip', ['-json', ...args], { timeout: IP_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if ((err as NodeJS.ErrnoException | null)?.code === 'ENOENT') {
+        reject(new EnvironmentError('the `ip` command is missing: the local endpoints are read from the node\'s interfaces and routes with it', { hint: 'install iproute2' }));
+        return;
+      }
       if (err) {
         reject(new Error(`ip -json ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
         return;

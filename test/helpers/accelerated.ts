@@ -9,19 +9,28 @@ import { formatEndpoint, type Connection } from '../../src/kernel/bpf-layout';
 import { readPairs } from '../../src/kernel/pairs';
 import { parseIp } from '../../src/config/ip-prefix';
 import type { RunningDaemon } from './daemon';
+import { assertChainIntegrity, ISTIO } from './mesh';
+import type { NetnsEndpoint } from './netns';
 import { streamTo, type LongStreamOptions } from './long-stream';
 import { assertIntegrity, runClient, type ClientOptions, type ServerHandle } from './traffic';
 import { waitFor } from './wait-for';
 
 export type Counters = Record<string, bigint>;
 
-export const counters = (d: RunningDaemon): Counters =>
+/** What the assertions read of a daemon: its pins (through status) and its live pairs. */
+export type Observed = Pick<RunningDaemon, 'pinRoot' | 'status'>;
+
+/** Where the mesh tests' app B listens. */
+export const APP_PORT = 8080;
+const MiB = 1024 * 1024;
+
+export const counters = (d: Observed): Counters =>
   Object.fromEntries(Object.entries(d.status().counters).map(([k, v]) => [k, BigInt(v)]));
 
 export const delta = (a: Counters, b: Counters): Counters => Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - (a[k] ?? 0n)]));
 
 /** The paired connections whose client connected to `host:port`. */
-export function livePairsTo(d: RunningDaemon, host: string, port: number): Connection[] {
+export function livePairsTo(d: Observed, host: string, port: number): Connection[] {
   const dst = formatEndpoint(parseIp(host), port);
   return readPairs(d.pinRoot).filter((c) => c.state === 'paired' && formatEndpoint(c.dst.ip, c.dst.port) === dst);
 }
@@ -33,7 +42,7 @@ export function livePairsTo(d: RunningDaemon, host: string, port: number): Conne
  * The server must not have served other connections (its reports are
  * matched whole).
  */
-export async function assertAccelerated(t: ExecutionContext, d: RunningDaemon, server: ServerHandle, from: LongStreamOptions, label: string): Promise<Connection> {
+export async function assertAccelerated(t: ExecutionContext, d: Observed, server: ServerHandle, from: LongStreamOptions, label: string): Promise<Connection> {
   const before = counters(d);
   const stream = streamTo(server, from);
   try {
@@ -58,7 +67,7 @@ export async function assertAccelerated(t: ExecutionContext, d: RunningDaemon, s
  * A finished exchange that must have stayed plain TCP: no socket inserted,
  * nothing redirected, every byte intact. Returns the counters it moved.
  */
-export async function assertPlain(t: ExecutionContext, d: RunningDaemon, server: ServerHandle, from: Omit<ClientOptions, 'port' | 'bytes'>, label: string): Promise<Counters> {
+export async function assertPlain(t: ExecutionContext, d: Observed, server: ServerHandle, from: Omit<ClientOptions, 'port' | 'bytes'>, label: string): Promise<Counters> {
   const before = counters(d);
   const bytes = 256 * 1024;
   const client = await runClient({ ...from, port: server.port, bytes });
@@ -67,4 +76,31 @@ export async function assertPlain(t: ExecutionContext, d: RunningDaemon, server:
   t.is(moved.sockets_inserted, 0n, `${label}: no socket inserted`);
   t.is(moved.bytes_redirected, 0n, `${label}: nothing redirected`);
   return moved;
+}
+
+/**
+ * app `from` -> sidecar -> sidecar -> app B (listening on APP_PORT in `to`),
+ * one slow connection: while it runs, all three hops must be paired live;
+ * then every byte is checked (by content: app B sees the sidecar's 127.0.0.6).
+ */
+export async function assertChainAccelerated(t: ExecutionContext, d: Observed, cgroup: string, from: NetnsEndpoint, to: NetnsEndpoint, server: ServerHandle, label: string): Promise<void> {
+  const before = counters(d);
+  const bytes = MiB;
+  const run = runClient({ host: to.ipv4, port: APP_PORT, bytes, chunk: 4096, pauseMs: 5, cgroup, netns: from.ns, seed: label });
+  const hops = await waitFor(`${label}: three live pairs (one per hop)`, () => {
+    const live = livePairsTo(d, to.ipv4, APP_PORT);
+    return live.length === 3 && live;
+  });
+  t.deepEqual(
+    hops.map((c) => `${formatEndpoint(c.server.ip, c.server.port)}`).sort(),
+    [`127.0.0.1:${ISTIO.outbound}`, `${to.ipv4}:${APP_PORT}`, `${to.ipv4}:${ISTIO.inbound}`].sort(),
+    `${label}: hop 1 into sidecar A's outbound port, hop 2 into sidecar B's inbound port, hop 3 into app B`,
+  );
+  const client = await run;
+  const all = await server.results(1);
+  assertChainIntegrity(t, client, all.filter((s) => s.sha256In === client.conns[0].sha256Out), bytes);
+  const moved = delta(before, counters(d));
+  t.is(moved.sockets_inserted, 6n, `${label}: both ends of three hops inserted`);
+  t.is(moved.msgs_passed, 0n, `${label}: nothing went over plain TCP`);
+  t.is(moved.bytes_redirected, BigInt(3 * 2 * bytes), `${label}: every hop, both directions, every byte`);
 }

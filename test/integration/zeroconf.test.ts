@@ -7,7 +7,7 @@
  * istio-init's rules and a sidecar stand-in as UID 1337. Every connection is
  * checked byte for byte, with its live pair looked up while it runs.
  */
-import test, { type ExecutionContext, type TestFn } from 'ava';
+import test, { type TestFn } from 'ava';
 import { addRoutedPod, createNetns as createNamedNetns, deleteAllNetns, deleteNetns, enableForwarding } from '../../src/fixtures/netns';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type DaemonOptions } from '../helpers/daemon';
@@ -15,18 +15,14 @@ import { withPodNetwork } from '../helpers/netns';
 import { uniqueName } from '../helpers/names';
 import { privilegedTest } from '../helpers/privilege';
 import { startServer, type ServerHandle } from '../helpers/traffic';
-import { assertAccelerated, assertPlain } from '../helpers/accelerated';
+import { APP_PORT, assertAccelerated, assertChainAccelerated, assertPlain } from '../helpers/accelerated';
 import { runThenCleanUp } from '../helpers/cleanup';
 import { runCli } from '../helpers/cli';
 import { waitFor } from '../helpers/wait-for';
-import { assertChainIntegrity, ISTIO, startSidecar } from '../helpers/mesh';
+import { startSidecar } from '../helpers/mesh';
 import { applyIstioInit } from '../../src/fixtures/mesh-fixture';
-import { counters, delta, livePairsTo } from '../helpers/accelerated';
-import { formatEndpoint } from '../../src/kernel/bpf-layout';
-import type { RunningDaemon } from '../helpers/daemon';
 import type { JsonLineProcess } from '../helpers/process';
-import type { NetnsEndpoint } from '../helpers/netns';
-import { runClient } from '../helpers/traffic';
+
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 
@@ -115,36 +111,6 @@ privileged('Calico-style node: pods routed through veths are accelerated; a pod 
     }, () => deleteAllNetns([...names.pods, names.node])),
   );
 });
-
-const APP_PORT = 8080;
-const MiB = 1024 * 1024;
-
-/**
- * app `from` -> sidecar -> sidecar -> app B (listening on APP_PORT in `to`),
- * one slow connection: while it runs, all three hops must be paired live;
- * then every byte is checked (by content: app B sees the sidecar's 127.0.0.6).
- */
-async function assertChainAccelerated(t: ExecutionContext, d: RunningDaemon, cgroup: string, from: NetnsEndpoint, to: NetnsEndpoint, server: ServerHandle, label: string): Promise<void> {
-  const before = counters(d);
-  const bytes = MiB;
-  const run = runClient({ host: to.ipv4, port: APP_PORT, bytes, chunk: 4096, pauseMs: 5, cgroup, netns: from.ns, seed: label });
-  const hops = await waitFor(`${label}: three live pairs (one per hop)`, () => {
-    const live = livePairsTo(d, to.ipv4, APP_PORT);
-    return live.length === 3 && live;
-  });
-  t.deepEqual(
-    hops.map((c) => `${formatEndpoint(c.server.ip, c.server.port)}`).sort(),
-    [`127.0.0.1:${ISTIO.outbound}`, `${to.ipv4}:${APP_PORT}`, `${to.ipv4}:${ISTIO.inbound}`].sort(),
-    `${label}: hop 1 into sidecar A's outbound port, hop 2 into sidecar B's inbound port, hop 3 into app B`,
-  );
-  const client = await run;
-  const all = await server.results(1);
-  assertChainIntegrity(t, client, all.filter((s) => s.sha256In === client.conns[0].sha256Out), bytes);
-  const moved = delta(before, counters(d));
-  t.is(moved.sockets_inserted, 6n, `${label}: both ends of three hops inserted`);
-  t.is(moved.msgs_passed, 0n, `${label}: nothing went over plain TCP`);
-  t.is(moved.bytes_redirected, BigInt(3 * 2 * bytes), `${label}: every hop, both directions, every byte`);
-}
 
 privileged('mesh auto: sidecars are detected per pod; all three hops of the chain are paired; a pod without a sidecar inserts nothing for a non-local peer; a sidecar started later is detected', async (t) => {
   await withScratchCgroup((cg) =>
