@@ -49,7 +49,7 @@ export interface IpRoute {
 
 export interface FoundPrefix {
   readonly prefix: IpPrefix;
-  /** Where it came from, e.g. "route 10.1.2.3/32 dev cali12 (veth)". */
+  /** Where it came from, e.g. "route 10.1.2.3/32 dev cali12 (pod route via veth)". */
   readonly source: string;
 }
 

@@ -97,8 +97,12 @@ export async function assertChainAccelerated(t: ExecutionContext, d: Observed, c
     `${label}: hop 1 into sidecar A's outbound port, hop 2 into sidecar B's inbound port, hop 3 into app B`,
   );
   const client = await run;
-  const all = await server.results(1);
-  assertChainIntegrity(t, client, all.filter((s) => s.sha256In === client.conns[0].sha256Out), bytes);
+  // The server may have served earlier chains: wait for this connection's own report.
+  const mine = await waitFor(`${label}: app B's report of the connection`, async () => {
+    const reports = (await server.results(1)).filter((s) => s.sha256In === client.conns[0].sha256Out);
+    return reports.length > 0 && reports;
+  });
+  assertChainIntegrity(t, client, mine, bytes);
   const moved = delta(before, counters(d));
   t.is(moved.sockets_inserted, 6n, `${label}: both ends of three hops inserted`);
   t.is(moved.msgs_passed, 0n, `${label}: nothing went over plain TCP`);

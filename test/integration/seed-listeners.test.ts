@@ -9,7 +9,7 @@ import test, { type TestFn } from 'ava';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { privilegedTest } from '../helpers/privilege';
-import { assertIntegrity, runClient, startServer, type ServerHandle } from '../helpers/traffic';
+import { assertIntegrity, runClient, startServer, stopping } from '../helpers/traffic';
 import { withPodNetwork } from '../helpers/netns';
 import { assertAccelerated } from '../helpers/accelerated';
 
@@ -18,14 +18,6 @@ const MiB = 1024 * 1024;
 
 function counters(d: RunningDaemon): Record<string, bigint> {
   return Object.fromEntries(Object.entries(d.status().counters).map(([k, v]) => [k, BigInt(v)]));
-}
-
-async function stopping<T>(servers: ServerHandle[], fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } finally {
-    await Promise.all(servers.map((s) => s.stop()));
-  }
 }
 
 privileged('listeners in the cgroup before the start are registered; those outside are not', async (t) => {

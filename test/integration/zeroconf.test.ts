@@ -14,7 +14,7 @@ import { withDaemon, type DaemonOptions } from '../helpers/daemon';
 import { withPodNetwork } from '../helpers/netns';
 import { uniqueName } from '../helpers/names';
 import { privilegedTest } from '../helpers/privilege';
-import { startServer, type ServerHandle } from '../helpers/traffic';
+import { startServer, stopping } from '../helpers/traffic';
 import { APP_PORT, assertAccelerated, assertChainAccelerated, assertPlain } from '../helpers/accelerated';
 import { runThenCleanUp } from '../helpers/cleanup';
 import { runCli } from '../helpers/cli';
@@ -28,14 +28,6 @@ const privileged = privilegedTest(test.serial as unknown as TestFn);
 
 /** The daemon as the node runs it: inside the node's namespace, nothing configured but where to attach and pin. */
 const onNode = (node: string, cgroup: string): DaemonOptions => ({ cgroup, wrapper: ['nsenter', `--net=/run/netns/${node}`] });
-
-async function stopping<T>(servers: ServerHandle[], fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } finally {
-    await Promise.all(servers.map((s) => s.stop()));
-  }
-}
 
 privileged('bridge-style node: pod-to-pod traffic is accelerated without configuration, over IPv4 and IPv6; the remote stays plain', async (t) => {
   await withScratchCgroup((cg) =>
