@@ -81,7 +81,7 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
       const seeded = seedListeners(config.pinRoot, cgroupPath, config.objectDir || undefined);
       log.info(seeded, 'registered listeners that existed before the start');
     } catch (err) {
-      log.warn({ err }, 'cannot register the listeners that existed before the start (needs iter/tcp, Linux 5.9+, and CAP_PERFMON); servers started earlier are accelerated only after they restart');
+      log.warn({ err }, 'cannot register the listeners that existed before the start (needs iter/task_file and bpf_sock_from_file, Linux 5.11+, and CAP_PERFMON); servers started earlier are accelerated only after they restart');
     }
 
     const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'), {

@@ -9,10 +9,12 @@
  * sidecar's listener also marks its namespace as meshed (sa_mesh_netns), so
  * `mesh: "auto"` finds the sidecars of pods that predate the daemon.
  *
- * A TCP iterator walks the namespace its reader is in, and on a Kubernetes
- * node every pod's server lives in the pod's own namespace: the walk runs
- * in each network namespace on the node (named ones under /run/netns and
- * those of every process, each once), as `sockaccel conns` does.
+ * On a Kubernetes node every pod's server lives in the pod's own network
+ * namespace. The iterator therefore walks the open files of every process
+ * (iter/task_file) rather than one namespace's TCP table (iter/tcp): it
+ * reaches the listeners of every namespace without entering any, so it
+ * needs neither setns nor CAP_SYS_ADMIN, which the service does not have.
+ * It sees the processes of the daemon's PID namespace (on a node, all).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,22 +22,19 @@ import * as bpf from '../kernel/libbpf';
 import { readIterator } from '../kernel/bpf-iter';
 import { DEFAULT_OBJECT_DIR, reusePinnedMap, rodataSettings } from './loader';
 import { mapPinPath } from '../kernel/pins';
-import { inEachNetns, namedNetns, processNetns } from '../conns/netns';
 
 export const SEED_OBJECT = 'listeners_iter.bpf.o';
 const SEED_PROGRAM = 'sockaccel_seed_listeners';
 
 export interface SeedResult {
-  /** Listening sockets found in the cgroup (or a descendant). */
+  /** Listening socket fds found in the cgroup (or a descendant). */
   readonly found: number;
   /** Of those, how many were not registered yet. */
   readonly added: number;
-  /** Network namespaces walked (ours included). */
-  readonly namespaces: number;
 }
 
 /**
- * Walks the TCP sockets of every network namespace once. Throws if
+ * Walks every process's open files once. Throws if
  * it cannot (no such object, a kernel without iter/tcp or CO-RE targets,
  * missing CAP_PERFMON); the caller carries on without seeding.
  */
@@ -49,11 +48,8 @@ export function seedListeners(pinRoot: string, cgroupPath: string, objectDir: st
     bpf.bpfObjectLoad(obj);
     const link = bpf.bpfProgramAttachIter(bpf.bpfObjectFindProgramByName(obj, SEED_PROGRAM));
     try {
-      // One byte per listener: 1 = newly registered.
-      const outputs: Buffer[] = [];
-      inEachNetns([...namedNetns(), ...processNetns()], () => outputs.push(readIterator(link)));
-      const out = Buffer.concat(outputs);
-      return { found: out.length, added: out.filter((b) => b === 1).length, namespaces: outputs.length };
+      const out = readIterator(link); // one byte per listener fd: 1 = newly registered
+      return { found: out.length, added: out.filter((b) => b === 1).length };
     } finally {
       bpf.bpfLinkDestroy(link);
     }

@@ -23,7 +23,7 @@ import { withScratchCgroup } from '../helpers/cgroup';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { uniqueName } from '../helpers/names';
 import { withPodNetwork } from '../helpers/netns';
-import { privilegedTest } from '../helpers/privilege';
+import { privilegedTest, onlyCaps } from '../helpers/privilege';
 import { JsonLineProcess } from '../helpers/process';
 import { withTestUser, type TestUser } from '../helpers/test-user';
 import { assertIntegrity, integrityProblems, runClient, startServer } from '../helpers/traffic';
@@ -276,12 +276,6 @@ function grantable(): Set<string> {
   const bnd = BigInt(`0x${/^CapBnd:\s*(\w+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]}`);
   const names = execFileSync('capsh', ['--decode=' + bnd.toString(16)], { encoding: 'utf8' });
   return new Set(names.split('=')[1].trim().split(',').map((c) => c.toUpperCase()));
-}
-
-/** setpriv as root with exactly `caps` (bounding, inheritable, ambient), like a root service with CapabilityBoundingSet. */
-function onlyCaps(caps: string[]): string[] {
-  const list = ['-all', ...caps.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)].join(',');
-  return ['setpriv', `--bounding-set=${list}`, `--inh-caps=${list}`, `--ambient-caps=${list}`, '--no-new-privs', '--'];
 }
 
 privileged('the daemon starts, accelerates and stops with only the capabilities of systemd/sockaccel.service', async (t) => {

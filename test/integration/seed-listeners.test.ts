@@ -8,13 +8,15 @@
 import test, { type TestFn } from 'ava';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type RunningDaemon } from '../helpers/daemon';
-import { privilegedTest } from '../helpers/privilege';
+import { onlyCaps, privilegedTest } from '../helpers/privilege';
 import { assertIntegrity, runClient, startServer, stopping } from '../helpers/traffic';
 import { withPodNetwork } from '../helpers/netns';
 import { assertAccelerated } from '../helpers/accelerated';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const MiB = 1024 * 1024;
+/** systemd/sockaccel.service's CapabilityBoundingSet. */
+const SERVICE_CAPS = ['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_PERFMON'];
 
 function counters(d: RunningDaemon): Record<string, bigint> {
   return Object.fromEntries(Object.entries(d.status().counters).map(([k, v]) => [k, BigInt(v)]));
@@ -62,11 +64,11 @@ privileged('listeners in pod network namespaces before the start are registered:
       const podServer = await startServer({ host: '::', mode: 'echo', cgroup: cg.path, netns: a.ns });
       const loopServer = await startServer({ host: '127.0.0.1', mode: 'echo', cgroup: cg.path, netns: b.ns });
       await stopping([podServer, loopServer], () =>
-        withDaemon({ cgroup: cg.path, localCidrs: ['10.213.0.0/24', 'fd00:5a::/64'] }, async (d) => {
-          const seeded = (d.process.events as { msg?: string; found?: number; added?: number; namespaces?: number }[]).find(
+        // With only the service's capabilities: no CAP_SYS_ADMIN, so no setns into the pods.
+        withDaemon({ cgroup: cg.path, localCidrs: ['10.213.0.0/24', 'fd00:5a::/64'], wrapper: onlyCaps(SERVICE_CAPS) }, async (d) => {
+          const seeded = (d.process.events as { msg?: string; found?: number; added?: number }[]).find(
             (e) => e.msg === 'registered listeners that existed before the start',
           );
-          t.true((seeded?.namespaces ?? 0) >= 3, 'the walk went through the pod namespaces');
           t.true((seeded?.added ?? 0) >= 2, 'both pod servers registered');
 
           const pod = await assertAccelerated(t, d, podServer, { host: a.ipv4, netns: b.ns, cgroup: cg.path }, 'pod B -> pod A');

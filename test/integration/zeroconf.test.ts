@@ -13,7 +13,7 @@ import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type DaemonOptions } from '../helpers/daemon';
 import { withPodNetwork } from '../helpers/netns';
 import { uniqueName } from '../helpers/names';
-import { privilegedTest } from '../helpers/privilege';
+import { onlyCaps, privilegedTest } from '../helpers/privilege';
 import { startServer, stopping } from '../helpers/traffic';
 import { APP_PORT, assertAccelerated, assertChainAccelerated, assertPlain } from '../helpers/accelerated';
 import { runThenCleanUp } from '../helpers/cleanup';
@@ -26,8 +26,15 @@ import type { JsonLineProcess } from '../helpers/process';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 
-/** The daemon as the node runs it: inside the node's namespace, nothing configured but where to attach and pin. */
-const onNode = (node: string, cgroup: string): DaemonOptions => ({ cgroup, wrapper: ['nsenter', `--net=/run/netns/${node}`] });
+/**
+ * The daemon as the node runs it: inside the node's namespace, with only
+ * the service's capabilities (no CAP_SYS_ADMIN: it cannot enter the pods'
+ * namespaces), nothing configured but where to attach and pin.
+ */
+const onNode = (node: string, cgroup: string): DaemonOptions => ({
+  cgroup,
+  wrapper: ['nsenter', `--net=/run/netns/${node}`, ...onlyCaps(['CAP_BPF', 'CAP_NET_ADMIN', 'CAP_PERFMON'])],
+});
 
 privileged('bridge-style node: pod-to-pod traffic is accelerated without configuration, over IPv4 and IPv6; the remote stays plain', async (t) => {
   await withScratchCgroup((cg) =>
