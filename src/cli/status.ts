@@ -73,9 +73,12 @@ export function readStatus(pinRoot: string): StatusReport {
       [...mapKeys(fd, LPM_KEY.size)].map((k) => formatPrefix(decodeLpmKey(k))).sort(),
     ),
     localEndpointSources: readEndpointSources(pinRoot) ?? {},
-    meshNamespaces: withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_presets'), (presets) =>
-      withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_netns'), (netns) => detectedMeshes(presets, netns)),
-    ),
+    // Pins of a daemon from before mesh detection have no mesh maps.
+    meshNamespaces: pinExists(mapPinPath(pinRoot, 'sa_mesh_netns'))
+      ? withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_presets'), (presets) =>
+          withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_netns'), (netns) => detectedMeshes(presets, netns)),
+        )
+      : {},
     counters: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.toString()])),
   };
 }
