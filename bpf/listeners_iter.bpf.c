@@ -3,13 +3,15 @@
  * Seeds the listener table at daemon start. TCP_LISTEN_CB only fires on a
  * listen() made while the sock_ops program is attached, so servers that were
  * already listening when the daemon first started would stay unknown (and
- * their clients plain TCP) until they restart. The daemon runs this TCP
+ * their clients plain TCP) until they restart. The daemon runs this
  * iterator once, after the sock_ops program is attached (a listen() after
  * that is seen by TCP_LISTEN_CB, so nothing falls between the two), and it
  * registers every listener in the attached cgroup or a descendant.
  *
- * The walk covers the TCP sockets of the network namespace of the process
- * that reads the iterator (the daemon's), not other namespaces.
+ * It walks the open files of every process (iter/task_file, with
+ * bpf_sock_from_file), not one namespace's TCP table (iter/tcp, which sees
+ * only the reader's network namespace): the listeners of every pod's
+ * namespace are reached without entering it.
  *
  * Refcounts: an entry is only ever inserted (BPF_NOEXIST), never counted up,
  * so running this on every start is idempotent; a listener that
@@ -23,21 +25,24 @@
  * listener on the same address and port re-registers through TCP_LISTEN_CB
  * (counting on top of the seeded 1, so the entry then outlives it too).
  *
- * Loaded with sa_listeners reused from the pin; like conns_iter, a tracing
- * program (CAP_BPF + CAP_PERFMON); iter/tcp exists since 5.9.
+ * Loaded with sa_listeners and the mesh maps reused from the pins; like
+ * conns_iter, a tracing program (CAP_BPF + CAP_PERFMON); iter/task_file
+ * exists since 5.8, bpf_sock_from_file since 5.11.
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
-/* Only this map, not maps.bpf.h: loading this object creates no map. */
+/* Only these maps, not maps.bpf.h: loading this object creates no map. */
 #include "listeners.bpf.h"
-#include "iter_tcp.bpf.h"
+#include "mesh.bpf.h"
+#include "iter_tcp.bpf.h" /* struct bpf_iter_meta */
 
 #define AF_INET 2
 #define AF_INET6 10
 #define TCP_LISTEN 10
+#define IPPROTO_TCP 6
 /* Deeper cgroups than this are not matched (cgroupfs allows more, nobody uses it). */
 #define MAX_CGROUP_LEVEL 64
 
@@ -80,9 +85,25 @@ struct sock_common___sa {
 struct sock_cgroup_data {
 	struct cgroup *cgroup;
 } __attribute__((preserve_access_index));
+typedef struct {
+	__u32 val;
+} kuid_t;
 struct sock___sa {
 	struct sock_common___sa __sk_common;
 	struct sock_cgroup_data sk_cgrp_data;
+	kuid_t sk_uid;
+	__u16 sk_protocol; /* a plain u16 since 5.6 (before, a bitfield) */
+} __attribute__((preserve_access_index));
+struct socket {
+	struct sock___sa *sk;
+} __attribute__((preserve_access_index));
+struct file;
+struct task_struct;
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
 } __attribute__((preserve_access_index));
 
 /* Whether `cg` is the attached cgroup or one of its descendants. */
@@ -103,12 +124,16 @@ static __always_inline bool in_attached_cgroup(struct cgroup *cg)
 	return false;
 }
 
-/* Never counts up (see above): inserts each key that is missing. */
+/*
+ * Never counts up (see above): inserts each key that is missing, and marks
+ * the namespace of a mesh sidecar's listener as meshed (mesh.bpf.h).
+ */
 static __always_inline bool register_listener(struct sock___sa *sk)
 {
 	struct sa_listener_key keys[2] = {};
 	__u32 ip[4], one = 1;
 	bool added = false;
+	__u64 netns;
 
 	if (sk->__sk_common.skc_family == AF_INET) {
 		sa_ip_from_v4(ip, sk->__sk_common.skc_rcv_saddr);
@@ -120,26 +145,38 @@ static __always_inline bool register_listener(struct sock___sa *sk)
 	} else {
 		return false;
 	}
-	sa_listener_keys(keys, ip, sk->__sk_common.skc_num, BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie));
+	netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+	sa_listener_keys(keys, ip, sk->__sk_common.skc_num, netns);
 	added |= bpf_map_update_elem(&sa_listeners, &keys[0], &one, BPF_NOEXIST) == 0;
 	added |= bpf_map_update_elem(&sa_listeners, &keys[1], &one, BPF_NOEXIST) == 0;
+	sa_mesh_sidecar_ref(netns, sa_mesh_sidecar_preset(sk->sk_uid.val, sk->__sk_common.skc_num), 1, true);
 	return added;
 }
 
-/* Writes one byte per listener in the cgroup: 1 if it added a key, else 0. */
-SEC("iter/tcp")
-int sockaccel_seed_listeners(struct bpf_iter__tcp *ctx)
+/*
+ * Walks every open file of every process (threads sharing a file table are
+ * visited once): a listening TCP socket held by any process, in whatever
+ * network namespace it lives, is reached without entering the namespace,
+ * so the walk needs neither setns nor CAP_SYS_ADMIN. Writes one byte per
+ * listener fd in the cgroup: 1 if it added a key, else 0 (a listener shared
+ * by several fds or processes is seen once per fd).
+ */
+SEC("iter/task_file")
+int sockaccel_seed_listeners(struct bpf_iter__task_file *ctx)
 {
-	struct sock_common *skc = ctx->sk_common;
+	struct file *file = ctx->file;
+	struct socket *sock;
 	struct sock___sa *sk;
 	struct cgroup *cg;
 	__u8 added;
 
-	if (!skc)
+	if (!file)
 		return 0; /* end of the walk */
-	/* Full sockets only (not request or timewait socks): listeners are. */
-	sk = (struct sock___sa *)bpf_skc_to_tcp_sock(skc);
-	if (!sk || sk->__sk_common.skc_state != TCP_LISTEN)
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0; /* not a socket */
+	sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP || sk->__sk_common.skc_state != TCP_LISTEN)
 		return 0;
 	cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
 	if (!cg || !in_attached_cgroup(cg))

@@ -61,6 +61,7 @@ struct {
 } sa_stats SEC(".maps");
 
 #include "sk_state_map.bpf.h"
+#include "mesh.bpf.h"
 
 /* Layout version of the pinned maps, written once by the daemon. */
 struct {

@@ -8,7 +8,7 @@
 #ifndef SOCKACCEL_H
 #define SOCKACCEL_H
 
-#define SA_LAYOUT_VERSION 3
+#define SA_LAYOUT_VERSION 4
 
 /*
  * One TCP connection, as both of its ends can name it. Addresses and ports
@@ -122,6 +122,37 @@ struct sa_stats {
 	__u64 listeners_seen;        /* TCP_LISTEN_CB in the cgroup */
 	__u64 mesh_candidates;       /* clients inserted because the mesh redirects them */
 	__u64 skipped_policy;        /* server refused: not a proxy port, or plain traffic off */
+};
+
+/*
+ * Service-mesh presets, read by the programs at run time (the daemon writes
+ * them at start): a mesh switched on or off never needs new programs.
+ * DETECT presets apply only in the network namespaces where their sidecar
+ * was seen listening (the preset's proxy UID on its outbound or inbound
+ * port; sa_mesh_netns); an EVERYWHERE preset (configured explicitly)
+ * applies in every namespace.
+ */
+#define SA_MESH_PRESETS 4 /* a power of two: indexes are masked with it */
+
+enum sa_mesh_scope {
+	SA_MESH_OFF = 0,
+	SA_MESH_DETECT = 1,
+	SA_MESH_EVERYWHERE = 2,
+};
+
+struct sa_mesh_preset {
+	__u32 scope; /* enum sa_mesh_scope */
+	__u32 proxy_uid;
+	__u32 outbound_port;
+	__u32 inbound_port;
+	__u32 accelerate_plain; /* also pair connections where neither end is the proxy */
+	__u32 pad;
+};
+
+/* A network namespace (by cookie) where a DETECT preset's sidecar listens. */
+struct sa_mesh_netns {
+	__u32 preset;    /* index into the presets map */
+	__u32 listeners; /* the sidecar's listening sockets there (the entry goes at 0) */
 };
 
 /* The meta map's single value: what layout the pinned maps have. */

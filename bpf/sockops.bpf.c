@@ -59,13 +59,7 @@ struct sock {
 const volatile __u32 include_ports_enabled = 0;
 const volatile __u64 include_ports[1024] = {};
 const volatile __u64 exclude_ports[1024] = {};
-/* Service mesh (0 = off). */
-const volatile __u32 mesh_enabled = 0;
-const volatile __u32 mesh_proxy_uid = 0;
-const volatile __u32 mesh_outbound_port = 0;
-const volatile __u32 mesh_inbound_port = 0;
-/* Accelerate connections where neither end is the mesh proxy. */
-const volatile __u32 accelerate_plain = 1;
+/* Service-mesh settings are not load-time constants: see mesh.bpf.h. */
 
 struct tuple {
 	__u32 local_ip[4];
@@ -194,17 +188,22 @@ static __always_inline void listener_ref(struct sa_listener_key *lk, int delta)
 	}
 }
 
-/* Both keys of the listener (see sa_listener_keys), counted up or down. */
+/*
+ * Both keys of the listener (see sa_listener_keys), counted up or down; a
+ * mesh sidecar's listener also marks (or unmarks) its namespace as meshed.
+ */
 static __always_inline void listener_update(struct bpf_sock_ops *skops, int delta)
 {
 	struct sa_listener_key keys[2] = {};
 	struct tuple t = {};
+	__u64 netns = bpf_get_netns_cookie(skops);
 
 	if (read_tuple(skops, &t))
 		return;
-	sa_listener_keys(keys, t.local_ip, t.local_port, bpf_get_netns_cookie(skops));
+	sa_listener_keys(keys, t.local_ip, t.local_port, netns);
 	listener_ref(&keys[0], delta);
 	listener_ref(&keys[1], delta);
+	sa_mesh_sidecar_ref(netns, sa_mesh_sidecar_preset(socket_uid(skops), t.local_port), delta, false);
 }
 
 static __always_inline bool listener_known(struct bpf_sock_ops *skops, const struct tuple *t)
@@ -226,16 +225,19 @@ static __always_inline bool listener_known(struct bpf_sock_ops *skops, const str
 /* ---- connection ends ---------------------------------------------------- */
 
 /*
- * Whether a service mesh will hand this connection to a local proxy.
+ * Whether a service mesh will hand this connection to a local proxy: only
+ * where a mesh applies to the client's namespace (a sidecar was detected
+ * there, or one was configured for every namespace), so a pod without a
+ * sidecar never inserts a client on a mesh's account.
  * The proxy's own connections are redirected only when they go to a pod on
  * this node (its inbound capture); an application's are all redirected to
  * its own sidecar, except to loopback (the mesh leaves those alone).
  */
-static __always_inline bool mesh_redirects(const struct tuple *t, __u32 uid)
+static __always_inline bool mesh_redirects(const struct sa_mesh_preset *mesh, const struct tuple *t, __u32 uid)
 {
-	if (!mesh_enabled)
+	if (!mesh)
 		return false;
-	if (uid == mesh_proxy_uid)
+	if (uid == mesh->proxy_uid)
 		return ip_is_local(t->remote_ip);
 	return !sa_ip_is_loopback(t->remote_ip);
 }
@@ -257,7 +259,7 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	}
 	uid = socket_uid(skops);
 	direct = ip_is_local(t.remote_ip) && listener_known(skops, &t);
-	mesh = !direct && mesh_redirects(&t, uid);
+	mesh = !direct && mesh_redirects(sa_mesh_of(bpf_get_netns_cookie(skops)), &t, uid);
 	if (!direct && !mesh) {
 		if (ip_is_local(t.remote_ip))
 			SA_COUNT(skipped_no_listener);
@@ -304,19 +306,20 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 }
 
 /*
- * Mesh policy on the server side. A connection whose address changed on the
- * way (NAT) pairs only into the configured proxy ports, and connections
+ * Mesh policy on the server side, by the mesh of the server's namespace. A
+ * connection whose address changed on the way (NAT) pairs only into the
+ * mesh's proxy ports, and connections
  * where neither end is the proxy pair only when plain traffic is accelerated.
  */
-static __always_inline bool server_accepts(const struct tuple *t, const struct sa_pair *pair, __u32 uid)
+static __always_inline bool server_accepts(const struct sa_mesh_preset *mesh, const struct tuple *t, const struct sa_pair *pair, __u32 uid)
 {
 	bool natted = pair->dst_port != t->local_port;
 
-	if (!mesh_enabled)
+	if (!mesh)
 		return !natted;
-	if (natted && t->local_port != mesh_outbound_port && t->local_port != mesh_inbound_port)
+	if (natted && t->local_port != mesh->outbound_port && t->local_port != mesh->inbound_port)
 		return false;
-	return accelerate_plain || pair->client_uid == mesh_proxy_uid || uid == mesh_proxy_uid;
+	return mesh->accelerate_plain || pair->client_uid == mesh->proxy_uid || uid == mesh->proxy_uid;
 }
 
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
@@ -339,7 +342,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		return; /* no client of ours, or it already fell back */
 
 	uid = socket_uid(skops);
-	if (!server_accepts(&t, pair, uid)) {
+	if (!server_accepts(sa_mesh_of(bpf_get_netns_cookie(skops)), &t, pair, uid)) {
 		/* The client leaves the map on our first segment. */
 		if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
 			SA_COUNT(skipped_policy);

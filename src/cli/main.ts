@@ -45,11 +45,15 @@ const HANDLERS: Record<CommandName, Handler> = {
 async function runDaemon(cmd: ParsedCommandLine): Promise<number> {
   const config = loadConfig({ argv: cmd.configArgv });
   const log = createLogger({ level: config.logLevel });
-  const daemon = await startDaemon(config, log);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+  // Listening before the start, which awaits (the first local-endpoints
+  // sync): without a listener Node leaves SIGTERM to its default action, and
+  // a stop right after "ready" would kill the process instead of stopping it.
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+  const daemon = await startDaemon(config, log);
+  const signal = await signalled;
   log.info({ signal }, 'signal received');
   const clean = await daemon.stop(STOP_DEADLINE_MS);
   return clean ? 0 : 1;

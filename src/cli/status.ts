@@ -12,6 +12,8 @@ import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from '../kernel/pins
 import { mapKeys } from '../kernel/map-iter';
 import { explainPinError, requirePin } from '../kernel/pin-access';
 import { acceleratedSockets, readStats } from '../kernel/stats';
+import { readEndpointSources } from '../daemon/local-endpoints';
+import { detectedMeshes } from '../daemon/mesh';
 
 export interface LinkStatus {
   readonly id: number;
@@ -31,6 +33,10 @@ export interface StatusReport {
   readonly pairs: Record<string, number>;
   readonly listeners: number;
   readonly localEndpoints: string[];
+  /** Where the running daemon found each local endpoint (a route, an interface, the config); {} without a daemon. */
+  readonly localEndpointSources: Record<string, string>;
+  /** Network namespaces (by cookie) where a mesh sidecar was detected, and which mesh. */
+  readonly meshNamespaces: Record<string, string>;
   readonly counters: Record<string, string>;
 }
 
@@ -73,6 +79,13 @@ function readPinnedStatus(pinRoot: string): StatusReport {
     localEndpoints: withPinnedFd(mapPinPath(pinRoot, 'sa_local'), (fd) =>
       [...mapKeys(fd, LPM_KEY.size)].map((k) => formatPrefix(decodeLpmKey(k))).sort(),
     ),
+    localEndpointSources: readEndpointSources(pinRoot) ?? {},
+    // Pins of a daemon from before mesh detection have no mesh maps.
+    meshNamespaces: pinExists(mapPinPath(pinRoot, 'sa_mesh_netns'))
+      ? withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_presets'), (presets) =>
+          withPinnedFd(mapPinPath(pinRoot, 'sa_mesh_netns'), (netns) => detectedMeshes(presets, netns)),
+        )
+      : {},
     counters: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.toString()])),
   };
 }
@@ -116,6 +129,23 @@ const MODE_TEXT = {
   detached: 'not accelerated: sock_ops program detached',
 } as const;
 
+/** One row per local endpoint, with where the daemon found it. */
+function localEndpointRows(r: StatusReport): [string, string][] {
+  if (r.localEndpoints.length === 0) return [['local endpoints', 'none']];
+  return r.localEndpoints.map((p, i) => {
+    const source = r.localEndpointSources[p];
+    return [i === 0 ? 'local endpoints' : '', source ? `${p}  (${source})` : p];
+  });
+}
+
+/** "istio in 2 namespaces (cookies 4099, 4103)", or none. */
+function meshText(byCookie: Record<string, string>): string {
+  const byMesh = new Map<string, string[]>();
+  for (const [cookie, mesh] of Object.entries(byCookie)) byMesh.set(mesh, [...(byMesh.get(mesh) ?? []), cookie]);
+  if (byMesh.size === 0) return 'none detected';
+  return [...byMesh].map(([mesh, cookies]) => `${mesh} in ${cookies.length} namespace${cookies.length === 1 ? '' : 's'} (cookies ${cookies.join(', ')})`).join('; ');
+}
+
 export function formatStatus(r: StatusReport): string {
   const rows: [string, string][] = [
     ['pin root', r.pinRoot],
@@ -126,7 +156,8 @@ export function formatStatus(r: StatusReport): string {
     ['sockets', `${r.sockets.clients} clients + ${r.sockets.servers} servers (each map holds ${r.sockets.capacity})`],
     ['connections', Object.entries(r.pairs).map(([k, v]) => `${v} ${k}`).join(', ')],
     ['listeners in cgroup', String(r.listeners)],
-    ['local endpoints', r.localEndpoints.join(' ')],
+    ...localEndpointRows(r),
+    ['mesh sidecars', meshText(r.meshNamespaces)],
   ];
   const counters = Object.entries(r.counters).map(([k, v]) => [k, v] as [string, string]);
   const width = Math.max(...[...rows, ...counters].map(([k]) => k.length));

@@ -9,6 +9,7 @@ import { ConfigError } from '../common/errors';
 import { LOG_LEVELS, type LogLevel } from '../common/log';
 import { suggest } from '../cli/suggest';
 import { MESH_NAMES, type MeshName } from '../daemon/mesh';
+import { AUTO } from '../daemon/pod-addresses';
 import { parseListenAddress } from '../metrics/address';
 
 export interface SockaccelConfig {
@@ -110,7 +111,7 @@ convict.addFormats({
       if (!Array.isArray(value)) throw new Error('must be a list of CIDRs (a JSON array, or comma-separated)');
       for (const cidr of value) {
         if (typeof cidr !== 'string') throw new Error(`${JSON.stringify(cidr)} is not a CIDR string`);
-        checkCidr(cidr);
+        if (cidr !== AUTO) checkCidr(cidr);
       }
     },
     coerce: toList,
@@ -162,10 +163,10 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     arg: 'pin-root',
   },
   localCidrs: {
-    doc: "Prefixes whose addresses count as local endpoints, besides loopback and the host's own addresses.",
+    doc: "Prefixes whose addresses count as local endpoints, besides loopback and the host's own addresses; \"auto\" finds this node's pod addresses in the routing table and follows them (Calico-style veth routes, pod bridges, cilium_host). A list without \"auto\" turns that off.",
     format: 'cidr-list',
-    formatDoc: 'list of IPv4/IPv6 CIDRs, network address only (comma-separated in env and flags)',
-    default: [],
+    formatDoc: 'list of "auto" and IPv4/IPv6 CIDRs, network address only (comma-separated in env and flags)',
+    default: ['auto'],
     env: 'SOCKACCEL_LOCAL_CIDRS',
     arg: 'local-cidrs',
   },
@@ -208,10 +209,10 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     arg: 'status-interval-ms',
   },
   mesh: {
-    doc: 'Service mesh whose sidecar hops to accelerate (app -> sidecar -> sidecar -> app); a preset fills the proxy settings below.',
+    doc: 'Service mesh whose sidecar hops to accelerate (app -> sidecar -> sidecar -> app); "auto" detects Istio, Linkerd and Kuma sidecars per pod (network namespace) from their listening sockets; a preset applies to every pod and fills the proxy settings below.',
     format: [...MESH_NAMES],
     formatDoc: `one of ${MESH_NAMES.join(', ')}`,
-    default: 'none',
+    default: 'auto',
     env: 'SOCKACCEL_MESH',
     arg: 'mesh',
   },

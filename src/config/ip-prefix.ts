@@ -48,6 +48,11 @@ export function parsePrefix(cidr: string): IpPrefix {
   return { prefixlen: family === 4 ? 96 + bits : bits, addr: maskTo(parseIp(ip), family === 4 ? 96 + bits : bits) };
 }
 
+/** Whether `outer` holds every address of `inner`. */
+export function prefixContains(outer: IpPrefix, inner: IpPrefix): boolean {
+  return inner.prefixlen >= outer.prefixlen && maskTo(inner.addr, outer.prefixlen).equals(outer.addr);
+}
+
 function maskTo(addr: Buffer, bits: number): Buffer {
   const out = Buffer.from(addr);
   for (let i = 0; i < 16; i++) {

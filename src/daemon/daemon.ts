@@ -11,8 +11,8 @@ import { probeEnvironment } from '../kernel/probes';
 import { ensureBpffsMounted, preparePinRoot } from '../kernel/bpffs';
 import { resolveCgroupPath } from '../kernel/cgroup';
 import { DataPath, loadDataPath } from './loader';
-import { LocalEndpoints } from './local-endpoints';
-import { resolveMesh } from './mesh';
+import { endpointsStatePath, LocalEndpoints } from './local-endpoints';
+import { resolveMesh, writeMeshPresets } from './mesh';
 import { Lifecycle } from './lifecycle';
 import { mapInfo, setLibbpfPrinter } from '../kernel/libbpf';
 import { readStats, summarize } from '../kernel/stats';
@@ -63,7 +63,6 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
       mapSize: config.mapSize,
       includePorts: config.includePorts,
       excludePorts: [...config.excludePorts, ...mesh.excludedPorts],
-      mesh: mesh.settings,
       ...(config.objectDir ? { objectDir: config.objectDir } : {}),
       log: componentLogger(root, 'loader'),
     });
@@ -74,17 +73,22 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     // drained program keeps guarding handshakes that are in flight.
     lifecycle.add('sockops-drain', () => dataPath.drain());
     log.info({ programIds: dataPath.programIds, reusedMaps: dataPath.reusedMaps }, 'data path attached');
+    // Before the seeding, which detects the sidecars that listen already.
+    writeMeshPresets(dataPath.mapFds.sa_mesh_presets, mesh.slots);
+    log.info({ mesh: config.mesh, presets: mesh.slots.map((s) => `${s.name} (${s.scope})`) }, 'mesh presets set');
     // After the attach: a listen() from here on is seen by TCP_LISTEN_CB.
     try {
       const seeded = seedListeners(config.pinRoot, cgroupPath, config.objectDir || undefined);
       log.info(seeded, 'registered listeners that existed before the start');
     } catch (err) {
-      log.warn({ err }, 'cannot register the listeners that existed before the start (needs iter/tcp, Linux 5.9+, and CAP_PERFMON); servers started earlier are accelerated only after they restart');
+      log.warn({ err }, 'cannot register the listeners that existed before the start (needs iter/task_file and bpf_sock_from_file, Linux 5.11+, and CAP_PERFMON); servers started earlier are accelerated only after they restart');
     }
 
-    const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'));
-    endpoints.start();
+    const endpoints = new LocalEndpoints(dataPath.mapFds.sa_local, config.localCidrs, componentLogger(root, 'local-endpoints'), {
+      statePath: endpointsStatePath(config.pinRoot),
+    });
     lifecycle.add('local-endpoints', () => endpoints.stop());
+    await endpoints.start();
 
     const statusLog = componentLogger(root, 'status');
     const insertFailures = new InsertFailureWarning(statusLog, mapInfo(dataPath.mapFds.sa_clients).maxEntries);

@@ -37,9 +37,14 @@ function tryFlock(fd: number, file: string): boolean {
   }
 }
 
-export function lockPath(pinRoot: string, dir: string = LOCK_DIR): string {
+/** A file of the daemon that uses `pinRoot`, in the runtime directory: `<digest of the pin root><suffix>`. */
+export function runtimePath(pinRoot: string, suffix: string, dir: string = LOCK_DIR): string {
   const digest = crypto.createHash('sha256').update(path.resolve(pinRoot)).digest('hex').slice(0, 16);
-  return path.join(dir, `${digest}.lock`);
+  return path.join(dir, `${digest}${suffix}`);
+}
+
+export function lockPath(pinRoot: string, dir: string = LOCK_DIR): string {
+  return runtimePath(pinRoot, '.lock', dir);
 }
 
 export interface InstanceLock {

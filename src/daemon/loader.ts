@@ -26,13 +26,6 @@ import { bindOwnSockhash } from '../kernel/sockhash-hold';
 /** The two sock_ops entry points (names as bpf_prog_info reports them, <= 15 chars). */
 export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel_drain' } as const;
 
-/** Service-mesh settings for the sock_ops program (see src/mesh.ts). */
-export interface MeshSettings {
-  readonly proxyUid: number;
-  readonly outboundPort: number;
-  readonly inboundPort: number;
-  readonly acceleratePlain: boolean;
-}
 
 export interface LoaderOptions {
   readonly pinRoot: string;
@@ -40,8 +33,6 @@ export interface LoaderOptions {
   readonly mapSize: number;
   readonly includePorts: readonly number[];
   readonly excludePorts: readonly number[];
-  /** null: no service mesh. */
-  readonly mesh: MeshSettings | null;
   readonly objectDir?: string;
   readonly log: Logger;
 }
@@ -72,7 +63,7 @@ const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pa
  * in the map's flags, so an fd from the pin would otherwise be writable and
  * could plant a socket in the sockhash. Program-side updates are unaffected.
  */
-const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta'];
+const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta', 'sa_mesh_netns'];
 
 type Undo = () => void;
 
@@ -224,16 +215,10 @@ export function detachSockops(pinRoot: string): boolean {
   return true;
 }
 
-/** Port filters go into the sockops program's .rodata; frozen by libbpf at load. */
+/** Port filters go into the sockops program's .rodata; frozen by libbpf at load. (Mesh settings are in a map: mesh.ts.) */
 function writeSockopsSettings(obj: BpfObject, opts: LoaderOptions): void {
   const rodata = obj.rodata();
-  const mesh = opts.mesh;
   rodata.u32('include_ports_enabled', opts.includePorts.length > 0 ? 1 : 0);
-  rodata.u32('mesh_enabled', mesh ? 1 : 0);
-  rodata.u32('mesh_proxy_uid', mesh?.proxyUid ?? 0);
-  rodata.u32('mesh_outbound_port', mesh?.outboundPort ?? 0);
-  rodata.u32('mesh_inbound_port', mesh?.inboundPort ?? 0);
-  rodata.u32('accelerate_plain', !mesh || mesh.acceleratePlain ? 1 : 0);
   rodata.bytes('include_ports', portBitmap(opts.includePorts));
   rodata.bytes('exclude_ports', portBitmap(opts.excludePorts));
 }

@@ -15,12 +15,13 @@ import { Check, fail, pass, unprivileged } from './check';
 import { isPermissionError, pinPrivilegeError } from '../kernel/pin-access';
 
 /**
- * Maps user space may write: the daemon keeps sa_local current, and
+ * Maps user space may write: the daemon keeps sa_local current and sets
+ * the mesh presets at start, and
  * socket-local storage is keyed by socket fds (a process can only reach the
  * storage of sockets it already holds). Every other map is written by the
  * programs alone and must be frozen.
  */
-const WRITABLE_MAPS: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state']);
+const WRITABLE_MAPS: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets']);
 
 /** BPF_F_LOCK: the kernel rejects it (EINVAL) on maps without a spin lock, but only after its EPERM check for frozen maps. */
 const BPF_F_LOCK = 4;

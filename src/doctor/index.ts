@@ -10,7 +10,9 @@ import { loadConfig, type SockaccelConfig } from '../config/config';
 import type { ParsedCommandLine } from '../cli/cli-args';
 import { EXIT_CODES } from '../common/errors';
 import { resolveCgroupPath } from '../kernel/cgroup';
-import { Check, DoctorReport, formatReport, guarded, summarize } from './check';
+import { Check, DoctorReport, fail, formatReport, guarded, summarize } from './check';
+import { localEndpointsCheck } from './local-endpoints';
+import { readNodeNetwork } from '../daemon/pod-addresses';
 import { bpffsCheck, cgroupCheck, privilegeCheck } from './environment';
 import { atLeast, kernelChecks, parseKernelVersion, programLoadCheck } from './kernel';
 import { fionreadProbeCheck } from './fionread';
@@ -20,7 +22,7 @@ import { frozenMapsCheck, linkChecks, pinCompatibilityCheck, pinPermissionsCheck
 
 const ROOT_FIX = 'run doctor as root';
 
-type DoctorConfig = Pick<SockaccelConfig, 'pinRoot' | 'cgroupPath' | 'objectDir'>;
+type DoctorConfig = Pick<SockaccelConfig, 'pinRoot' | 'cgroupPath' | 'objectDir' | 'localCidrs'>;
 
 export async function runDoctor(config: DoctorConfig): Promise<DoctorReport> {
   const objectDir = config.objectDir || undefined;
@@ -32,6 +34,7 @@ export async function runDoctor(config: DoctorConfig): Promise<DoctorReport> {
     await fionreadProbeCheck(),
     ...guarded('env.bpffs', 'bpffs', ROOT_FIX, () => bpffsCheck(config.pinRoot)),
     ...guarded('env.cgroup', 'cgroup v2', ROOT_FIX, () => cgroupCheck(config.cgroupPath)),
+    await localEndpointsCheckOf(config.localCidrs),
   ];
 
   let cgroupPath: string | null = null;
@@ -68,6 +71,14 @@ export async function runDoctor(config: DoctorConfig): Promise<DoctorReport> {
   checks.push(...guarded('programs.sk_msg', 'other sk_msg programs loaded', 'run doctor as root (listing programs needs CAP_SYS_ADMIN)', () => skMsgNeighboursCheck(loadedSkMsgPrograms(), ours)));
   checks.push(...guarded('bench.leftovers', 'leftovers of dead bench runs', ROOT_FIX, () => benchLeftoversCheck()));
   return summarize(checks);
+}
+
+async function localEndpointsCheckOf(localCidrs: readonly string[]): Promise<Check> {
+  try {
+    return localEndpointsCheck(localCidrs, await readNodeNetwork());
+  } catch (err) {
+    return fail('network.local_endpoints', 'pod addresses on this node', `cannot read the interfaces and routes: ${(err as Error).message}`, 'install iproute2 (the `ip` command)');
+  }
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { formatIp, IpPrefix, isV4Mapped } from '../config/ip-prefix';
 
-export const LAYOUT_VERSION = 3;
+export const LAYOUT_VERSION = 4;
 export const META_MAGIC = 0x53414343;
 
 /** struct sa_conn_key */
@@ -36,6 +36,14 @@ export const SK_FLAGS = { inserted: 1, client: 2, removed: 4, plain: 8 } as cons
 export const BYTES_RECORD = { size: 48, key: 0, flags: 32, bytesRedirected: 40 } as const;
 /** struct sa_meta */
 export const META = { size: 8, magic: 0, layoutVersion: 4 } as const;
+
+/** struct sa_mesh_preset: one slot of the mesh presets map (SA_MESH_PRESETS slots). */
+export const MESH_PRESET = { size: 24, scope: 0, proxyUid: 4, outboundPort: 8, inboundPort: 12, acceleratePlain: 16 } as const;
+export const MESH_PRESET_SLOTS = 4;
+/** enum sa_mesh_scope. */
+export const MESH_SCOPE = { off: 0, detect: 1, everywhere: 2 } as const;
+/** struct sa_mesh_netns: the value of the detected-namespaces map (key: the netns cookie, a __u64). */
+export const MESH_NETNS = { size: 8, preset: 0, listeners: 4 } as const;
 
 export const PAIR_STATES: Record<number, string> = { 1: 'pending', 2: 'paired', 3: 'fallback' };
 

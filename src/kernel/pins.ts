@@ -18,6 +18,8 @@ export const SHARED_MAPS = {
   sa_stats: 'stats',
   sa_sk_state: 'sk_state',
   sa_meta: 'meta',
+  sa_mesh_presets: 'mesh_presets',
+  sa_mesh_netns: 'mesh_netns',
 } as const;
 export type SharedMapName = keyof typeof SHARED_MAPS;
 export const SHARED_MAP_NAMES = Object.keys(SHARED_MAPS) as SharedMapName[];

@@ -35,27 +35,36 @@ export interface LongStream {
   finish(timeoutMs?: number): Promise<LongStreamResult>;
 }
 
-/** Runs `fn` with a long stream; kills both ends afterwards, whatever happened. */
+/** Runs `fn` with a long stream to a new echo server; stops both ends afterwards, whatever happened. */
 export async function withLongStream<T>(opts: LongStreamOptions, fn: (stream: LongStream) => Promise<T>): Promise<T> {
   const placement: Placement = { cgroup: opts.cgroup, netns: opts.netns };
   const server = await startServer({ ...placement, host: opts.host, mode: 'echo' });
   try {
-    const clientOpts = {
-      ...placement, host: opts.host, port: server.port, stream: true,
-      chunk: opts.chunk ?? 4096, pauseMs: opts.pauseMs ?? 5, seed: opts.seed ?? 'long-stream', halfClose: opts.halfClose, holdReads: opts.holdReads,
-    };
-    return await withHeldClient(clientOpts, (client) =>
-      fn({
-        server,
-        client,
-        stopWriting: client.stopWriting,
-        async finish(timeoutMs = 30_000) {
-          const report = await client.release(timeoutMs);
-          return { client: report, server: await server.results(1) };
-        },
-      }),
-    );
+    return await withStreamTo(server, opts, fn);
   } finally {
     await server.stop();
   }
+}
+
+/**
+ * Runs `fn` with a long stream from `opts`' placement to an echo server the
+ * caller started (and stops): e.g. a server in another pod, or one that
+ * predates the daemon. Kills the client afterwards, whatever happened.
+ */
+export function withStreamTo<T>(server: ServerHandle, opts: LongStreamOptions, fn: (stream: LongStream) => Promise<T>): Promise<T> {
+  const clientOpts = {
+    cgroup: opts.cgroup, netns: opts.netns, uid: opts.uid, host: opts.host, port: server.port, stream: true,
+    chunk: opts.chunk ?? 4096, pauseMs: opts.pauseMs ?? 5, seed: opts.seed ?? 'long-stream', halfClose: opts.halfClose, holdReads: opts.holdReads,
+  };
+  return withHeldClient(clientOpts, (client) =>
+    fn({
+      server,
+      client,
+      stopWriting: client.stopWriting,
+      async finish(timeoutMs = 30_000) {
+        const report = await client.release(timeoutMs);
+        return { client: report, server: await server.results(1) };
+      },
+    }),
+  );
 }

@@ -7,6 +7,8 @@ import { applyIstioInit, ISTIO, isSidecarListening, sidecarArgv } from '../../sr
 import { runThenCleanUp } from './cleanup';
 import { withPodNetwork, type NetnsEndpoint, type PodNetwork } from './netns';
 import { JsonLineProcess } from './process';
+import type { ExecutionContext } from 'ava';
+import type { ClientReport, ServerConnReport } from './peer-protocol';
 
 export { ISTIO };
 
@@ -40,7 +42,8 @@ export function sidecarErrors(pod: MeshPod): SidecarEvent[] {
   return (pod.sidecar.events as unknown as SidecarEvent[]).filter((e) => !normal.includes(e.event));
 }
 
-async function startSidecar(pod: NetnsEndpoint, cgroup: string | undefined): Promise<JsonLineProcess> {
+/** A sidecar stand-in in the pod's namespace (and `cgroup`), once its capture ports listen. */
+export async function startSidecar(pod: NetnsEndpoint, cgroup: string | undefined): Promise<JsonLineProcess> {
   const sidecar = new JsonLineProcess(`sidecar in ${pod.ns}`, sidecarArgv(), { netns: pod.ns, cgroup });
   await sidecar.waitUntil((events) => (events as unknown as SidecarEvent[]).find(isSidecarListening), 10_000, 'the sidecar to listen');
   return sidecar;
@@ -66,4 +69,23 @@ export async function withMesh<T>(opts: { pods: number; cgroup?: string }, fn: (
       },
     );
   });
+}
+
+/**
+ * Through the chain the server sees 127.0.0.6 as its peer, so connections
+ * are matched by content: every connection carries its own seeded payload.
+ */
+export function assertChainIntegrity(t: ExecutionContext, client: ClientReport, server: ServerConnReport[], bytes: number): void {
+  t.is(server.length, client.conns.length, 'one server connection per client connection');
+  for (const c of client.conns) {
+    const s = server.find((x) => x.sha256In === c.sha256Out);
+    if (!s) {
+      t.fail(`no server connection received ${c.local}'s bytes`);
+      continue;
+    }
+    t.is(c.bytesOut, bytes);
+    t.is(s.bytesIn, bytes);
+    t.is(s.sha256Out, c.sha256In, `${c.local}: echo came back intact`);
+    t.is(c.bytesIn, bytes);
+  }
 }

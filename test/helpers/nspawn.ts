@@ -20,7 +20,8 @@
  *   bpffs; on a real host PID 1 mounts it. A fresh directory of the host's
  *   bpffs stands in, so the host (the test) can read the pins too.
  * - No --private-network: the container shares the host's network namespace,
- *   so host-side peers reach it over loopback.
+ *   so host-side peers reach it over loopback; or, with `netns`, a network
+ *   namespace the test built (a simulated node).
  * - --volatile=overlay: writes go to a tmpfs over the cached image, which
  *   stays pristine for the next boot.
  * - The repository and the host's node binary are bind-mounted read-only.
@@ -156,7 +157,16 @@ async function removeCgroupTree(dir: string): Promise<void> {
  * poweroff, then SIGKILL to everything left in its scratch cgroup, then the
  * cgroups and the bpffs directory (every pin the daemon inside made) go.
  */
-export async function bootContainer(): Promise<{ container: Container; shutdown: () => Promise<void> }> {
+export interface BootOptions {
+  /**
+   * A named network namespace (/run/netns/<name>) for the container, as a
+   * node's: the daemon inside then sees its interfaces and routes. Default:
+   * the host's namespace.
+   */
+  readonly netns?: string;
+}
+
+export async function bootContainer(opts: BootOptions = {}): Promise<{ container: Container; shutdown: () => Promise<void> }> {
   await ensureRootfs();
   fs.mkdirSync('/run/systemd/nspawn/propagate', { recursive: true });
   const tag = uniqueName('');
@@ -173,6 +183,7 @@ export async function bootContainer(): Promise<{ container: Container; shutdown:
     '-D', ROOTFS, '-M', name, '--register=no', '--keep-unit', '-b', '--volatile=overlay', '--capability=all',
     '--system-call-filter=bpf', `--bind=${bpffsDir}:/sys/fs/bpf`, `--bind-ro=${REPO}:${REPO_IN_CONTAINER}`,
     `--bind-ro=${process.execPath}:${NODE_IN_CONTAINER}`,
+    ...(opts.netns ? [`--network-namespace-path=/run/netns/${opts.netns}`] : []),
   ];
   // Joins the scratch cgroup first, so the container and all it starts live there.
   const nspawn = spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec systemd-nspawn "$@"', 'sh', path.join(scratch, 'nspawn'), ...args], {

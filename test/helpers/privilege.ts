@@ -44,3 +44,9 @@ export function privilegedTest(test: TestFn): PrivilegedTest {
   }
   return test.skip;
 }
+
+/** setpriv as root with exactly `caps` (bounding, inheritable, ambient), like a root service with CapabilityBoundingSet. */
+export function onlyCaps(caps: readonly string[]): string[] {
+  const list = ['-all', ...caps.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)].join(',');
+  return ['setpriv', `--bounding-set=${list}`, `--inh-caps=${list}`, `--ambient-caps=${list}`, '--no-new-privs', '--'];
+}

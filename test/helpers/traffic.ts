@@ -107,6 +107,15 @@ function withoutEventTag<T extends { event: string }>({ event: _event, ...rest }
 }
 
 /** Starts a peer server and waits until it listens. */
+/** Runs `fn`, then stops the servers whatever happened. */
+export async function stopping<T>(servers: readonly ServerHandle[], fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+}
+
 export async function startServer(opts: ServerOptions): Promise<ServerHandle> {
   const server = peerProcess(
     'server',

@@ -10,8 +10,7 @@ import { formatEndpoint } from '../../src/kernel/bpf-layout';
 import { readPairs } from '../../src/kernel/pairs';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type RunningDaemon } from '../helpers/daemon';
-import { ISTIO, sidecarAccepts, sidecarErrors, withMesh, type Mesh } from '../helpers/mesh';
-import type { ClientReport, ServerConnReport } from '../helpers/peer-protocol';
+import { assertChainIntegrity, ISTIO, sidecarAccepts, sidecarErrors, withMesh, type Mesh } from '../helpers/mesh';
 import { privilegedTest } from '../helpers/privilege';
 import { runClient, startServer, withHeldClient, type ClientOptions } from '../helpers/traffic';
 import { waitFor } from '../helpers/wait-for';
@@ -27,25 +26,6 @@ type Counters = Record<string, bigint>;
 const counters = (d: RunningDaemon): Counters =>
   Object.fromEntries(Object.entries(d.status().counters).map(([k, v]) => [k, BigInt(v)]));
 const delta = (a: Counters, b: Counters): Counters => Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - (a[k] ?? 0n)]));
-
-/**
- * Through the chain the server sees 127.0.0.6 as its peer, so connections
- * are matched by content: every connection carries its own seeded payload.
- */
-function assertChainIntegrity(t: ExecutionContext, client: ClientReport, server: ServerConnReport[], bytes: number): void {
-  t.is(server.length, client.conns.length, 'one server connection per client connection');
-  for (const c of client.conns) {
-    const s = server.find((x) => x.sha256In === c.sha256Out);
-    if (!s) {
-      t.fail(`no server connection received ${c.local}'s bytes`);
-      continue;
-    }
-    t.is(c.bytesOut, bytes);
-    t.is(s.bytesIn, bytes);
-    t.is(s.sha256Out, c.sha256In, `${c.local}: echo came back intact`);
-    t.is(c.bytesIn, bytes);
-  }
-}
 
 /** Runs app A -> app B through both sidecars, `conns` connections of `bytes`. */
 async function chain(mesh: Mesh, cgroup: string | undefined, port: number, client: Partial<ClientOptions> & { bytes: number }) {

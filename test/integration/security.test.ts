@@ -23,7 +23,7 @@ import { runCli, type CliResult } from '../helpers/cli';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { uniqueName } from '../helpers/names';
 import { withPodNetwork } from '../helpers/netns';
-import { privilegedTest } from '../helpers/privilege';
+import { privilegedTest, onlyCaps } from '../helpers/privilege';
 import { JsonLineProcess } from '../helpers/process';
 import { withTestUser, type TestUser } from '../helpers/test-user';
 import { assertIntegrity, integrityProblems, runClient, startServer, withHeldClient } from '../helpers/traffic';
@@ -37,8 +37,8 @@ const FIXTURES = path.join(REPO, 'test', 'fixtures');
 const POD_CIDRS = ['10.213.0.0/24', 'fd00:5a::/64'];
 const EPERM = 1;
 
-/** Maps the daemon writes itself (sa_local) or that are keyed by socket fds (sa_sk_state); every other one is frozen. */
-const DAEMON_WRITTEN: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state']);
+/** Maps the daemon writes itself (sa_local, sa_mesh_presets) or that are keyed by socket fds (sa_sk_state); every other one is frozen. */
+const DAEMON_WRITTEN: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets']);
 
 /** A clear error: our one-paragraph format, never a JavaScript stack. */
 function assertClearError(t: ExecutionContext, r: CliResult, what: string): void {
@@ -262,12 +262,6 @@ function grantable(): Set<string> {
   const bnd = BigInt(`0x${/^CapBnd:\s*(\w+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]}`);
   const names = execFileSync('capsh', ['--decode=' + bnd.toString(16)], { encoding: 'utf8' });
   return new Set(names.split('=')[1].trim().split(',').map((c) => c.toUpperCase()));
-}
-
-/** setpriv as root with exactly `caps` (bounding, inheritable, ambient), like a root service with CapabilityBoundingSet. */
-function onlyCaps(caps: string[]): string[] {
-  const list = ['-all', ...caps.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)].join(',');
-  return ['setpriv', `--bounding-set=${list}`, `--inh-caps=${list}`, `--ambient-caps=${list}`, '--no-new-privs', '--'];
 }
 
 privileged('the daemon starts, accelerates and stops with only the capabilities of systemd/sockaccel.service', async (t) => {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  BYTES_RECORD, CONN_KEY, LISTENER_KEY, LPM_KEY, META, PAIR, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
+  BYTES_RECORD, CONN_KEY, LISTENER_KEY, LPM_KEY, META, PAIR, MESH_NETNS, MESH_PRESET, MESH_PRESET_SLOTS, MESH_SCOPE, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
   sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, formatEndpoint,
 } from '../../src/kernel/bpf-layout';
 import { parsePrefix } from '../../src/config/ip-prefix';
@@ -53,6 +53,19 @@ function compileLayoutProbe(): Record<string, number> {
       ['bytes_record.key', 'offsetof(struct sa_bytes_record, key)'],
       ['bytes_record.flags', 'offsetof(struct sa_bytes_record, flags)'],
       ['bytes_record.bytesRedirected', 'offsetof(struct sa_bytes_record, bytes_redirected)'],
+      ['mesh_preset.size', 'sizeof(struct sa_mesh_preset)'],
+      ['mesh_preset.scope', 'offsetof(struct sa_mesh_preset, scope)'],
+      ['mesh_preset.proxyUid', 'offsetof(struct sa_mesh_preset, proxy_uid)'],
+      ['mesh_preset.outboundPort', 'offsetof(struct sa_mesh_preset, outbound_port)'],
+      ['mesh_preset.inboundPort', 'offsetof(struct sa_mesh_preset, inbound_port)'],
+      ['mesh_preset.acceleratePlain', 'offsetof(struct sa_mesh_preset, accelerate_plain)'],
+      ['mesh_scope.off', 'SA_MESH_OFF'],
+      ['mesh_scope.detect', 'SA_MESH_DETECT'],
+      ['mesh_scope.everywhere', 'SA_MESH_EVERYWHERE'],
+      ['mesh_netns.size', 'sizeof(struct sa_mesh_netns)'],
+      ['mesh_netns.preset', 'offsetof(struct sa_mesh_netns, preset)'],
+      ['mesh_netns.listeners', 'offsetof(struct sa_mesh_netns, listeners)'],
+      ['mesh_preset_slots', 'SA_MESH_PRESETS'],
       ['meta.size', 'sizeof(struct sa_meta)'],
       ['meta.magic', 'offsetof(struct sa_meta, magic)'],
       ['meta.layoutVersion', 'offsetof(struct sa_meta, layout_version)'],
@@ -85,12 +98,14 @@ test('every struct size and offset matches bpf/sockaccel.h', (t) => {
   const mirror: Record<string, Record<string, number>> = {
     conn_key: CONN_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
     sk_state: SK_STATE, sk_flags: SK_FLAGS, bytes_record: BYTES_RECORD,
+    mesh_preset: MESH_PRESET, mesh_scope: MESH_SCOPE, mesh_netns: MESH_NETNS,
   };
   for (const [struct, fields] of Object.entries(mirror)) {
     for (const [field, value] of Object.entries(fields)) t.is(value, c[`${struct}.${field}`], `${struct}.${field}`);
   }
   t.is(STATS_SIZE, c['stats.size']);
   STAT_FIELDS.forEach((f, i) => t.is(i * 8, c[`stats.${f}`], `stats.${f} order`));
+  t.is(MESH_PRESET_SLOTS, c.mesh_preset_slots);
   t.is(LAYOUT_VERSION, c.layout_version);
   t.is(META_MAGIC, c.meta_magic);
 });

@@ -11,13 +11,13 @@ const DEFAULTS: SockaccelConfig = {
   config: DEFAULT_CONFIG_FILE,
   cgroupPath: '',
   pinRoot: '/sys/fs/bpf/sockaccel',
-  localCidrs: [],
+  localCidrs: ['auto'],
   includePorts: [],
   excludePorts: [],
   mapSize: 65535,
   logLevel: 'info',
   statusIntervalMs: 5000,
-  mesh: 'none',
+  mesh: 'auto',
   meshProxyUid: -1,
   meshOutboundPort: 0,
   meshInboundPort: 0,
@@ -61,6 +61,11 @@ function load(t: ExecutionContext, { file = {}, env = {}, argv = [] }: Sources =
 test('a named empty file gives the defaults', (t) => {
   const file = configFile(t, '');
   t.deepEqual(loadConfig({ env: { SOCKACCEL_CONFIG: file } }), { ...DEFAULTS, config: file });
+});
+
+test('localCidrs takes "auto" beside CIDRs', (t) => {
+  t.deepEqual(load(t, { env: { SOCKACCEL_LOCAL_CIDRS: 'auto,10.96.0.0/12' } }).localCidrs, ['auto', '10.96.0.0/12']);
+  t.throws(() => load(t, { env: { SOCKACCEL_LOCAL_CIDRS: 'automatic' } }), { message: /localCidrs/ });
 });
 
 test('the file is read', (t) => {

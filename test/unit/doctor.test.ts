@@ -1,4 +1,6 @@
 import test from 'ava';
+import { localEndpointsCheck } from '../../src/doctor/local-endpoints';
+import type { NodeNetwork } from '../../src/daemon/pod-addresses';
 import { formatReport, guarded, summarize, pass, warn, fail } from '../../src/doctor/check';
 import { atLeast, parseKernelVersion } from '../../src/doctor/kernel';
 import { fionreadCheck } from '../../src/doctor/fionread';
@@ -81,4 +83,15 @@ test('a check that throws becomes a failed check, not a crash', (t) => {
   });
   t.is(c.status, 'fail');
   t.regex(c.detail, /EPERM/);
+});
+
+test('local endpoints: pod prefixes pass with their sources; none found under "auto" warns; no "auto" says discovery is off', (t) => {
+  const calico: NodeNetwork = { links: [{ ifname: 'cali1', linkinfo: { info_kind: 'veth' } }], routes: [{ dst: '10.1.2.3', dev: 'cali1' }] };
+  const bare: NodeNetwork = { links: [{ ifname: 'eth0' }], routes: [{ dst: 'default', gateway: '192.0.2.1', dev: 'eth0' }] };
+  const found = localEndpointsCheck(['auto'], calico);
+  t.is(found.status, 'pass');
+  t.is(found.detail, '10.1.2.3/32 from route 10.1.2.3/32 dev cali1 (pod route via veth)');
+  t.is(localEndpointsCheck(['auto'], bare).status, 'warn');
+  t.is(localEndpointsCheck(['auto', '10.244.0.0/16'], bare).status, 'pass', 'a configured CIDR is enough');
+  t.regex(localEndpointsCheck(['10.244.0.0/16'], calico).detail, /discovery off.*10\.244\.0\.0\/16/);
 });
