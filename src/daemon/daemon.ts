@@ -4,13 +4,15 @@
  * systemd, as READY=1 / STATUS= / WATCHDOG=1); and undo it all in reverse on
  * stop.
  */
+import os from 'node:os';
 import type { Logger } from 'pino';
 import { SockaccelConfig } from '../config/config';
 import { componentLogger } from '../common/log';
 import { probeEnvironment } from '../kernel/probes';
 import { ensureBpffsMounted, preparePinRoot } from '../kernel/bpffs';
 import { resolveCgroupPath } from '../kernel/cgroup';
-import { DataPath, loadDataPath } from './loader';
+import { DataPath, DEFAULT_OBJECT_DIR, loadDataPath } from './loader';
+import { checkFionread } from './fionread-gate';
 import { LocalEndpoints } from './local-endpoints';
 import { resolveMesh } from './mesh';
 import { Lifecycle } from './lifecycle';
@@ -49,6 +51,8 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
 
     const probes = probeEnvironment();
     log.info({ features: probes.map((p) => p.name) }, 'feature probes passed');
+    // Still the probe stage: refuses (exit 71) before anything is attached.
+    await checkFionread(config.objectDir || DEFAULT_OBJECT_DIR, config.fionreadHazard, os.release(), log);
     if (ensureBpffsMounted()) log.info('mounted bpffs at /sys/fs/bpf');
     preparePinRoot(config.pinRoot);
     const cgroupPath = resolveCgroupPath(config.cgroupPath);

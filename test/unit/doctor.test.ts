@@ -1,6 +1,6 @@
 import test from 'ava';
 import { formatReport, guarded, summarize, pass, warn, fail } from '../../src/doctor/check';
-import { atLeast, parseKernelVersion } from '../../src/doctor/kernel';
+import { atLeast, parseKernelVersion } from '../../src/kernel/version';
 import { fionreadCheck } from '../../src/doctor/fionread';
 import { CAPS, cgroupCheck, missingDaemonCaps, privilegeCheck } from '../../src/doctor/environment';
 import { cgroupPath, skMsgNeighboursCheck, sockopsNeighboursCheck } from '../../src/doctor/neighbours';
@@ -20,14 +20,14 @@ test('kernel versions parse and compare', (t) => {
 });
 
 test('FIONREAD: correct passes, 0 with queued bytes warns and says how sockaccel avoids it, a short delivery is inconclusive', (t) => {
-  t.is(fionreadCheck({ inMap: 4096, queued: 4096 }).status, 'pass');
-  const broken = fionreadCheck({ inMap: 0, queued: 4096 });
+  t.is(fionreadCheck({ bytes: 4096, inMap: 4096, queued: 4096 }).status, 'pass');
+  const broken = fionreadCheck({ bytes: 4096, inMap: 0, queued: 4096 });
   t.is(broken.status, 'warn');
   t.regex(broken.detail, /FIONREAD 0 while 4096 bytes/);
   t.regex(broken.detail, /stall/);
   t.regex(broken.detail, /pairing/);
   t.regex(broken.detail, /first plain segment/);
-  t.regex(fionreadCheck({ inMap: 0, queued: 100 }).detail, /inconclusive/);
+  t.regex(fionreadCheck({ bytes: 4096, inMap: 0, queued: 100 }).detail, /inconclusive/);
 });
 
 test('privileges: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN alone', (t) => {
