@@ -268,7 +268,7 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     arg: 'fionread-hazard',
   },
   objectDir: {
-    doc: 'Directory holding the compiled BPF objects (sockops.bpf.o, redirect.bpf.o, and conns_iter.bpf.o for `sockaccel conns`); empty means the ones built with this daemon.',
+    doc: 'Directory holding the compiled BPF objects (sockops.bpf.o, redirect.bpf.o, fionread_probe.bpf.o, and conns_iter.bpf.o for `sockaccel conns`); empty means the ones built with this daemon.',
     format: 'absolute-path-or-empty',
     formatDoc: 'absolute path, or empty',
     default: '',

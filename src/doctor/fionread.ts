@@ -22,6 +22,14 @@ const ONE_SIDED_TITLE = 'FIONREAD on a socket in a sockhash receiving plain TCP'
 const PAIRED_TITLE = 'FIONREAD on an accelerated pair (redirected bytes waiting)';
 
 export function fionreadCheck(m: OneSidedMeasurement): Check {
+  if (!m.overTcp) {
+    return warn(
+      'kernel.fionread',
+      ONE_SIDED_TITLE,
+      'inconclusive: a running sockmap program (a sockaccel whose cgroup holds doctor?) took the probe\'s connection and redirected its bytes',
+      'run doctor from a cgroup outside the accelerated one to see this case',
+    );
+  }
   if (m.queued !== m.bytes) {
     return warn('kernel.fionread', ONE_SIDED_TITLE, `inconclusive: ${m.queued} of ${m.bytes} bytes arrived`, 'run doctor again on a less busy moment');
   }

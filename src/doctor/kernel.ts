@@ -9,6 +9,7 @@ import * as bpf from '../kernel/libbpf';
 import { DEFAULT_OBJECT_DIR } from '../daemon/loader';
 import { probeKernelFeatures, type Probe } from '../kernel/probes';
 import { atLeast, parseKernelVersion, type KernelVersion } from '../kernel/version';
+import { PROBE_OBJECT } from '../kernel/fionread';
 import { VerifierError } from '../common/errors';
 import { Check, fail, pass, warn } from './check';
 
@@ -75,7 +76,7 @@ export function kernelChecks(release = os.release()): Check[] {
   return checks;
 }
 
-const OBJECTS = ['sockops.bpf.o', 'redirect.bpf.o', 'conns_iter.bpf.o', 'listeners_iter.bpf.o'] as const;
+const OBJECTS = ['sockops.bpf.o', 'redirect.bpf.o', 'conns_iter.bpf.o', 'listeners_iter.bpf.o', PROBE_OBJECT] as const;
 
 /**
  * Loads each object into the kernel (maps shrunk to a few entries) and

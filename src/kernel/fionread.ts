@@ -27,6 +27,8 @@ import { close, fionread, tcpBytesReceived } from './libc';
 export const PAIRED_PROBE_BYTES = 32 * 1024;
 export const ONE_SIDED_PROBE_BYTES = 4096;
 export const PROBE_OBJECT = 'fionread_probe.bpf.o';
+/** The probe's sk_msg program, as bpf/fionread_probe.bpf.c names it. */
+export const PROBE_PROGRAM = 'sa_probe_redirect';
 
 /**
  * How long FIONREAD may lag behind the bytes. An ingress redirect queues in
@@ -64,6 +66,12 @@ export interface OneSidedMeasurement {
   readonly inMap: number;
   /** FIONREAD once it is out again: what really is queued. */
   readonly queued: number;
+  /**
+   * Whether the bytes came over TCP, as this case needs. Not so when a live
+   * sockmap program (a sockaccel whose cgroup holds this process) had taken
+   * the connection and redirected them.
+   */
+  readonly overTcp: boolean;
 }
 
 /**
@@ -93,7 +101,8 @@ export function judgePaired(m: PairedMeasurement): PairedVerdict {
 
 /** "FIONREAD 0 on the server and 0 on the client while 32768 redirected bytes waited on each". */
 export function describePaired(m: PairedMeasurement): string {
-  return `FIONREAD ${m.server.fionread} on the server and ${m.client.fionread} on the client while ${m.bytes} redirected bytes waited on each`;
+  const via = m.via === 'probe map' ? '' : ' (redirected by the sockmap program that had already taken the probe\'s connection)';
+  return `FIONREAD ${m.server.fionread} on the server and ${m.client.fionread} on the client while ${m.bytes} redirected bytes waited on each${via}`;
 }
 
 /** The kernel fd behind a net.Socket (Node keeps it on its libuv handle). */
@@ -220,7 +229,7 @@ export async function measurePaired(objectDir: string): Promise<PairedMeasuremen
   try {
     bpf.bpfObjectLoad(obj);
     const mapFd = bpf.bpfMapFd(bpf.bpfObjectFindMapByName(obj, 'sa_probe_pair'));
-    const progFd = bpf.bpfProgramFd(bpf.bpfObjectFindProgramByName(obj, 'sa_probe_redirect'));
+    const progFd = bpf.bpfProgramFd(bpf.bpfObjectFindProgramByName(obj, PROBE_PROGRAM));
     // The msg program is copied into a socket when it is inserted: attach first.
     bpf.bpfProgAttach(progFd, mapFd, bpf.BPF.SK_MSG_VERDICT);
     pair = await loopbackPair();
@@ -261,11 +270,12 @@ export async function measureOneSided(): Promise<OneSidedMeasurement> {
     const receivedBefore = tcpBytesReceived(fd);
     await write(pair.client, bytes);
     // Wait for the bytes to be queued (TCP counts them as they land), not for a fixed time.
+    const overTcp = () => tcpBytesReceived(fd) - receivedBefore >= BigInt(bytes);
     const deadline = Date.now() + SETTLE_DEADLINE_MS;
-    while (tcpBytesReceived(fd) - receivedBefore < BigInt(bytes) && Date.now() < deadline) await sleep(POLL_MS);
+    while (!overTcp() && Date.now() < deadline) await sleep(POLL_MS);
     const inMap = fionread(fd);
     bpf.bpfMapDeleteElem(mapFd, key);
-    return { bytes, inMap, queued: fionread(fd) };
+    return { bytes, inMap, queued: fionread(fd), overTcp: overTcp() };
   } finally {
     if (mapFd >= 0) close(mapFd);
     pair.close();

@@ -20,14 +20,17 @@ test('kernel versions parse and compare', (t) => {
 });
 
 test('FIONREAD: correct passes, 0 with queued bytes warns and says how sockaccel avoids it, a short delivery is inconclusive', (t) => {
-  t.is(fionreadCheck({ bytes: 4096, inMap: 4096, queued: 4096 }).status, 'pass');
-  const broken = fionreadCheck({ bytes: 4096, inMap: 0, queued: 4096 });
+  t.is(fionreadCheck({ bytes: 4096, inMap: 4096, queued: 4096, overTcp: true }).status, 'pass');
+  const broken = fionreadCheck({ bytes: 4096, inMap: 0, queued: 4096, overTcp: true });
   t.is(broken.status, 'warn');
   t.regex(broken.detail, /FIONREAD 0 while 4096 bytes/);
   t.regex(broken.detail, /stall/);
   t.regex(broken.detail, /pairing/);
   t.regex(broken.detail, /first plain segment/);
-  t.regex(fionreadCheck({ bytes: 4096, inMap: 0, queued: 100 }).detail, /inconclusive/);
+  t.regex(fionreadCheck({ bytes: 4096, inMap: 0, queued: 100, overTcp: true }).detail, /inconclusive/);
+  const taken = fionreadCheck({ bytes: 4096, inMap: 4096, queued: 4096, overTcp: false });
+  t.is(taken.status, 'warn', 'redirected bytes say nothing about the plain-TCP case');
+  t.regex(taken.detail, /inconclusive: a running sockmap program/);
 });
 
 test('privileges: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN alone', (t) => {
