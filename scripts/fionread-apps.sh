@@ -9,8 +9,8 @@
 # sockaccel redirected meanwhile (0 would mean the test was not accelerated).
 # First it starts the daemon without the opt-in and shows what it decides.
 #
-#   bash scripts/fionread-apps.sh [--object-dir DIR]
-#   bash /work/wt-vm/scripts/kernel-vm.sh 6.1 -- bash -c 'cd /work/wt-fionread && bash scripts/fionread-apps.sh --object-dir=$PWD/build/bpf-vm'
+#   bash scripts/fionread-apps.sh [--object-dir=DIR]
+#   bash scripts/kernel-vm.sh 6.1 -- bash -c "cd $PWD && bash scripts/fionread-apps.sh"
 #
 # Needs root, node, nginx, haproxy, java/javac, python3, curl. Everything it
 # creates (cgroup, pins, processes, temp dir) is removed on exit.
@@ -91,7 +91,10 @@ DAEMON=
 "${CLI[@]}" run --cgroup-path="$CG" --pin-root="$PIN" --object-dir="$OBJECT_DIR" --fionread-hazard=accept > "$W/daemon.log" 2>&1 &
 DAEMON=$!
 wait_for_line "$W/daemon.log" 300 '"msg":"ready"'
-grep -o '"msg":"[^"]*FIONREAD[^"]*"' "$W/daemon.log" | sed 's/^/    /' || true
+python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    if "FIONREAD" in line and line.startswith("{"):
+        print("    " + json.loads(line)["msg"])' "$W/daemon.log"
 echo $$ > "$CG/cgroup.procs"   # servers and clients from here on are in the scratch cgroup
 
 mkdir -p "$W/www" "$W/tmp"
