@@ -64,10 +64,13 @@ export async function checkFionread(objectDir: string, policy: FionreadHazardPol
     verdict = { kind: 'inconclusive', reason: `the probe failed: ${(err as Error).message}` };
   }
   try {
-    const oneSided = await measureOneSided();
-    log.debug({ oneSided }, 'FIONREAD on a socket in a sockhash receiving plain TCP (pairing keeps sockaccel out of this case)');
+    const m = await measureOneSided();
+    log.info(
+      { oneSided: m },
+      `FIONREAD on a socket in a sockhash receiving plain TCP: ${m.inMap} with ${m.queued} bytes queued (pairing keeps sockaccel's sockets out of this case)`,
+    );
   } catch (err) {
-    log.debug({ err }, 'one-sided FIONREAD probe failed');
+    log.warn({ err }, 'the one-sided FIONREAD probe failed (informational: pairing keeps sockaccel\'s sockets out of that case)');
   }
   const outcome = fionreadGate(verdict, policy, kernel);
   log[outcome.level]({ fionread: verdict }, outcome.message);
