@@ -83,7 +83,10 @@ test('kernel table: doctor names the row, says whether this exact kernel was tes
   t.is(untested.status, 'warn');
   t.regex(untested.detail, /not tested itself: the live checks here decide/);
   t.is(kernelRowCheck(parseKernelVersion('6.12.5'), '6.12.5').status, 'pass');
-  t.is(kernelRowCheck(parseKernelVersion('6.18.44-fc-v669'), '6.18.44-fc-v669').status, 'pass');
+  const host = kernelRowCheck(parseKernelVersion('6.18.44-fc-v669'), '6.18.44-fc-v669');
+  t.is(host.status, 'pass');
+  t.regex(host.detail, /this exact kernel was tested/, 'a local build of a tested release counts as tested');
+  t.regex(kernelRowCheck(parseKernelVersion('6.18.4'), '6.18.4').detail, /not tested itself/, 'but not another release with the same prefix');
   const old = kernelRowCheck(parseKernelVersion('5.10.0-46-amd64'), '5.10.0-46-amd64');
   t.is(old.status, 'fail');
   t.regex(old.detail, /exit 69/);
