@@ -9,6 +9,7 @@
 //   ERR_KERNEL_FEATURE    69  EX_UNAVAILABLE  the kernel lacks a needed feature
 //   ERR_BPF               70  EX_SOFTWARE     a libbpf/bpf() call failed in a loader stage (also: any unexpected error)
 //   ERR_LIBBPF            70  EX_SOFTWARE     a libbpf/bpf() or libc call failed outside the loader's stages
+//   ERR_KERNEL_HAZARD     71  EX_OSERR        the kernel has the feature but misbehaves with it (opt-in needed)
 //   ERR_ENVIRONMENT       72  EX_OSFILE       bpffs / cgroup v2 missing or misplaced
 //   ERR_PIN_CONFLICT      73  EX_CANTCREAT    existing pins are incompatible or in use
 //   ERR_ALREADY_RUNNING   75  EX_TEMPFAIL     another sockaccel process holds the pin root
@@ -28,6 +29,7 @@ export const EXIT_CODES = {
   ERR_KERNEL_FEATURE: { exitCode: 69, sysexits: 'EX_UNAVAILABLE', meaning: 'the kernel lacks a needed feature' },
   ERR_BPF: { exitCode: 70, sysexits: 'EX_SOFTWARE', meaning: 'a libbpf/bpf() call failed, or an unexpected error' },
   ERR_LIBBPF: { exitCode: 70, sysexits: 'EX_SOFTWARE', meaning: 'a libbpf/bpf() or libc call failed outside the loader\'s stages' },
+  ERR_KERNEL_HAZARD: { exitCode: 71, sysexits: 'EX_OSERR', meaning: 'the kernel misbehaves on accelerated sockets; acceleration needs an opt-in' },
   ERR_ENVIRONMENT: { exitCode: 72, sysexits: 'EX_OSFILE', meaning: 'bpffs or cgroup v2 missing or misplaced' },
   ERR_PIN_CONFLICT: { exitCode: 73, sysexits: 'EX_CANTCREAT', meaning: 'existing pins are incompatible or in use' },
   ERR_ALREADY_RUNNING: { exitCode: 75, sysexits: 'EX_TEMPFAIL', meaning: 'another sockaccel process holds the pin root' },
@@ -96,6 +98,17 @@ export class KernelFeatureError extends SockaccelError {
     );
     this.feature = details.feature;
     this.minKernel = details.minKernel;
+  }
+}
+
+/**
+ * The kernel has every feature but behaves wrongly on accelerated sockets in
+ * a way applications can notice (FIONREAD blind to redirected bytes), so
+ * accelerating needs the operator's explicit opt-in, which the hint names.
+ */
+export class KernelHazardError extends SockaccelError {
+  constructor(message: string, options: SockaccelErrorOptions) {
+    super('ERR_KERNEL_HAZARD', message, options);
   }
 }
 

@@ -31,7 +31,12 @@ export interface SockaccelConfig {
   readonly meshInboundPort: number;
   readonly meshExcludedPorts: readonly number[];
   readonly acceleratePlain: boolean;
+  readonly fionreadHazard: FionreadHazardPolicy;
 }
+
+/** What `run` does on a kernel whose FIONREAD does not count redirected bytes. */
+export const FIONREAD_HAZARD_POLICIES = ['refuse', 'accept'] as const;
+export type FionreadHazardPolicy = (typeof FIONREAD_HAZARD_POLICIES)[number];
 
 export type ConfigKey = keyof SockaccelConfig;
 
@@ -253,8 +258,18 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     env: 'SOCKACCEL_ACCELERATE_PLAIN',
     arg: 'accelerate-plain',
   },
+  fionreadHazard: {
+    doc:
+      'What `run` does when its start-up probe finds that FIONREAD does not count redirected bytes (Linux 6.1), or cannot tell: ' +
+      'refuse to start (exit 71), or accept and accelerate anyway, for operators who know no local server sizes its reads with FIONREAD.',
+    format: [...FIONREAD_HAZARD_POLICIES],
+    formatDoc: `one of ${FIONREAD_HAZARD_POLICIES.join(', ')}`,
+    default: 'refuse',
+    env: 'SOCKACCEL_FIONREAD_HAZARD',
+    arg: 'fionread-hazard',
+  },
   objectDir: {
-    doc: 'Directory holding the compiled BPF objects (sockops.bpf.o, redirect.bpf.o, and conns_iter.bpf.o for `sockaccel conns`); empty means the ones built with this daemon.',
+    doc: 'Directory holding the compiled BPF objects (sockops.bpf.o, redirect.bpf.o, fionread_probe.bpf.o, and conns_iter.bpf.o for `sockaccel conns`); empty means the ones built with this daemon.',
     format: 'absolute-path-or-empty',
     formatDoc: 'absolute path, or empty',
     default: '',

@@ -4,6 +4,7 @@
  * systemd, as READY=1 / STATUS= / WATCHDOG=1); and undo it all in reverse on
  * stop.
  */
+import os from 'node:os';
 import type { Logger } from 'pino';
 import { SockaccelConfig } from '../config/config';
 import { componentLogger } from '../common/log';
@@ -13,6 +14,8 @@ import { resolveCgroupPath } from '../kernel/cgroup';
 import { DataPath, loadDataPath } from './loader';
 import { endpointsStatePath, LocalEndpoints } from './local-endpoints';
 import { resolveMesh, writeMeshPresets } from './mesh';
+import { checkFionread } from './fionread-gate';
+import { DEFAULT_OBJECT_DIR } from '../kernel/bpf-object';
 import { Lifecycle } from './lifecycle';
 import { mapInfo, setLibbpfPrinter } from '../kernel/libbpf';
 import { readStats, summarize } from '../kernel/stats';
@@ -49,6 +52,8 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
 
     const probes = probeEnvironment();
     log.info({ features: probes.map((p) => p.name) }, 'feature probes passed');
+    // Still the probe stage: refuses (exit 71) before anything is attached.
+    await checkFionread(config.objectDir || DEFAULT_OBJECT_DIR, config.fionreadHazard, os.release(), log);
     if (ensureBpffsMounted()) log.info('mounted bpffs at /sys/fs/bpf');
     preparePinRoot(config.pinRoot);
     const cgroupPath = resolveCgroupPath(config.cgroupPath);

@@ -1,88 +1,44 @@
 /**
- * Live probe of a kernel hazard: a socket that sits in a sockhash but
- * receives its data over plain TCP (its peer was never inserted) may report
- * FIONREAD 0 while bytes are queued. Applications that size their reads with
- * FIONREAD (nginx, Java, .NET) then stall.
+ * doctor's view of the FIONREAD hazard, from the live probes in
+ * src/kernel/fionread.ts:
  *
- * The probe builds exactly that situation on loopback: a scratch sockhash of
- * its own (not frozen, created here, so user space may insert), the accepted
- * socket in it, data sent over plain TCP, and FIONREAD compared with what
- * the socket reports once it is out of the map again.
+ * - kernel.fionread_paired: a real accelerated pair (both ends in a scratch
+ *   sockhash, sends redirected). Where FIONREAD does not count redirected
+ *   bytes (Linux 6.1), every accelerated socket looks empty; `run` refuses
+ *   there unless fionreadHazard is "accept" (src/daemon/fionread-gate.ts),
+ *   so this check fails or warns exactly as the daemon would decide.
+ * - kernel.fionread: one socket in a sockhash receiving plain TCP (6.18.44
+ *   reads 0). sockaccel's pairing keeps its sockets out of that case; it
+ *   matters for other sockmap users on the node.
  */
-import net from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { BPF, bpfMapCreate, bpfMapDeleteElem, bpfMapUpdateElem } from '../kernel/libbpf';
-import { close, fionread } from '../kernel/libc';
+import type { FionreadHazardPolicy } from '../config/config';
+import { fionreadGate } from '../daemon/fionread-gate';
+import { measureOneSided, probePaired, type OneSidedMeasurement, type PairedVerdict } from '../kernel/fionread';
+import { SockaccelError } from '../common/errors';
 import { Check, fail, pass, warn } from './check';
 
-const PROBE_BYTES = 4096;
-// Loopback delivers within the sending syscall; this only absorbs a busy CPU.
-const SETTLE_MS = 50;
+const ROOT_FIX = 'run doctor as root (the probe loads a BPF program and creates a sockhash: CAP_BPF and CAP_NET_ADMIN)';
+const ONE_SIDED_TITLE = 'FIONREAD on a socket in a sockhash receiving plain TCP';
+const PAIRED_TITLE = 'FIONREAD on an accelerated pair (redirected bytes waiting)';
 
-/** The kernel fd behind a net.Socket (Node keeps it on its libuv handle). */
-function socketFd(socket: net.Socket): number {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('no file descriptor on the socket');
-  return fd;
-}
-
-export interface FionreadMeasurement {
-  /** FIONREAD while the receiver is in the sockhash. */
-  readonly inMap: number;
-  /** FIONREAD once it is out again: what really is queued. */
-  readonly queued: number;
-}
-
-/** Runs the probe; throws when it cannot (no privilege to create a sockhash). */
-export async function measureFionread(): Promise<FionreadMeasurement> {
-  const server = net.createServer({ pauseOnConnect: true });
-  const sockets: net.Socket[] = [];
-  let mapFd = -1;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', resolve);
-    });
-    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-    sockets.push(client);
-    await new Promise<void>((resolve, reject) => {
-      client.once('connect', resolve);
-      client.once('error', reject);
-    });
-    const receiver = await accepted;
-    sockets.push(receiver);
-    const fd = socketFd(receiver);
-
-    mapFd = bpfMapCreate(BPF.MAP_TYPE_SOCKHASH, 'sa_doctor_probe', 4, 8, 1);
-    const key = Buffer.alloc(4);
-    const value = Buffer.alloc(8);
-    value.writeBigUInt64LE(BigInt(fd));
-    bpfMapUpdateElem(mapFd, key, value);
-    await new Promise<void>((resolve, reject) => client.write(Buffer.alloc(PROBE_BYTES, 0x5a), (err) => (err ? reject(err) : resolve())));
-    await sleep(SETTLE_MS);
-    const inMap = fionread(fd);
-    bpfMapDeleteElem(mapFd, key);
-    return { inMap, queued: fionread(fd) };
-  } finally {
-    if (mapFd >= 0) close(mapFd);
-    for (const s of sockets) s.destroy();
-    server.close();
+export function fionreadCheck(m: OneSidedMeasurement): Check {
+  if (!m.overTcp) {
+    return warn(
+      'kernel.fionread',
+      ONE_SIDED_TITLE,
+      'inconclusive: a running sockmap program (a sockaccel whose cgroup holds doctor?) took the probe\'s connection and redirected its bytes',
+      'run doctor from a cgroup outside the accelerated one to see this case',
+    );
   }
-}
-
-const TITLE = 'FIONREAD on a socket in a sockhash';
-
-export function fionreadCheck(m: FionreadMeasurement): Check {
-  if (m.queued !== PROBE_BYTES) {
-    return warn('kernel.fionread', TITLE, `inconclusive: ${m.queued} of ${PROBE_BYTES} bytes arrived`, 'run doctor again on a less busy moment');
+  if (m.queued !== m.bytes) {
+    return warn('kernel.fionread', ONE_SIDED_TITLE, `inconclusive: ${m.queued} of ${m.bytes} bytes arrived`, 'run doctor again on a less busy moment');
   }
   if (m.inMap === m.queued) {
-    return pass('kernel.fionread', TITLE, `FIONREAD ${m.inMap} with ${m.queued} bytes queued over plain TCP: correct`);
+    return pass('kernel.fionread', ONE_SIDED_TITLE, `FIONREAD ${m.inMap} with ${m.queued} bytes queued over plain TCP: correct`);
   }
   return warn(
     'kernel.fionread',
-    TITLE,
+    ONE_SIDED_TITLE,
     `FIONREAD ${m.inMap} while ${m.queued} bytes were queued over plain TCP. ` +
       'Consequence: a socket in a sockhash whose data does not come through the redirect looks empty, and ' +
       'applications that size reads with FIONREAD (nginx, Java, .NET) stall. sockaccel avoids it by pairing: ' +
@@ -92,10 +48,30 @@ export function fionreadCheck(m: FionreadMeasurement): Check {
   );
 }
 
-export async function fionreadProbeCheck(): Promise<Check> {
+/** The daemon's own decision (fionreadGate), as a check: refuse → fail, accept → warn. */
+export function fionreadPairedCheck(verdict: PairedVerdict, policy: FionreadHazardPolicy, kernel: string): Check {
+  const id = 'kernel.fionread_paired';
   try {
-    return fionreadCheck(await measureFionread());
+    const outcome = fionreadGate(verdict, policy, kernel);
+    if (outcome.level === 'info') return pass(id, PAIRED_TITLE, outcome.message);
+    return warn(id, PAIRED_TITLE, outcome.message, 'keep servers that size reads with FIONREAD out of acceleration (excludePorts), or use Linux 6.12 or later');
   } catch (err) {
-    return fail('kernel.fionread', TITLE, `the probe could not run: ${(err as Error).message}`, 'run doctor as root (creating a sockhash needs CAP_BPF and CAP_NET_ADMIN)');
+    if (!(err instanceof SockaccelError)) throw err;
+    return fail(id, PAIRED_TITLE, `${err.message}; \`sockaccel run\` refuses to start here (exit ${err.exitCode})`, err.hint ?? '');
   }
+}
+
+export async function fionreadProbeChecks(objectDir: string, policy: FionreadHazardPolicy, kernel: string): Promise<Check[]> {
+  const checks: Check[] = [];
+  try {
+    checks.push(fionreadPairedCheck(await probePaired(objectDir), policy, kernel));
+  } catch (err) {
+    checks.push(fail('kernel.fionread_paired', PAIRED_TITLE, `the probe could not run: ${(err as Error).message}`, ROOT_FIX));
+  }
+  try {
+    checks.push(fionreadCheck(await measureOneSided()));
+  } catch (err) {
+    checks.push(fail('kernel.fionread', ONE_SIDED_TITLE, `the probe could not run: ${(err as Error).message}`, ROOT_FIX));
+  }
+  return checks;
 }

@@ -14,24 +14,28 @@ import { Check, DoctorReport, fail, formatReport, guarded, summarize } from './c
 import { localEndpointsCheck } from './local-endpoints';
 import { readNodeNetwork } from '../daemon/pod-addresses';
 import { bpffsCheck, cgroupCheck, privilegeCheck } from './environment';
-import { atLeast, kernelChecks, parseKernelVersion, programLoadCheck } from './kernel';
-import { fionreadProbeCheck } from './fionread';
+import { kernelChecks, programLoadCheck } from './kernel';
+import { atLeast, parseKernelVersion } from '../kernel/version';
+import { fionreadProbeChecks } from './fionread';
+import { kernelRowCheck } from './kernel-table';
+import { DEFAULT_OBJECT_DIR } from '../kernel/bpf-object';
 import { effectiveSockops, loadedSkMsgPrograms, skMsgNeighboursCheck, sockopsNeighboursCheck } from './neighbours';
 import { benchLeftoversCheck } from './bench-leftovers';
 import { frozenMapsCheck, linkChecks, pinCompatibilityCheck, pinPermissionsCheck, pinRootCheck } from './daemon-state';
 
 const ROOT_FIX = 'run doctor as root';
 
-type DoctorConfig = Pick<SockaccelConfig, 'pinRoot' | 'cgroupPath' | 'objectDir' | 'localCidrs'>;
+type DoctorConfig = Pick<SockaccelConfig, 'pinRoot' | 'cgroupPath' | 'objectDir' | 'localCidrs' | 'fionreadHazard'>;
 
 export async function runDoctor(config: DoctorConfig): Promise<DoctorReport> {
   const objectDir = config.objectDir || undefined;
   const kernel = parseKernelVersion(os.release());
   const checks: Check[] = [
     privilegeCheck(),
+    kernelRowCheck(kernel, os.release()),
     ...guarded('kernel.features', 'kernel features', ROOT_FIX, () => kernelChecks()),
     ...guarded('kernel.programs_load', 'BPF programs pass the verifier', ROOT_FIX, () => programLoadCheck(objectDir)),
-    await fionreadProbeCheck(),
+    ...(await fionreadProbeChecks(objectDir ?? DEFAULT_OBJECT_DIR, config.fionreadHazard, os.release())),
     ...guarded('env.bpffs', 'bpffs', ROOT_FIX, () => bpffsCheck(config.pinRoot)),
     ...guarded('env.cgroup', 'cgroup v2', ROOT_FIX, () => cgroupCheck(config.cgroupPath)),
     await localEndpointsCheckOf(config.localCidrs),

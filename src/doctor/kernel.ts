@@ -6,23 +6,9 @@
 import os from 'node:os';
 import { BpfObject, DEFAULT_OBJECT_DIR, OBJECT_FILES, objectPath, type ObjectRole } from '../kernel/bpf-object';
 import { probeKernelFeatures, type Probe } from '../kernel/probes';
+import { atLeast, parseKernelVersion, type KernelVersion } from '../kernel/version';
 import { VerifierError } from '../common/errors';
 import { Check, fail, pass, warn } from './check';
-
-export type KernelVersion = readonly [number, number, number];
-
-/** "6.18.44-fc-v669" → [6, 18, 44]; "5.15" → [5, 15, 0]. */
-export function parseKernelVersion(release: string): KernelVersion | null {
-  const m = /^(\d+)\.(\d+)(?:\.(\d+))?/.exec(release);
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)] : null;
-}
-
-export function atLeast(have: KernelVersion, min: string): boolean {
-  const want = parseKernelVersion(min);
-  if (!want) throw new Error(`bad kernel version ${min}`);
-  for (let i = 0; i < 3; i++) if (have[i] !== want[i]) return have[i] > want[i];
-  return true;
-}
 
 /**
  * What the data path relies on that no probe can ask the kernel about

@@ -38,6 +38,7 @@ export const OBJECT_FILES = {
   redirect: 'redirect.bpf.o',
   connsIter: 'conns_iter.bpf.o',
   listenersIter: 'listeners_iter.bpf.o',
+  fionreadProbe: 'fionread_probe.bpf.o',
 } as const;
 export type ObjectRole = keyof typeof OBJECT_FILES;
 

@@ -19,6 +19,7 @@ const LIBC_SIGNATURES = {
   // ioctl is variadic; for one pointer argument on x86_64/arm64 the fixed
   // signature passes it in the same register a variadic call would.
   ioctl: ['int', ['int', 'ulong', 'pointer']],
+  getsockopt: ['int', ['int', 'int', 'int', 'pointer', 'pointer']],
   // Takes a va_list, not `...`: not variadic. Used by the libbpf printer.
   vsnprintf: ['int', ['pointer', 'size_t', 'pointer', 'pointer']],
 } as const;
@@ -102,4 +103,23 @@ export function fionread(fd: number): number {
   const count = ref.alloc('int', 0);
   checkLibc(libc().ioctl(fd, FIONREAD, count), 'ioctl', `fd ${fd}, FIONREAD`);
   return count.readInt32LE(0);
+}
+
+const IPPROTO_TCP = 6;
+const TCP_INFO = 11;
+// struct tcp_info (uapi, append-only): tcpi_bytes_received is a u64 at 128, since 4.1.
+const TCP_INFO_SIZE = 136;
+const TCPI_BYTES_RECEIVED = 128;
+
+/**
+ * Payload bytes this TCP socket has received over the wire
+ * (tcpi_bytes_received). Bytes redirected into it by sk_msg do not count:
+ * they never pass through TCP.
+ */
+export function tcpBytesReceived(fd: number): bigint {
+  const info = Buffer.alloc(TCP_INFO_SIZE);
+  const len = ref.alloc('uint32', TCP_INFO_SIZE);
+  checkLibc(libc().getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len), 'getsockopt', `fd ${fd}, TCP_INFO`);
+  if (len.readUInt32LE(0) < TCP_INFO_SIZE) throw new LibbpfError('getsockopt', 95, `fd ${fd}: TCP_INFO has no tcpi_bytes_received (kernel before 4.1)`);
+  return info.readBigUInt64LE(TCPI_BYTES_RECEIVED);
 }

@@ -8,6 +8,7 @@ import os from 'node:os';
 import { BPF, libbpfProbeBpfHelper, libbpfProbeBpfMapType, libbpfProbeBpfProgType, ProbeResult } from './libbpf';
 import { isBpffs, DEFAULT_BPFFS } from './bpffs';
 import { findCgroup2Root } from './cgroup';
+import { atLeast, parseKernelVersion } from './version';
 import { EnvironmentError, KernelFeatureError, PrivilegeError } from '../common/errors';
 
 export type ProbeStatus = 'supported' | 'unsupported' | 'inconclusive';
@@ -92,20 +93,23 @@ export function probeKernelFeatures(): Probe[] {
 }
 
 /**
- * Everything the daemon needs before it opens an object. Throws the error
- * class that names the fix; returns the probe table for the logs.
+ * The verdict on the feature probes: KernelFeatureError (exit 69) naming the
+ * first unsupported feature, every other one missing, and the kernel to
+ * upgrade to; EnvironmentError when a probe could not tell. "supported" is
+ * not double-checked here (libbpf can say it falsely): the load stage's
+ * verifier is the authority on that.
  */
-export function probeEnvironment(): Probe[] {
-  checkPrivileges();
-  findCgroup2Root(); // throws EnvironmentError naming the fix
-  const probes = probeKernelFeatures();
-  const unsupported = probes.find((p) => p.status === 'unsupported');
-  if (unsupported) {
+export function requireKernelFeatures(probes: readonly Probe[], release: string): void {
+  const unsupported = probes.filter((p) => p.status === 'unsupported');
+  if (unsupported.length > 0) {
+    const [first, ...others] = unsupported;
+    const newest = unsupported.map((p) => p.minKernel).reduce((a, b) => (atLeast(parseKernelVersion(a)!, b) ? a : b));
+    const also = others.length === 0 ? '' : `; also missing: ${others.map((p) => `${p.name} (${p.minKernel})`).join(', ')}`;
     throw new KernelFeatureError({
-      feature: unsupported.name,
-      minKernel: unsupported.minKernel,
-      detail: `this kernel is ${os.release()}`,
-      hint: `upgrade to Linux ${unsupported.minKernel} or later`,
+      feature: first.name,
+      minKernel: first.minKernel,
+      detail: `this kernel is ${release}${also}`,
+      hint: `upgrade to Linux ${newest} or later; nothing was loaded or attached`,
     });
   }
   const inconclusive = probes.find((p) => p.status === 'inconclusive');
@@ -114,6 +118,17 @@ export function probeEnvironment(): Probe[] {
       hint: 'check that bpf() is not blocked (seccomp, LSM, unprivileged_bpf_disabled with missing capabilities)',
     });
   }
+}
+
+/**
+ * Everything the daemon needs before it opens an object. Throws the error
+ * class that names the fix; returns the probe table for the logs.
+ */
+export function probeEnvironment(): Probe[] {
+  checkPrivileges();
+  findCgroup2Root(); // throws EnvironmentError naming the fix
+  const probes = probeKernelFeatures();
+  requireKernelFeatures(probes, os.release());
   return probes;
 }
 

@@ -23,6 +23,12 @@ export interface DaemonOptions {
   logLevel?: string;
   mesh?: string;
   meshExcludedPorts?: number[];
+  /**
+   * Default "accept": the data-path tests also run on kernels whose FIONREAD
+   * misses redirected bytes (6.1, in a VM), where the default "refuse" would
+   * stop the daemon at start. The policy itself is tested in fionread.test.ts.
+   */
+  fionreadHazard?: 'refuse' | 'accept';
   /** Any other `--flag=value` for `sockaccel run`. */
   extraArgs?: string[];
   /** Runs the daemon through this command, e.g. setpriv with fewer capabilities. */
@@ -40,7 +46,7 @@ export interface RunningDaemon {
 }
 
 export function daemonArgs(opts: DaemonOptions, pinRoot: string): string[] {
-  const args = ['run', `--cgroup-path=${opts.cgroup}`, `--pin-root=${pinRoot}`, `--log-level=${opts.logLevel ?? 'info'}`];
+  const args = ['run', `--cgroup-path=${opts.cgroup}`, `--pin-root=${pinRoot}`, `--log-level=${opts.logLevel ?? 'info'}`, `--fionread-hazard=${opts.fionreadHazard ?? 'accept'}`];
   if (opts.localCidrs?.length) args.push(`--local-cidrs=${opts.localCidrs.join(',')}`);
   if (opts.mapSize !== undefined) args.push(`--map-size=${opts.mapSize}`);
   if (opts.includePorts?.length) args.push(`--include-ports=${opts.includePorts.join(',')}`);

@@ -23,6 +23,7 @@ const DEFAULTS: SockaccelConfig = {
   meshInboundPort: 0,
   meshExcludedPorts: [],
   acceleratePlain: true,
+  fionreadHazard: 'refuse',
   objectDir: '',
   metricsEnabled: false,
   metricsAddress: '127.0.0.1:9464',
@@ -272,4 +273,15 @@ test('the schema description covers every key with env, arg, doc and format', (t
     t.true(row.format.length > 0, row.key);
     t.deepEqual(row.default, DEFAULTS[row.key], row.key);
   }
+});
+
+test('fionreadHazard: refuse by default, accept as the opt-in, anything else rejected naming the choices', (t) => {
+  t.is(load(t).fionreadHazard, 'refuse');
+  t.is(load(t, { file: { fionreadHazard: 'accept' } }).fionreadHazard, 'accept');
+  t.is(load(t, { env: { SOCKACCEL_FIONREAD_HAZARD: 'accept' } }).fionreadHazard, 'accept');
+  t.is(load(t, { argv: ['--fionread-hazard=accept'] }).fionreadHazard, 'accept');
+  t.throws(() => load(t, { env: { SOCKACCEL_FIONREAD_HAZARD: 'ignore' } }), {
+    instanceOf: ConfigError,
+    message: /fionreadHazard: must be one of .*refuse.*accept.*value was "ignore"/,
+  });
 });

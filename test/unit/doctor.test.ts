@@ -2,7 +2,7 @@ import test from 'ava';
 import { localEndpointsCheck } from '../../src/doctor/local-endpoints';
 import type { NodeNetwork } from '../../src/daemon/pod-addresses';
 import { formatReport, guarded, summarize, pass, warn, fail } from '../../src/doctor/check';
-import { atLeast, parseKernelVersion } from '../../src/doctor/kernel';
+import { atLeast, parseKernelVersion } from '../../src/kernel/version';
 import { fionreadCheck } from '../../src/doctor/fionread';
 import { CAPS, cgroupCheck, missingDaemonCaps, privilegeCheck } from '../../src/doctor/environment';
 import { cgroupPath, skMsgNeighboursCheck, sockopsNeighboursCheck } from '../../src/doctor/neighbours';
@@ -22,14 +22,17 @@ test('kernel versions parse and compare', (t) => {
 });
 
 test('FIONREAD: correct passes, 0 with queued bytes warns and says how sockaccel avoids it, a short delivery is inconclusive', (t) => {
-  t.is(fionreadCheck({ inMap: 4096, queued: 4096 }).status, 'pass');
-  const broken = fionreadCheck({ inMap: 0, queued: 4096 });
+  t.is(fionreadCheck({ bytes: 4096, inMap: 4096, queued: 4096, overTcp: true }).status, 'pass');
+  const broken = fionreadCheck({ bytes: 4096, inMap: 0, queued: 4096, overTcp: true });
   t.is(broken.status, 'warn');
   t.regex(broken.detail, /FIONREAD 0 while 4096 bytes/);
   t.regex(broken.detail, /stall/);
   t.regex(broken.detail, /pairing/);
   t.regex(broken.detail, /first plain segment/);
-  t.regex(fionreadCheck({ inMap: 0, queued: 100 }).detail, /inconclusive/);
+  t.regex(fionreadCheck({ bytes: 4096, inMap: 0, queued: 100, overTcp: true }).detail, /inconclusive/);
+  const taken = fionreadCheck({ bytes: 4096, inMap: 4096, queued: 4096, overTcp: false });
+  t.is(taken.status, 'warn', 'redirected bytes say nothing about the plain-TCP case');
+  t.regex(taken.detail, /inconclusive: a running sockmap program/);
 });
 
 test('privileges: CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN alone', (t) => {

@@ -1,8 +1,8 @@
 // Host discovery that needs no privilege: mountinfo parsing and capabilities.
 import test from 'ava';
 import { cgroup2MountsFrom } from '../../src/kernel/cgroup';
-import { checkPrivileges, effectiveCapabilities } from '../../src/kernel/probes';
-import { PrivilegeError } from '../../src/common/errors';
+import { checkPrivileges, effectiveCapabilities, requireKernelFeatures, type Probe } from '../../src/kernel/probes';
+import { EnvironmentError, KernelFeatureError, PrivilegeError } from '../../src/common/errors';
 
 const HYBRID = [
   '35 25 0:30 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755',
@@ -29,4 +29,35 @@ test('missing CAP_BPF / CAP_NET_ADMIN / CAP_PERFMON is a PrivilegeError naming t
   t.notThrows(() => checkPrivileges(1n << 21n)); // CAP_SYS_ADMIN covers all
   t.notThrows(() => checkPrivileges((1n << 39n) | (1n << 38n) | (1n << 12n)));
   t.throws(() => checkPrivileges((1n << 39n) | (1n << 12n)), { message: /missing CAP_PERFMON \(/ });
+});
+
+// The probe table as Debian's 5.10.0-46 kernel answered it in the VM (doctor there).
+const probe = (name: string, minKernel: string, status: Probe['status'] = 'supported'): Probe => ({ name, minKernel, status });
+const ON_5_10: Probe[] = [
+  probe('sock_ops programs', '4.13'),
+  probe('sk_msg programs', '4.17'),
+  probe('sockhash maps', '4.18'),
+  probe('socket-local storage', '5.2'),
+  probe('bpf_get_netns_cookie in sock_ops', '5.15', 'unsupported'),
+  probe('bpf_get_netns_cookie in sk_msg', '5.15', 'unsupported'),
+  probe('bpf_sk_storage_get in sock_ops', '5.3'),
+];
+
+test('below the minimum (5.10): refused at the probe stage with exit 69, naming the feature, the kernel and every other gap', (t) => {
+  const err = t.throws(() => requireKernelFeatures(ON_5_10, '5.10.0-46-amd64'), { instanceOf: KernelFeatureError });
+  t.is(err!.exitCode, 69);
+  t.is(err!.feature, 'bpf_get_netns_cookie in sock_ops');
+  t.regex(err!.message, /does not support bpf_get_netns_cookie in sock_ops \(needs Linux 5\.15 or newer\): this kernel is 5\.10\.0-46-amd64; also missing: bpf_get_netns_cookie in sk_msg \(5\.15\)$/);
+  t.regex(err!.hint!, /^upgrade to Linux 5\.15 or later; nothing was loaded or attached$/);
+});
+
+test('the hint names the newest kernel among the missing features', (t) => {
+  const err = t.throws(() => requireKernelFeatures([probe('sockhash maps', '4.18', 'unsupported'), probe('x', '5.15', 'unsupported'), probe('y', '5.2', 'unsupported')], '4.14.0'));
+  t.regex((err as KernelFeatureError).hint!, /^upgrade to Linux 5\.15 or later/);
+});
+
+test('all supported passes; a probe that could not tell is an environment error, not a missing feature', (t) => {
+  t.notThrows(() => requireKernelFeatures(ON_5_10.map((p) => ({ ...p, status: 'supported' })), '6.18.44'));
+  const err = t.throws(() => requireKernelFeatures([{ ...probe('sk_msg programs', '4.17', 'inconclusive'), detail: 'EPERM' }], '6.18.44'), { instanceOf: EnvironmentError });
+  t.regex(err!.message, /could not probe sk_msg programs: EPERM/);
 });
