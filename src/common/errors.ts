@@ -29,7 +29,7 @@ export const EXIT_CODES = {
   ERR_KERNEL_FEATURE: { exitCode: 69, sysexits: 'EX_UNAVAILABLE', meaning: 'the kernel lacks a needed feature' },
   ERR_BPF: { exitCode: 70, sysexits: 'EX_SOFTWARE', meaning: 'a libbpf/bpf() call failed, or an unexpected error' },
   ERR_LIBBPF: { exitCode: 70, sysexits: 'EX_SOFTWARE', meaning: 'a libbpf/bpf() or libc call failed outside the loader\'s stages' },
-  ERR_KERNEL_HAZARD: { exitCode: 71, sysexits: 'EX_OSERR', meaning: 'the kernel misbehaves on accelerated sockets; acceleration needs an opt-in' },
+  ERR_KERNEL_HAZARD: { exitCode: 71, sysexits: 'EX_OSERR', meaning: 'the kernel misbehaves on accelerated sockets (FIONREAD blind to redirected bytes); acceleration needs the opt-in `fionreadHazard: "accept"`' },
   ERR_ENVIRONMENT: { exitCode: 72, sysexits: 'EX_OSFILE', meaning: 'bpffs or cgroup v2 missing or misplaced' },
   ERR_PIN_CONFLICT: { exitCode: 73, sysexits: 'EX_CANTCREAT', meaning: 'existing pins are incompatible or in use' },
   ERR_ALREADY_RUNNING: { exitCode: 75, sysexits: 'EX_TEMPFAIL', meaning: 'another sockaccel process holds the pin root' },
