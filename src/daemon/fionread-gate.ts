@@ -15,7 +15,7 @@
  */
 import type { Logger } from 'pino';
 import type { FionreadHazardPolicy } from '../config/config';
-import { KernelHazardError } from '../common/errors';
+import { KernelHazardError, SockaccelError } from '../common/errors';
 import { describePaired, measureOneSided, probePaired, type PairedVerdict } from '../kernel/fionread';
 
 const OPT_IN = 'fionreadHazard: "accept" in the configuration file, SOCKACCEL_FIONREAD_HAZARD=accept or --fionread-hazard=accept';
@@ -61,6 +61,9 @@ export async function checkFionread(objectDir: string, policy: FionreadHazardPol
   try {
     verdict = await probePaired(objectDir);
   } catch (err) {
+    // A missing, corrupt or rejected probe object is no verdict on the kernel:
+    // report it as what it is (libbpf 70, verifier 65), not as a hazard.
+    if (err instanceof SockaccelError) throw err;
     verdict = { kind: 'inconclusive', reason: `the probe failed: ${(err as Error).message}` };
   }
   try {

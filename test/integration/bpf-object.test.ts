@@ -43,10 +43,10 @@ test('open: the maps and .rodata variables as declared, checked by name and size
   t.throws(() => obj.mapShape('sa_nope'), { instanceOf: bpf.LibbpfError, message: /bpf_object__find_map_by_name\(no map sa_nope in .*sockops\.bpf\.o\): ENOENT/ });
 
   const rodata = obj.rodata();
-  rodata.u32('mesh_enabled', 1);
+  rodata.u32('include_ports_enabled', 1);
   rodata.bytes('include_ports', Buffer.alloc(8192));
   t.throws(() => rodata.u32('include_ports', 1), { message: /\.rodata variable include_ports missing or not 4 bytes/ });
-  t.throws(() => rodata.u64('mesh_enabled', 1n), { message: /\.rodata variable mesh_enabled missing or not 8 bytes/ });
+  t.throws(() => rodata.u64('include_ports_enabled', 1n), { message: /\.rodata variable include_ports_enabled missing or not 8 bytes/ });
   t.throws(() => rodata.u32('no_such_setting', 1), { message: /\.rodata variable no_such_setting missing/ });
   t.throws(() => obj.programFd('sockaccel_sockops'), { message: /needs the object loaded/ });
 });
@@ -60,7 +60,7 @@ privileged('load: configuring afterwards is refused (the .rodata image is read-o
   t.true(obj.mapFd('sa_meta') > 0);
   t.is(bpf.mapInfo(obj.mapFd('sa_pairs')).maxEntries, 16);
   // Writing libbpf's .rodata image after load would kill the process (SIGSEGV).
-  t.throws(() => rodata.u32('mesh_enabled', 1), { message: /possible only between open and load/ });
+  t.throws(() => rodata.u32('include_ports_enabled', 1), { message: /possible only between open and load/ });
   t.throws(() => obj.rodata(), { message: /possible only between open and load/ });
   t.throws(() => obj.setMaxEntries('sa_pairs', 32), { message: /possible only between open and load/ });
   t.throws(() => obj.load(), { message: /possible only between open and load/ });

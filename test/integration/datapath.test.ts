@@ -156,10 +156,15 @@ privileged('1,000 concurrent connections stay byte-exact and the map empties whe
     const client = { host: '127.0.0.1', bytes: 64 * 1024, chunk: 16 * 1024, conns: 1000, cgroup, timeoutMs: 120_000 };
     const { result, moved } = await measured(d, { host: '127.0.0.1', mode: 'echo', cgroup }, client);
     assertEcho(t, result, client);
-    // Under a SYN flood of 1,000 a few clients may send before their server
-    // is paired; those connections fall back as a whole and stay exact.
+    // Under a SYN flood of 1,000 some clients may send before their server
+    // is paired (how many depends on the machine's load); those connections
+    // fall back as a whole and stay exact. Every connection is one or the
+    // other: paired (both sockets inserted) or fallen back (its client
+    // inserted, then counted once in pair_fallback).
     t.is(moved.sockets_inserted - moved.sockets_removed, 0n, 'every inserted socket left the map');
-    t.true(moved.sockets_inserted >= 1900n, `most connections accelerated (${moved.sockets_inserted} sockets)`);
+    t.is(moved.sockets_inserted + moved.pair_fallback, 2n * BigInt(client.conns), `every connection paired or fell back as a whole (${moved.sockets_inserted} sockets inserted, ${moved.pair_fallback} fell back)`);
+    t.true(moved.bytes_redirected > 0n, 'connections were accelerated');
+    t.log(`${BigInt(client.conns) - moved.pair_fallback} of ${client.conns} connections accelerated`);
     t.is(moved.insert_fail_full + moved.insert_fail_other, 0n);
     await assertMapsDrain(t, d);
   });

@@ -496,7 +496,7 @@ privileged('corrupt or truncated objects, a verifier rejection and a map of the 
   const variant = (name: string, sockops: (good: Buffer) => Buffer): string => {
     const dir = path.join(tmp, name);
     fs.mkdirSync(dir);
-    fs.copyFileSync(path.join(objects, 'redirect.bpf.o'), path.join(dir, 'redirect.bpf.o'));
+    for (const file of fs.readdirSync(objects)) if (file.endsWith('.bpf.o')) fs.copyFileSync(path.join(objects, file), path.join(dir, file));
     fs.writeFileSync(path.join(dir, 'sockops.bpf.o'), sockops(fs.readFileSync(path.join(objects, 'sockops.bpf.o'))));
     return dir;
   };
