@@ -12,7 +12,7 @@ import type { RunningDaemon } from './daemon';
 import { assertChainIntegrity, ISTIO } from './mesh';
 import type { NetnsEndpoint } from './netns';
 import { withStreamTo, type LongStreamOptions } from './long-stream';
-import { assertIntegrity, runClient, type ClientOptions, type ServerHandle } from './traffic';
+import { assertIntegrity, runClient, withHeldClient, type ClientOptions, type ServerHandle } from './traffic';
 import { waitFor } from './wait-for';
 
 export type Counters = Record<string, bigint>;
@@ -83,17 +83,20 @@ export async function assertPlain(t: ExecutionContext, d: Observed, server: Serv
 export async function assertChainAccelerated(t: ExecutionContext, d: Observed, cgroup: string, from: NetnsEndpoint, to: NetnsEndpoint, server: ServerHandle, label: string): Promise<void> {
   const before = counters(d);
   const bytes = MiB;
-  const run = runClient({ host: to.ipv4, port: APP_PORT, bytes, chunk: 4096, pauseMs: 5, cgroup, netns: from.ns, seed: label });
-  const hops = await waitFor(`${label}: three live pairs (one per hop)`, () => {
-    const live = livePairsTo(d, to.ipv4, APP_PORT);
-    return live.length === 3 && live;
+  // Held open through the chain until released: its live pairs are looked at, never a race with a stream's end.
+  const client = await withHeldClient({ host: to.ipv4, port: APP_PORT, bytes, cgroup, netns: from.ns, seed: label }, async (held) => {
+    await held.holding();
+    const hops = await waitFor(`${label}: three live pairs (one per hop)`, () => {
+      const live = livePairsTo(d, to.ipv4, APP_PORT);
+      return live.length === 3 && live;
+    });
+    t.deepEqual(
+      hops.map((c) => `${formatEndpoint(c.server.ip, c.server.port)}`).sort(),
+      [`127.0.0.1:${ISTIO.outbound}`, `${to.ipv4}:${APP_PORT}`, `${to.ipv4}:${ISTIO.inbound}`].sort(),
+      `${label}: hop 1 into sidecar A's outbound port, hop 2 into sidecar B's inbound port, hop 3 into app B`,
+    );
+    return held.release();
   });
-  t.deepEqual(
-    hops.map((c) => `${formatEndpoint(c.server.ip, c.server.port)}`).sort(),
-    [`127.0.0.1:${ISTIO.outbound}`, `${to.ipv4}:${APP_PORT}`, `${to.ipv4}:${ISTIO.inbound}`].sort(),
-    `${label}: hop 1 into sidecar A's outbound port, hop 2 into sidecar B's inbound port, hop 3 into app B`,
-  );
-  const client = await run;
   // The server may have served earlier chains: wait for this connection's own report.
   const mine = await waitFor(`${label}: app B's report of the connection`, async () => {
     const reports = (await server.results(1)).filter((s) => s.sha256In === client.conns[0].sha256Out);
