@@ -74,8 +74,18 @@ struct tuple {
 	__u32 remote_port;
 };
 
+/*
+ * The mask must reach the verifier: the port comes out of a 16-bit byte swap,
+ * so clang knows it fits and drops (or moves away) `& 0xffff`, and the index
+ * then reaches the bitmap through a stack slot from a value that older
+ * verifiers (6.1, 6.12) cannot bound ("R4 max value is outside of the allowed
+ * memory range"). barrier_var() hides what clang knows about the port, so
+ * the mask is emitted right before the index is computed;
+ * scripts/check-bpf-bounds.sh checks that it is in the object.
+ */
 static __always_inline bool port_in(const volatile __u64 *bitmap, __u32 port)
 {
+	barrier_var(port);
 	port &= 0xffff;
 	return (bitmap[port >> 6] >> (port & 63)) & 1;
 }

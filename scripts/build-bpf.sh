@@ -22,5 +22,12 @@ for src in bpf/*.bpf.c; do
   fi
   echo "bpf: $src -> $obj"
   "$CLANG" "${CFLAGS[@]}" -c "$src" -o "$obj.tmp"
+  # Old verifiers (6.1, 6.12) need the bound on each bitmap index in the code
+  # itself: fail the build when the compiler optimised it away.
+  if [[ $name == sockops.bpf ]] && ! bash scripts/check-bpf-bounds.sh "$obj.tmp" >/dev/null; then
+    rm -f "$obj.tmp"
+    echo "bpf: $obj: an index into the port bitmaps is not bounded in the compiled code (see scripts/check-bpf-bounds.sh)" >&2
+    exit 1
+  fi
   mv "$obj.tmp" "$obj"
 done
