@@ -32,8 +32,10 @@ static int print_libbpf(enum libbpf_print_level level, const char *fmt, va_list 
 {
 	if (quiet_libbpf && level != LIBBPF_WARN)
 		return 0;
-	/* The verifier log is printed from our own buffer below. */
-	if (strstr(fmt, "-- BEGIN PROG LOAD LOG --") || strstr(fmt, "-- END PROG LOAD LOG --"))
+	/* The verifier log is printed from our own buffer below, and the
+	 * failure itself on our FAIL line. */
+	if (quiet_libbpf && (strstr(fmt, "PROG LOAD LOG") || strstr(fmt, "BPF program load failed") ||
+			     strstr(fmt, "failed to load")))
 		return 0;
 	return vfprintf(stderr, fmt, args);
 }
