@@ -30,7 +30,8 @@
 # (boot failure, kernel panic), 130 on Ctrl-C. qemu and the run's temporary
 # directory are always removed, also on failure or Ctrl-C.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# The command runs in the caller's directory (not this repository's).
+CALLER_DIR=$PWD
 
 CACHE=${SOCKACCEL_VM_CACHE:-/var/cache/sockaccel-test}
 MIRROR=${SOCKACCEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -339,8 +340,8 @@ main() {
   dir=$CACHE/kernels/$pkg
   [[ $prepare == 1 ]] && { echo "$dir"; exit 0; }
 
-  case $PWD/ in
-    /tmp/*|/run/*|/proc/*|/sys/*|/dev/*) die "the guest mounts its own /tmp and /run: run from a directory elsewhere (now $PWD)" ;;
+  case $CALLER_DIR/ in
+    /tmp/*|/run/*|/proc/*|/sys/*|/dev/*) die "the guest mounts its own /tmp and /run: run from a directory elsewhere (now $CALLER_DIR)" ;;
   esac
 
   run_vm "$dir" "$output" "${#extra_env[@]}" "${extra_env[@]}" "${cmd[@]}"
@@ -381,7 +382,7 @@ run_vm() {
     for e in "${extra_env[@]}"; do
       if [[ $e == *=* ]]; then printf 'export %q\n' "$e"; else printf 'export %q\n' "$e=${!e:-}"; fi
     done
-    printf 'cd %q || exit 125\n' "$PWD"
+    printf 'cd %q || exit 125\n' "$CALLER_DIR"
     declare -p cmd | sed 's/^declare -a/declare -a/'
   } > "$XCHG/env"
   cat > "$XCHG/stage2" <<'EOF'

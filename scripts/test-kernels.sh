@@ -43,6 +43,10 @@ test_file() {
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Ctrl-C ends the running VM (scripts/kernel-vm.sh cleans it up); the results
+# so far are still printed.
+interrupted=0
+trap 'interrupted=1' INT TERM
 summary=()
 total_pass=0 total_fail=0 total_skip=0
 start_all=$SECONDS
@@ -55,7 +59,7 @@ for row in "${MATRIX[@]}"; do
     out=$work/out
     rm -f "$out"
     log "$kernel: $file"
-    start=$SECONDS
+    start=$SECONDS load_before=$(cut -d' ' -f1 /proc/loadavg)
     set +e
     bash scripts/kernel-vm.sh "$kernel" --timeout "$VM_TIMEOUT" --output "$out" -- \
       npx ava --tap --timeout="$AVA_TIMEOUT" "$file"
@@ -72,14 +76,15 @@ for row in "${MATRIX[@]}"; do
       fail=1
       case $rc in 124) note=' (VM timed out)' ;; 125) note=' (VM failed)' ;; 130) note=' (interrupted)' ;; *) note=" (exit $rc)" ;; esac
     fi
-    line="$kernel $name: $pass passed, $fail failed, $skip skipped in ${secs}s$note"
+    # The host's load average matters: a TCG guest slows down with it.
+    line="$kernel $name: $pass passed, $fail failed, $skip skipped in ${secs}s$note (host load $load_before -> $(cut -d' ' -f1 /proc/loadavg))"
     # The failed tests by name, for the summary.
     failed_names=$(grep -E '^not ok [0-9]+ ' "$out" 2>/dev/null | sed 's/^not ok [0-9]* - /    not ok: /' || true)
     summary+=("$line")
     [[ -n $failed_names ]] && summary+=("$failed_names")
     log "$line"
     total_pass=$((total_pass + pass)) total_fail=$((total_fail + fail)) total_skip=$((total_skip + skip))
-    [[ $rc -eq 130 ]] && { log 'interrupted'; break 2; }
+    [[ $rc -eq 130 || $interrupted -eq 1 ]] && { log 'interrupted'; interrupted=1; break 2; }
   done
 done
 
@@ -87,4 +92,5 @@ echo
 echo "test-kernels: results ($((SECONDS - start_all)) s in VMs and builds)"
 printf '  %s\n' "${summary[@]}"
 echo "kernels: $total_pass passed, $total_fail failed, $total_skip skipped"
+[[ $interrupted -eq 0 ]] || exit 130
 [[ $total_fail -eq 0 ]]
