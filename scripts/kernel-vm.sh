@@ -39,6 +39,9 @@ SECURITY_MIRROR=${SOCKACCEL_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian
 TIMEOUT=${SOCKACCEL_VM_TIMEOUT:-3600}
 MEM=${SOCKACCEL_VM_MEM:-2048}
 SMP=${SOCKACCEL_VM_SMP:-2}
+# Guest time from the instruction count (qemu -icount shift=N), or "off" for
+# multi-threaded TCG with guest time = host time. See run_vm.
+ICOUNT=${SOCKACCEL_VM_ICOUNT:-0}
 
 log() { printf 'kernel-vm: %s\n' "$*" >&2; }
 die() { log "$*"; exit 125; }
@@ -53,6 +56,8 @@ Options:
   --timeout SECONDS   end the VM after this long (default 3600; SOCKACCEL_VM_TIMEOUT)
   --mem MIB           guest memory (default 2048; SOCKACCEL_VM_MEM)
   --smp N             guest CPUs (default 2; SOCKACCEL_VM_SMP)
+  --icount SHIFT|off  guest clock: SHIFT = one instruction is 2^SHIFT ns of guest
+                      time (default 0), off = host time (SOCKACCEL_VM_ICOUNT)
   --env NAME[=VALUE]  pass one more environment variable into the guest
   --output FILE       also write the command's own output (no boot lines) to FILE
   --prepare           only fetch the kernel and build its initramfs, then exit
@@ -321,6 +326,7 @@ main() {
       --timeout) TIMEOUT=$2; shift ;;
       --mem) MEM=$2; shift ;;
       --smp) SMP=$2; shift ;;
+      --icount) ICOUNT=$2; shift ;;
       --env) extra_env+=("$2"); shift ;;
       --output) output=$2; shift ;;
       --) shift; cmd=("$@"); break ;;
@@ -349,6 +355,7 @@ main() {
 
 QEMU_PID=''
 XCHG=''
+OUTPUT_FILE=''
 cleanup() {
   if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
     kill -TERM "$QEMU_PID" 2>/dev/null || true
@@ -357,12 +364,16 @@ cleanup() {
     wait "$QEMU_PID" 2>/dev/null || true
   fi
   QEMU_PID=''
+  # The command's output so far, also after a timeout or Ctrl-C.
+  if [[ -n $OUTPUT_FILE && -n $XCHG && -f $XCHG/output ]]; then cp "$XCHG/output" "$OUTPUT_FILE" || true; fi
   [[ -n $XCHG ]] && rm -rf "$XCHG"
   XCHG=''
 }
 
 run_vm() {
-  local dir=$1 output=$2 n_env=$3; shift 3
+  local dir=$1 n_env=$3
+  OUTPUT_FILE=$2
+  shift 3
   local -a extra_env=("${@:1:n_env}"); shift "$n_env"
   local -a cmd=("$@")
   local kver name
@@ -409,9 +420,21 @@ EOF
   chmod 755 "$XCHG/stage2"
 
   local append="console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init random.trust_cpu=on mitigations=off"
-  log "booting $kver (qemu TCG, $SMP CPUs, $MEM MiB, timeout ${TIMEOUT}s): ${cmd[*]}"
+  # The guest clock. With host time, a guest that gets little CPU (TCG is
+  # 10-15x slower than the host, and slower still on a busy host) sees its
+  # programs take 10-100x longer than usual, and the tests' waits (a daemon
+  # ready within 20 s) time out. With -icount the guest's time advances by
+  # executed instructions (shift 0: 1 ns each, a 1 GHz, 1-IPC machine), so
+  # the guest sees a steady, ordinary machine however busy the host is;
+  # sleep=on keeps idle waits (and 9p I/O) in host time. Costs: one host
+  # thread for all guest CPUs (no multi-threaded TCG).
+  local -a accel
+  if [[ $ICOUNT == off ]]; then accel=(-accel tcg,thread=multi)
+  else accel=(-accel tcg,thread=single -icount "shift=$ICOUNT,sleep=on,align=off")
+  fi
+  log "booting $kver (qemu TCG, $SMP CPUs, $MEM MiB, icount $ICOUNT, timeout ${TIMEOUT}s): ${cmd[*]}"
   local start=$SECONDS
-  qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp "$SMP" -m "$MEM" \
+  qemu-system-x86_64 -machine q35 "${accel[@]}" -cpu max -smp "$SMP" -m "$MEM" \
     -nic none -display none -vga none -monitor none -serial stdio -no-reboot \
     -kernel "$dir/vmlinuz" -initrd "$dir/initrd.gz" -append "$append" \
     -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
@@ -437,7 +460,6 @@ EOF
   elif [[ -f $XCHG/rc ]]; then rc=$(<"$XCHG/rc")
   else log "the VM ended without an exit code from the command"
   fi
-  [[ -n $output && -f $XCHG/output ]] && cp "$XCHG/output" "$output"
   log "$kver: exit $rc after $((SECONDS - start)) s"
   cleanup
   return "$rc"

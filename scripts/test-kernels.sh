@@ -66,9 +66,9 @@ for row in "${MATRIX[@]}"; do
     rc=$?
     set -e
     secs=$((SECONDS - start))
-    pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" 2>/dev/null | tail -1)
-    fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" 2>/dev/null | tail -1)
-    skip=$(sed -n 's/^# skip \([0-9]*\)$/\1/p' "$out" 2>/dev/null | tail -1)
+    pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" 2>/dev/null | tail -1) || true
+    fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" 2>/dev/null | tail -1) || true
+    skip=$(sed -n 's/^# skip \([0-9]*\)$/\1/p' "$out" 2>/dev/null | tail -1) || true
     pass=${pass:-0} fail=${fail:-0} skip=${skip:-0}
     note=''
     if [[ $rc -ne 0 && $fail -eq 0 ]]; then
