@@ -38,10 +38,10 @@ MIRROR=${SOCKACCEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${SOCKACCEL_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 TIMEOUT=${SOCKACCEL_VM_TIMEOUT:-3600}
 MEM=${SOCKACCEL_VM_MEM:-2048}
-SMP=${SOCKACCEL_VM_SMP:-2}
-# Guest time from the instruction count (qemu -icount shift=N), or "off" for
-# multi-threaded TCG with guest time = host time. See run_vm.
-ICOUNT=${SOCKACCEL_VM_ICOUNT:-0}
+SMP=${SOCKACCEL_VM_SMP:-}
+# "off": multi-threaded TCG, guest time = host time (the default). A number N:
+# guest time from the instruction count (qemu -icount shift=N). See run_vm.
+ICOUNT=${SOCKACCEL_VM_ICOUNT:-off}
 
 log() { printf 'kernel-vm: %s\n' "$*" >&2; }
 die() { log "$*"; exit 125; }
@@ -55,9 +55,10 @@ Usage: bash scripts/kernel-vm.sh KERNEL [options] -- COMMAND [ARG...]
 Options:
   --timeout SECONDS   end the VM after this long (default 3600; SOCKACCEL_VM_TIMEOUT)
   --mem MIB           guest memory (default 2048; SOCKACCEL_VM_MEM)
-  --smp N             guest CPUs (default 2; SOCKACCEL_VM_SMP)
-  --icount SHIFT|off  guest clock: SHIFT = one instruction is 2^SHIFT ns of guest
-                      time (default 0), off = host time (SOCKACCEL_VM_ICOUNT)
+  --smp N             guest CPUs (default 2, 1 with --icount; SOCKACCEL_VM_SMP)
+  --icount SHIFT|off  guest clock: off = host time (default); SHIFT = one executed
+                      instruction is 2^SHIFT ns of guest time, for a busy host
+                      (SOCKACCEL_VM_ICOUNT; see docs/kernels.md)
   --env NAME[=VALUE]  pass one more environment variable into the guest
   --output FILE       also write the command's own output (no boot lines) to FILE
   --prepare           only fetch the kernel and build its initramfs, then exit
@@ -420,17 +421,20 @@ EOF
   chmod 755 "$XCHG/stage2"
 
   local append="console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init random.trust_cpu=on mitigations=off"
-  # The guest clock. With host time, a guest that gets little CPU (TCG is
-  # 10-15x slower than the host, and slower still on a busy host) sees its
-  # programs take 10-100x longer than usual, and the tests' waits (a daemon
-  # ready within 20 s) time out. With -icount the guest's time advances by
-  # executed instructions (shift 0: 1 ns each, a 1 GHz, 1-IPC machine), so
-  # the guest sees a steady, ordinary machine however busy the host is;
-  # sleep=on keeps idle waits (and 9p I/O) in host time. Costs: one host
-  # thread for all guest CPUs (no multi-threaded TCG).
+  # The guest clock. By default it is host time: on an idle 2-core host
+  # TCG runs the guest 10-15x slower than the host and the tests' own waits
+  # (a daemon ready within 20 s) still hold. On a busy host the guest gets
+  # little CPU, its programs take 100x longer in host time, and those waits
+  # fail (a load average of 19 made every data-path test time out). With
+  # --icount the guest's time advances by executed instructions instead
+  # (shift 0: 1 ns each, a 1 GHz, 1-IPC machine), so the guest sees an
+  # ordinary machine however busy the host is; sleep=on keeps idle waits
+  # (and 9p I/O) in host time. Costs: one host thread for all guest CPUs, and
+  # one guest CPU by default: Debian's 6.1 and 5.10 hang bringing up a second
+  # CPU under -icount ("x86: Booting SMP configuration:" and no further).
   local -a accel
-  if [[ $ICOUNT == off ]]; then accel=(-accel tcg,thread=multi)
-  else accel=(-accel tcg,thread=single -icount "shift=$ICOUNT,sleep=on,align=off")
+  if [[ $ICOUNT == off ]]; then accel=(-accel tcg,thread=multi); SMP=${SMP:-2}
+  else accel=(-accel tcg,thread=single -icount "shift=$ICOUNT,sleep=on,align=off"); SMP=${SMP:-1}
   fi
   log "booting $kver (qemu TCG, $SMP CPUs, $MEM MiB, icount $ICOUNT, timeout ${TIMEOUT}s): ${cmd[*]}"
   local start=$SECONDS
