@@ -12,13 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OBJ_DIR=${1:-build/bpf}
 BIN=build/native/verify-bpf
 if [[ ! -x $BIN || scripts/verify-bpf.c -nt $BIN ]]; then
   mkdir -p build/native
   ${CC:-cc} -O2 -Wall -Werror -o "$BIN.tmp" scripts/verify-bpf.c -lbpf
   mv "$BIN.tmp" "$BIN"
 fi
+# --build: only build the loader (on the host, before a VM runs it).
+[[ ${1:-} == --build ]] && exit 0
+OBJ_DIR=${1:-build/bpf}
 
 MESH=(mesh_enabled=1 mesh_proxy_uid=1337 mesh_outbound_port=15001 mesh_inbound_port=15006)
 ok=0 failed=0
