@@ -357,14 +357,19 @@ main() {
 QEMU_PID=''
 XCHG=''
 OUTPUT_FILE=''
-cleanup() {
+# Ends our qemu: SIGTERM, then SIGKILL after 5 s.
+stop_qemu() {
   if [[ -n $QEMU_PID ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
     kill -TERM "$QEMU_PID" 2>/dev/null || true
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$QEMU_PID" 2>/dev/null || true
-    wait "$QEMU_PID" 2>/dev/null || true
   fi
+  [[ -n $QEMU_PID ]] && { wait "$QEMU_PID" 2>/dev/null || true; }
   QEMU_PID=''
+}
+
+cleanup() {
+  stop_qemu
   # The command's output so far, also after a timeout or Ctrl-C.
   if [[ -n $OUTPUT_FILE && -n $XCHG && -f $XCHG/output ]]; then cp "$XCHG/output" "$OUTPUT_FILE" || true; fi
   [[ -n $XCHG ]] && rm -rf "$XCHG"
@@ -395,7 +400,7 @@ run_vm() {
       if [[ $e == *=* ]]; then printf 'export %q\n' "$e"; else printf 'export %q\n' "$e=${!e:-}"; fi
     done
     printf 'cd %q || exit 125\n' "$CALLER_DIR"
-    declare -p cmd | sed 's/^declare -a/declare -a/'
+    declare -p cmd
   } > "$XCHG/env"
   cat > "$XCHG/stage2" <<'EOF'
 #!/bin/bash
@@ -454,11 +459,7 @@ EOF
     if (( SECONDS - start >= TIMEOUT )); then timed_out=1; log "timeout after ${TIMEOUT}s: stopping the VM"; break; fi
     sleep 1 & wait $! || true
   done
-  if [[ $timed_out == 1 ]]; then
-    kill -TERM "$QEMU_PID" 2>/dev/null || true
-  fi
-  wait "$QEMU_PID" 2>/dev/null || true
-  QEMU_PID=''
+  stop_qemu
   local rc=125
   if [[ $timed_out == 1 ]]; then rc=124
   elif [[ -f $XCHG/rc ]]; then rc=$(<"$XCHG/rc")
