@@ -181,6 +181,11 @@ R=/newroot
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
+# What udev would add: bash process substitution needs /dev/fd.
+ln -sfn /proc/self/fd $R/dev/fd
+ln -sf /proc/self/fd/0 $R/dev/stdin
+ln -sf /proc/self/fd/1 $R/dev/stdout
+ln -sf /proc/self/fd/2 $R/dev/stderr
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 shm $R/dev/shm
@@ -192,7 +197,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 xchg $R/run/kernel-vm 
 [ -x $R/run/kernel-vm/stage2 ] || fail "no stage2 in the exchange directory"
 exec switch_root $R /run/kernel-vm/stage2
 '
-INIT_VERSION=2
+INIT_VERSION=3
 
 # Kernel modules: name -> file, dependencies, load order.
 declare -A MOD_FILE=() MOD_SEEN=()
