@@ -42,6 +42,8 @@ SMP=${SOCKACCEL_VM_SMP:-}
 # "off": multi-threaded TCG, guest time = host time (the default). A number N:
 # guest time from the instruction count (qemu -icount shift=N). See run_vm.
 ICOUNT=${SOCKACCEL_VM_ICOUNT:-off}
+# Mount bpffs at /sys/fs/bpf before the command, as systemd does at boot.
+BPFFS=${SOCKACCEL_VM_BPFFS:-1}
 
 log() { printf 'kernel-vm: %s\n' "$*" >&2; }
 die() { log "$*"; exit 125; }
@@ -60,6 +62,8 @@ Options:
                       instruction is 2^SHIFT ns of guest time, for a busy host
                       (SOCKACCEL_VM_ICOUNT; see docs/kernels.md)
   --env NAME[=VALUE]  pass one more environment variable into the guest
+  --no-bpffs          leave /sys/fs/bpf unmounted (default: mounted, as systemd
+                      does; SOCKACCEL_VM_BPFFS=0)
   --output FILE       also write the command's own output (no boot lines) to FILE
   --prepare           only fetch the kernel and build its initramfs, then exit
 EOF
@@ -334,6 +338,7 @@ main() {
       --smp) SMP=$2; shift ;;
       --icount) ICOUNT=$2; shift ;;
       --env) extra_env+=("$2"); shift ;;
+      --no-bpffs) BPFFS=0 ;;
       --output) output=$2; shift ;;
       --) shift; cmd=("$@"); break ;;
       -*) log "unknown option $1"; usage >&2; exit 2 ;;
@@ -404,6 +409,7 @@ run_vm() {
     for e in "${extra_env[@]}"; do
       if [[ $e == *=* ]]; then printf 'export %q\n' "$e"; else printf 'export %q\n' "$e=${!e:-}"; fi
     done
+    [[ $BPFFS == 1 ]] && echo 'mount -t bpf bpf /sys/fs/bpf'
     printf 'cd %q || exit 125\n' "$CALLER_DIR"
     declare -p cmd
   } > "$XCHG/env"
