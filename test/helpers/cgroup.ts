@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import * as bpf from '../../src/kernel/libbpf';
 import { dirname, join } from 'node:path';
 import { runThenCleanUp } from './cleanup';
 import { uniqueName } from './names';
@@ -123,4 +124,14 @@ export async function withScratchCgroup<T>(fn: (cgroup: ScratchCgroup) => Promis
     },
   };
   return runThenCleanUp(() => fn(cgroup), () => removeScratchCgroup(path, origins));
+}
+
+/** The ids of the sock_ops programs attached to `cgroup` (links and legacy attachments alike). */
+export function sockopsProgramIds(cgroup: string): number[] {
+  const fd = fs.openSync(cgroup, 'r');
+  try {
+    return bpf.bpfProgQuery(fd, bpf.BPF.CGROUP_SOCK_OPS);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

@@ -14,8 +14,7 @@ import test, { type ExecutionContext, type TestFn } from 'ava';
 import { COMMANDS, type CommandName } from '../../src/cli/cli-args';
 import { formatUsage } from '../../src/cli/usage';
 import { lockPath } from '../../src/daemon/instance-lock';
-import * as bpf from '../../src/kernel/libbpf';
-import { withScratchCgroup, type ScratchCgroup } from '../helpers/cgroup';
+import { sockopsProgramIds, withScratchCgroup, type ScratchCgroup } from '../helpers/cgroup';
 import { runCli } from '../helpers/cli';
 import { removePinRoot, TEST_PIN_PREFIX } from '../helpers/daemon';
 import { uniqueName } from '../helpers/names';
@@ -27,14 +26,6 @@ const NAMES = Object.keys(COMMANDS) as CommandName[];
 // A command that wrongly runs would take far longer (bench: minutes; run: until stopped).
 const TIMEOUT_MS = 30_000;
 
-function sockopsPrograms(cgroup: string): number[] {
-  const fd = fs.openSync(cgroup, 'r');
-  try {
-    return bpf.bpfProgQuery(fd, bpf.BPF.CGROUP_SOCK_OPS);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 interface Scratch {
   readonly cg: ScratchCgroup;
@@ -51,7 +42,7 @@ function actingFlags(command: CommandName, s: Scratch): string[] {
 
 /** What a command that ran would have left: programs on the cgroup, a pin root, a lock, bench output. */
 function assertUntouched(t: ExecutionContext, s: Scratch, what: string): void {
-  t.deepEqual(sockopsPrograms(s.cg.path), [], `${what}: nothing attached to the cgroup`);
+  t.deepEqual(sockopsProgramIds(s.cg.path), [], `${what}: nothing attached to the cgroup`);
   t.false(fs.existsSync(s.pinRoot), `${what}: no pin root`);
   t.false(fs.existsSync(lockPath(s.pinRoot)), `${what}: no instance lock`);
   t.false(fs.existsSync(s.outDir), `${what}: no bench output`);

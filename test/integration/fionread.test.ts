@@ -8,7 +8,6 @@
  * redirected bytes (6.12, 6.18); 6.1 and 5.10 were measured blind. In a
  * kernel VM (scripts/kernel-vm.sh) the same file checks the refusing side.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type TestFn } from 'ava';
@@ -19,7 +18,7 @@ import { loadedSkMsgPrograms } from '../../src/doctor/neighbours';
 import { kernelRow } from '../../src/doctor/kernel-table';
 import { parseKernelVersion } from '../../src/kernel/version';
 import type { DoctorReport } from '../../src/doctor/check';
-import { withScratchCgroup } from '../helpers/cgroup';
+import { sockopsProgramIds, withScratchCgroup } from '../helpers/cgroup';
 import { removePinRoot, TEST_PIN_PREFIX, withDaemon } from '../helpers/daemon';
 import { runCli } from '../helpers/cli';
 import { placedArgv } from '../helpers/process';
@@ -33,14 +32,6 @@ const ROW = kernelRow(parseKernelVersion(os.release())!).status;
 const COUNTS = ROW === 'ok';
 const EXPECTED = COUNTS ? 'counted' : 'blind';
 
-function attachedSockops(cgroup: string): number[] {
-  const fd = fs.openSync(cgroup, 'r');
-  try {
-    return bpf.bpfProgQuery(fd, bpf.BPF.CGROUP_SOCK_OPS);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 const probePrograms = () => new Set(loadedSkMsgPrograms().filter((p) => p.name === PROBE_PROGRAM.slice(0, 15)).map((p) => p.id));
 
@@ -114,7 +105,7 @@ if (COUNTS) {
         t.is(refused.code, 71, refused.stderr);
         t.regex(refused.stderr, /refusing to accelerate: on this kernel .* FIONREAD does not count redirected bytes/);
         t.regex(refused.stderr, /--fionread-hazard=accept/);
-        t.deepEqual(attachedSockops(cg.path), [], 'nothing attached');
+        t.deepEqual(sockopsProgramIds(cg.path), [], 'nothing attached');
       } finally {
         removePinRoot(pinRoot);
       }
@@ -133,7 +124,7 @@ if (COUNTS) {
         const refused = await runCli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${pinRoot}`], { timeoutMs: 300_000 });
         t.is(refused.code, 69, refused.stderr);
         t.regex(refused.stderr, /the running kernel does not support bpf_get_netns_cookie in sock_ops \(needs Linux 5\.15 or newer\)/);
-        t.deepEqual(attachedSockops(cg.path), [], 'nothing attached');
+        t.deepEqual(sockopsProgramIds(cg.path), [], 'nothing attached');
       } finally {
         removePinRoot(pinRoot);
       }

@@ -18,7 +18,7 @@ import { listConnections, type ConnRow } from '../../src/conns';
 import { describeConfigSchema } from '../../src/config/config';
 import { LINK_PINS, linkPinPath, mapPinPath, SHARED_MAP_NAMES, SharedMapName } from '../../src/kernel/pins';
 import { DAEMON_CAPS } from '../../src/doctor/environment';
-import { withScratchCgroup } from '../helpers/cgroup';
+import { sockopsProgramIds, withScratchCgroup } from '../helpers/cgroup';
 import { runCli, type CliResult } from '../helpers/cli';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { uniqueName } from '../helpers/names';
@@ -48,14 +48,6 @@ function assertClearError(t: ExecutionContext, r: CliResult, what: string): void
   t.notRegex(r.stderr, /TypeError|ReferenceError|Unexpected error/, `${what}: not a crash\n${r.stderr}`);
 }
 
-function cgroupProgramIds(cgroup: string): number[] {
-  const fd = fs.openSync(cgroup, 'r');
-  try {
-    return bpf.bpfProgQuery(fd, bpf.BPF.CGROUP_SOCK_OPS);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** A connected loopback TCP pair; the sockets are destroyed by the teardown. */
 async function socketPair(t: ExecutionContext): Promise<net.Socket> {
@@ -306,7 +298,7 @@ privileged('every capability of the minimal set is needed: without any one the s
         const r = await runCli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${pinRoot}`], { prefix: onlyCaps(DAEMON_CAPS.filter((c) => c !== missing)) });
         assertClearError(t, r, `without ${missing}`);
         t.log(`without ${missing}: exit ${r.code}: ${r.stderr.split('\n').slice(0, 2).join(' | ')}`);
-        t.deepEqual(cgroupProgramIds(cg.path), [], `without ${missing}: nothing attached`);
+        t.deepEqual(sockopsProgramIds(cg.path), [], `without ${missing}: nothing attached`);
         t.deepEqual(fs.existsSync(pinRoot) ? fs.readdirSync(pinRoot) : [], [], `without ${missing}: nothing pinned`);
       } finally {
         removePinRoot(pinRoot);
@@ -427,7 +419,7 @@ privileged('invalid configurations, by file, variable or flag, fail clearly with
       for (const r of results.filter((x) => x.code === 78 && / via /.test(x.name))) {
         t.regex(r.stderr, new RegExp(r.name.split('=')[0]), `${r.name}: the message names the key`);
       }
-      t.deepEqual(cgroupProgramIds(cg.path), [], 'no program attached');
+      t.deepEqual(sockopsProgramIds(cg.path), [], 'no program attached');
       const pinned = roots.filter((r) => fs.existsSync(r) && fs.readdirSync(r).length > 0);
       t.deepEqual(pinned, [], 'no pins left behind');
     } finally {
@@ -513,7 +505,7 @@ privileged('corrupt or truncated objects, a verifier rejection and a map of the 
       const first: RunningDaemon = await startDaemon({ cgroup: cg.path, pinRoot });
       await first.stop();
       const before = pinIdentities(pinRoot);
-      const attached = cgroupProgramIds(cg.path);
+      const attached = sockopsProgramIds(cg.path);
       t.is(attached.length, 1);
       const run = (dir: string, root = pinRoot) => runCli(['run', `--cgroup-path=${cg.path}`, `--pin-root=${root}`, `--object-dir=${dir}`]);
 
@@ -549,7 +541,7 @@ privileged('corrupt or truncated objects, a verifier rejection and a map of the 
       t.deepEqual(pinIdentities(wrongRoot), wrongBefore, 'the foreign pin is left as it was, and nothing was added');
 
       t.deepEqual(pinIdentities(pinRoot), before, 'the earlier pins are the same maps and links, running the same programs');
-      t.deepEqual(cgroupProgramIds(cg.path), attached, 'the cgroup runs the same program');
+      t.deepEqual(sockopsProgramIds(cg.path), attached, 'the cgroup runs the same program');
     } finally {
       removePinRoot(pinRoot);
       removePinRoot(wrongRoot);
