@@ -22,6 +22,7 @@ import { BpfError, BpfStage } from '../common/errors';
 import { encodeMeta, portBitmap } from '../kernel/bpf-layout';
 import { linkPinPath, mapPinPath, pinExists, SHARED_MAP_NAMES, SharedMapName } from '../kernel/pins';
 import { bindOwnSockhash } from '../kernel/sockhash-hold';
+import { freezePinnedMap } from '../kernel/map-freeze';
 
 /** The two sock_ops entry points (names as bpf_prog_info reports them, <= 15 chars). */
 export const SOCKOPS_PROGRAMS = { accept: 'sockaccel_sockops', drain: 'sockaccel_drain' } as const;
@@ -179,18 +180,6 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
       objects.sockops.close();
     },
   };
-}
-
-/** Freezes through a writable fd from the pin; EPERM means already frozen. */
-function freezePinnedMap(pin: string): void {
-  const fd = bpf.bpfObjGet(pin);
-  try {
-    bpf.bpfMapFreeze(fd);
-  } catch (err) {
-    if (!(err instanceof LibbpfError && err.errno === 1)) throw err;
-  } finally {
-    closeFd(fd);
-  }
 }
 
 function openObject(dir: string, role: 'sockops' | 'redirect', undo: Undo[]): BpfObject {

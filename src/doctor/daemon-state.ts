@@ -6,13 +6,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as bpf from '../kernel/libbpf';
-import { LibbpfError } from '../kernel/libbpf';
 import { DEFAULT_OBJECT_DIR, formatDifference, objectPath, withBpfObject } from '../kernel/bpf-object';
 import { LAYOUT_VERSION } from '../kernel/bpf-layout';
 import { LINK_PINS, linkPinPath, mapPinPath, SHARED_MAP_NAMES, SharedMapName, withPinnedFd } from '../kernel/pins';
 import { sockopsMode } from '../cli/status';
 import { Check, fail, pass, unprivileged } from './check';
 import { isPermissionError, pinPrivilegeError } from '../kernel/pin-access';
+import { isFrozen } from '../kernel/map-freeze';
 
 /**
  * Maps user space may write: the daemon keeps sa_local current and sets
@@ -23,10 +23,6 @@ import { isPermissionError, pinPrivilegeError } from '../kernel/pin-access';
  */
 const WRITABLE_MAPS: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets']);
 
-/** BPF_F_LOCK: the kernel rejects it (EINVAL) on maps without a spin lock, but only after its EPERM check for frozen maps. */
-const BPF_F_LOCK = 4;
-const EPERM = 1;
-const EINVAL = 22;
 
 const RESTART_FIX = 'start (or restart) the daemon with this configuration: systemctl restart sockaccel';
 
@@ -75,23 +71,6 @@ export function pinCompatibilityCheck(pinRoot: string, objectDir: string = DEFAU
     }
     return pass(id, title, `${SHARED_MAP_NAMES.length} maps, layout version ${LAYOUT_VERSION}`);
   });
-}
-
-/** Whether syscall writes to the map behind `pin` are refused; never changes the map. */
-function isFrozen(pin: string): boolean {
-  return withPinnedFd(pin, (fd) => {
-    const { keySize, valueSize } = bpf.mapInfo(fd);
-    // Per-CPU values take one slot per possible CPU; oversizing is harmless.
-    const value = Buffer.alloc(bpf.perCpuValueBufferSize(valueSize));
-    try {
-      bpf.bpfMapUpdateElem(fd, Buffer.alloc(keySize), value, BPF_F_LOCK);
-    } catch (err) {
-      if (err instanceof LibbpfError && err.errno === EPERM) return true;
-      if (err instanceof LibbpfError && err.errno === EINVAL) return false;
-      throw err;
-    }
-    throw new Error(`${pin}: an update with BPF_F_LOCK succeeded; cannot tell`);
-  }, false);
 }
 
 export function frozenMapsCheck(pinRoot: string): Check {
