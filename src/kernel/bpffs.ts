@@ -18,13 +18,25 @@ export function isBpffs(dir: string): boolean {
   }
 }
 
-/** Mounts bpffs at /sys/fs/bpf if it is not there yet. Returns true if it mounted. */
+/** Serialises the check-and-mount of processes starting together (tests, a bench beside a daemon). */
+const MOUNT_LOCK = '/run/sockaccel/bpffs-mount.lock';
+
+/**
+ * Mounts bpffs at /sys/fs/bpf if it is not there yet. Returns true if it mounted.
+ * Two processes that both found nothing and both mounted would stack two
+ * bpffs instances, and the first one's pins would vanish under the second:
+ * the check is repeated and the mount made under a lock (flock(1)).
+ */
 export function ensureBpffsMounted(mountPoint = DEFAULT_BPFFS): boolean {
   if (isBpffs(mountPoint)) return false;
   try {
     fs.mkdirSync(mountPoint, { recursive: true });
-    execFileSync('mount', ['-t', 'bpf', 'bpf', mountPoint], { stdio: 'pipe' });
+    fs.mkdirSync(path.dirname(MOUNT_LOCK), { recursive: true });
+    const script = '[ "$(stat -f -c %t "$1")" = cafe4a11 ] && exit 3; exec mount -t bpf bpf "$1"';
+    execFileSync('flock', [MOUNT_LOCK, 'sh', '-c', script, 'sh', mountPoint], { stdio: 'pipe' });
   } catch (err) {
+    // 3: someone else mounted it while we waited for the lock.
+    if ((err as { status?: number }).status === 3 && isBpffs(mountPoint)) return false;
     throw new EnvironmentError(`bpffs is not mounted at ${mountPoint} and mounting it failed: ${(err as Error).message.trim()}`, {
       hint: `mount it yourself: mount -t bpf bpf ${mountPoint} (systemd: enable sys-fs-bpf.mount)`,
     });
