@@ -93,10 +93,11 @@ for row in "${MATRIX[@]}"; do
     fi
     pass=${pass:-0} fail=${fail:-0} skip=${skip:-0}
     note=''
+    case $rc in 124) note=' (VM timed out)' ;; 125) note=' (VM failed)' ;; 130) note=' (interrupted)' ;; esac
     if [[ $rc -ne 0 && $fail -eq 0 ]]; then
       # The VM or ava ended without a failed test to show for it.
       fail=1
-      case $rc in 124) note=' (VM timed out)' ;; 125) note=' (VM failed)' ;; 130) note=' (interrupted)' ;; *) note=" (exit $rc)" ;; esac
+      [[ -n $note ]] || note=" (exit $rc)"
     fi
     # The host's load average matters: a TCG guest slows down with it.
     line="$kernel $name: $pass passed, $fail failed, $skip skipped in ${secs}s$note (host load $load_before -> $(cut -d' ' -f1 /proc/loadavg))"
