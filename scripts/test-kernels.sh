@@ -27,6 +27,15 @@ MATRIX=(
   "6.1 verifier datapath lifecycle mesh security"
   "6.12 verifier datapath lifecycle"
 )
+# Tests left out in the VMs because nothing in them depends on the kernel
+# and each costs minutes under TCG (ava --match patterns, by file).
+declare -A SKIP_IN_VM=(
+  [security]='!invalid configurations, by file, variable or flag*'
+)
+# 6.1 and older kernels refuse by default (FIONREAD does not count
+# redirected bytes there); the matrix tests the data path as an operator who
+# opted in runs it. fionread.test.js names the default itself.
+export SOCKACCEL_FIONREAD_HAZARD=${SOCKACCEL_FIONREAD_HAZARD:-accept}
 VM_TIMEOUT=${SOCKACCEL_VM_TIMEOUT:-1800}
 AVA_TIMEOUT=${SOCKACCEL_AVA_TIMEOUT:-15m}
 
@@ -66,6 +75,7 @@ for row in "${MATRIX[@]}"; do
     else
       file=$(test_file "$name")
       run=(npx ava --tap --timeout="$AVA_TIMEOUT" "$file")
+      [[ -n ${SKIP_IN_VM[$name]:-} ]] && run+=(--match "${SKIP_IN_VM[$name]}")
     fi
     [[ -f $file ]] || { log "no test file $file"; summary+=("$kernel $name: no such test file"); total_fail=$((total_fail + 1)); continue; }
     out=$work/out
