@@ -36,6 +36,9 @@ declare -A SKIP_IN_VM=(
 # redirected bytes there); the matrix tests the data path as an operator who
 # opted in runs it. fionread.test.js names the default itself.
 export SOCKACCEL_FIONREAD_HAZARD=${SOCKACCEL_FIONREAD_HAZARD:-accept}
+# A TCG guest runs 10-15x slower than the host: every deadline of the tests
+# (never a fixed wait) is scaled by this (test/helpers/wait-for.ts).
+export SOCKACCEL_TEST_TIME_SCALE=${SOCKACCEL_TEST_TIME_SCALE:-10}
 VM_TIMEOUT=${SOCKACCEL_VM_TIMEOUT:-1800}
 AVA_TIMEOUT=${SOCKACCEL_AVA_TIMEOUT:-15m}
 

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
+import { scaled } from './wait-for';
 
 /** The built CLI entry point (dist/src/cli/main.js). */
 export const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
@@ -25,7 +26,7 @@ export interface CliOptions {
 export function runCli(args: readonly string[], opts: CliOptions = {}): Promise<CliResult> {
   const [cmd, ...rest] = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
   return new Promise((resolve) => {
-    execFile(cmd, rest, { timeout: opts.timeoutMs ?? 60_000, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(cmd, rest, { timeout: scaled(opts.timeoutMs ?? 60_000), env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
     });
   });

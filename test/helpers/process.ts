@@ -1,6 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { PeerEvent } from './peer-protocol';
+import { scaled } from './wait-for';
 
 /** Where a process runs: a cgroup v2 directory, a named network namespace, and as whom. */
 export interface Placement {
@@ -115,8 +116,8 @@ export class JsonLineProcess {
         else if (this.exitStatus) finish(() => reject(new Error(this.failureReport(`exited while waiting for ${what}`))));
       };
       const timer = setTimeout(
-        () => finish(() => reject(new Error(this.failureReport(`timed out after ${timeoutMs} ms waiting for ${what}`)))),
-        timeoutMs,
+        () => finish(() => reject(new Error(this.failureReport(`timed out after ${scaled(timeoutMs)} ms waiting for ${what}`)))),
+        scaled(timeoutMs),
       );
       this.listeners.add(onChange);
       onChange();
@@ -130,7 +131,7 @@ export class JsonLineProcess {
   async exitWithin(timeoutMs: number): Promise<ExitStatus> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(this.failureReport(`did not exit within ${timeoutMs} ms`))), timeoutMs);
+      timer = setTimeout(() => reject(new Error(this.failureReport(`did not exit within ${scaled(timeoutMs)} ms`))), scaled(timeoutMs));
     });
     try {
       return await Promise.race([this.exited, timeout]);
@@ -188,7 +189,7 @@ export async function killChildren(select: (child: JsonLineProcess) => boolean):
 /** Runs a short command to completion; the error carries its stderr. */
 export function runCommand(command: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(command, args, { timeout: scaled(30_000) }, (err, stdout, stderr) => {
       if (err) reject(new Error(`${command} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });

@@ -1,5 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/**
+ * Every deadline in the tests is multiplied by SOCKACCEL_TEST_TIME_SCALE
+ * (default 1): a TCG guest of scripts/kernel-vm.sh runs 10-15x slower than
+ * the host, and scripts/test-kernels.sh sets it. Deadlines only: nothing
+ * waits longer when things are on time.
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.SOCKACCEL_TEST_TIME_SCALE) || 1);
+export const scaled = (ms: number): number => ms * TIME_SCALE;
+
 export interface WaitOptions {
   /** Give up after this long. Generous: a loaded or slow machine (a TCG VM) is 10-15x slower. */
   timeoutMs?: number;
@@ -20,7 +29,7 @@ export interface WaitOptions {
  * (an error thrown by `check` counts as "not yet").
  */
 export async function waitFor<T>(what: string, check: () => T | false | undefined | null | Promise<T | false | undefined | null>, opts: WaitOptions = {}): Promise<T> {
-  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const timeoutMs = scaled(opts.timeoutMs ?? 20_000);
   const intervalMs = opts.intervalMs ?? 50;
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
