@@ -183,7 +183,8 @@ test('every `sockaccel …` example in the README parses: a real command with fl
 /** Files of the project, relative to the repository (no dependencies or build output). */
 function projectFiles(dir = REPO, prefix = ''): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    if (entry.name.startsWith('.') || ['node_modules', 'dist', 'build'].includes(entry.name)) return [];
+    // Hidden entries (.git) are not the project's, except .ci (CI's entry point).
+    if ((entry.name.startsWith('.') && entry.name !== '.ci') || ['node_modules', 'dist', 'build'].includes(entry.name)) return [];
     const rel = path.join(prefix, entry.name);
     return entry.isDirectory() ? projectFiles(path.join(dir, entry.name), rel) : [rel];
   });
@@ -191,7 +192,7 @@ function projectFiles(dir = REPO, prefix = ''): string[] {
 
 test('variables, files and sections the README names exist', (t) => {
   const files = projectFiles();
-  const sources = files.filter((f) => /\.(ts|c|h|sh|service|js)$/.test(f)).map((f) => fs.readFileSync(path.join(REPO, f), 'utf8'));
+  const sources = files.filter((f) => /\.(ts|c|h|sh|service|js)$/.test(f) || f === '.ci/run').map((f) => fs.readFileSync(path.join(REPO, f), 'utf8'));
 
   // Project variables and constants: SOCKACCEL_* and SA_* (SOCKACCEL_* alone is the family).
   for (const [name] of README.matchAll(/\b(?:SOCKACCEL|SA)_[A-Z0-9_]*[A-Z0-9]\b/g)) {
