@@ -29,13 +29,14 @@ import {
   bpfProgBindMap,
   bpfProgGetFdById,
   LibbpfError,
-  linkInfo,
+  progMapIds,
   mapInfo,
 } from '../../src/kernel/libbpf';
 import { close } from '../../src/kernel/libc';
 import { BpfObject, DEFAULT_OBJECT_DIR, objectPath } from '../../src/kernel/bpf-object';
-import { linkPinPath, mapPinPath, SHARED_MAP_NAMES, type SharedMapName, withPinnedFd } from '../../src/kernel/pins';
+import { mapPinPath, SHARED_MAP_NAMES, type SharedMapName, withPinnedFd } from '../../src/kernel/pins';
 import { readStatus } from '../../src/cli/status';
+import { loadedSkMsgPrograms } from '../../src/doctor/neighbours';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { runCli, type CliResult } from '../helpers/cli';
 import { removePinRoot, startDaemon, TEST_PIN_PREFIX, type RunningDaemon } from '../helpers/daemon';
@@ -290,6 +291,27 @@ privileged('bad inputs fail clearly and leave a running daemon on the same cgrou
   });
 });
 
+/**
+ * The loaded sk_msg program `name` that holds the map `mapId`: the program a
+ * socket got at insertion. Found by walking the programs rather than through
+ * the link pin, which exists only with sockmap links (6.10; 6.1 attaches the
+ * programs to the maps themselves).
+ */
+function redirectProgramOn(mapId: number, name: string): number {
+  const found = loadedSkMsgPrograms().filter((p) => p.name === name.slice(0, 15) && withProgFd(p.id, (fd) => progMapIds(fd).includes(mapId)));
+  if (found.length !== 1) throw new Error(`expected one ${name} holding map ${mapId}, found ${found.map((p) => p.id).join(', ') || 'none'}`);
+  return found[0]!.id;
+}
+
+function withProgFd<T>(id: number, fn: (fd: number) => T): T {
+  const fd = bpfProgGetFdById(id);
+  try {
+    return fn(fd);
+  } finally {
+    close(fd);
+  }
+}
+
 privileged('purge refuses while sockets hold the maps; --force keeps their unread bytes; a drained purge removes everything', async (t) => {
   await withScratchCgroup(async (cg) => {
     await withDaemons(cg.path, async (start, pinRoot) => {
@@ -304,7 +326,7 @@ privileged('purge refuses while sockets hold the maps; --force keeps their unrea
         const clientsMap = withPinnedFd(mapPinPath(pinRoot, 'sa_clients'), (fd) => mapInfo(fd).id);
         const serversMap = withPinnedFd(mapPinPath(pinRoot, 'sa_servers'), (fd) => mapInfo(fd).id);
         // The program the server socket got at insertion (links open read-write only).
-        const toClientProg = withPinnedFd(linkPinPath(pinRoot, 'toClient'), (fd) => linkInfo(fd).progId, false);
+        const toClientProg = redirectProgramOn(clientsMap, 'sockaccel_to_client');
         const sentinel = bindSentinel(toClientProg);
 
         const refused = await runCli(['purge', `--pin-root=${pinRoot}`, '--wait-seconds=1']);
