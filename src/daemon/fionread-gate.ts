@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 import type { FionreadHazardPolicy } from '../config/config';
 import { KernelHazardError, SockaccelError } from '../common/errors';
-import { describePaired, measureOneSided, probePaired, type PairedVerdict } from '../kernel/fionread';
+import { describePaired, probePaired, type PairedVerdict } from '../kernel/fionread';
 
 const OPT_IN = 'fionreadHazard: "accept" in the configuration file, SOCKACCEL_FIONREAD_HAZARD=accept or --fionread-hazard=accept';
 
@@ -52,9 +52,10 @@ export function fionreadGate(verdict: PairedVerdict, policy: FionreadHazardPolic
 }
 
 /**
- * Runs both probes and applies the gate; throws KernelHazardError to refuse.
- * The one-sided probe is logged only: pairing keeps sockaccel out of that
- * case on every kernel.
+ * Runs the paired probe and applies the gate; throws KernelHazardError to
+ * refuse. The one-sided case is doctor's (kernel.fionread): pairing keeps
+ * sockaccel's sockets out of it on every kernel, so start-up does not pay
+ * for it.
  */
 export async function checkFionread(objectDir: string, policy: FionreadHazardPolicy, kernel: string, log: Logger): Promise<void> {
   let verdict: PairedVerdict;
@@ -65,15 +66,6 @@ export async function checkFionread(objectDir: string, policy: FionreadHazardPol
     // report it as what it is (libbpf 70, verifier 65), not as a hazard.
     if (err instanceof SockaccelError) throw err;
     verdict = { kind: 'inconclusive', reason: `the probe failed: ${(err as Error).message}` };
-  }
-  try {
-    const m = await measureOneSided();
-    log.info(
-      { oneSided: m },
-      `FIONREAD on a socket in a sockhash receiving plain TCP: ${m.inMap} with ${m.queued} bytes queued (pairing keeps sockaccel's sockets out of this case)`,
-    );
-  } catch (err) {
-    log.warn({ err }, 'the one-sided FIONREAD probe failed (informational: pairing keeps sockaccel\'s sockets out of that case)');
   }
   const outcome = fionreadGate(verdict, policy, kernel);
   log[outcome.level]({ fionread: verdict }, outcome.message);
