@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as bpf from '../kernel/libbpf';
+import { forEachLoadedProgram } from '../kernel/programs';
 import { LibbpfError } from '../kernel/libbpf';
 import { close } from '../kernel/libc';
 import { PROBE_PROGRAM } from '../kernel/fionread';
@@ -76,21 +77,7 @@ export function effectiveSockops(target: string, root = findCgroup2Root()): Atta
 /** Every loaded sk_msg program (whatever map it is attached to). */
 export function loadedSkMsgPrograms(): ProgramRef[] {
   const found: ProgramRef[] = [];
-  for (let id = bpf.bpfProgGetNextId(0); id !== null; id = bpf.bpfProgGetNextId(id)) {
-    let fd: number;
-    try {
-      fd = bpf.bpfProgGetFdById(id);
-    } catch (err) {
-      if (err instanceof LibbpfError && err.errno === 2) continue; // unloaded meanwhile
-      throw err;
-    }
-    try {
-      const info = bpf.progInfo(fd);
-      if (info.type === bpf.BPF.PROG_TYPE_SK_MSG) found.push({ id, name: info.name });
-    } finally {
-      close(fd);
-    }
-  }
+  forEachLoadedProgram(bpf.BPF.PROG_TYPE_SK_MSG, (id, _fd, info) => found.push({ id, name: info.name }));
   return found;
 }
 

@@ -20,10 +20,8 @@
  * last accelerated socket, and the kernel frees them after it. Binding a map
  * a program already holds changes nothing.
  */
-import os from 'node:os';
 import * as bpf from './libbpf';
-import { LibbpfError } from './libbpf';
-import { close } from './libc';
+import { forEachLoadedProgram } from './programs';
 
 export interface SockhashFds {
   readonly clients: number;
@@ -45,29 +43,13 @@ export function bindOwnSockhash(progs: { toServer: number; toClient: number }, m
 export function bindSockhashesToEveryProgram(maps: SockhashFds): number {
   const ids = [bpf.mapInfo(maps.clients).id, bpf.mapInfo(maps.servers).id];
   let bound = 0;
-  for (let id = bpf.bpfProgGetNextId(0); id !== null; id = bpf.bpfProgGetNextId(id)) {
-    const fd = openProgram(id);
-    if (fd === null) continue; // freed meanwhile
-    try {
-      if (bpf.progInfo(fd).type !== bpf.BPF.PROG_TYPE_SK_MSG) continue;
-      const held = bpf.progMapIds(fd);
-      const missing = [maps.clients, maps.servers].filter((_, i) => !held.includes(ids[i]!));
-      // Both missing: a program of someone else's maps.
-      if (missing.length !== 1) continue;
-      bpf.bpfProgBindMap(fd, missing[0]!);
-      bound++;
-    } finally {
-      close(fd);
-    }
-  }
+  forEachLoadedProgram(bpf.BPF.PROG_TYPE_SK_MSG, (_id, fd) => {
+    const held = bpf.progMapIds(fd);
+    const missing = [maps.clients, maps.servers].filter((_, i) => !held.includes(ids[i]!));
+    // Both missing: a program of someone else's maps.
+    if (missing.length !== 1) return;
+    bpf.bpfProgBindMap(fd, missing[0]!);
+    bound++;
+  });
   return bound;
-}
-
-function openProgram(id: number): number | null {
-  try {
-    return bpf.bpfProgGetFdById(id);
-  } catch (err) {
-    if (err instanceof LibbpfError && err.errno === os.constants.errno.ENOENT) return null;
-    throw err;
-  }
 }
