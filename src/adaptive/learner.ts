@@ -1,0 +1,258 @@
+/**
+ * The learning loop: every adaptiveIntervalMs, read every service's counters
+ * (monotonic sums the BPF programs keep in sa_services), take the deltas
+ * since the last read, add them to sums that halve every half-life, judge
+ * (policy.ts) and write the decisions that changed into sa_decisions, which
+ * the sock_ops program reads for each new connection.
+ *
+ * Bounded: a service is tracked only while its key is in sa_services (an
+ * LRU map) or has a decision in sa_decisions (a hash of the same capacity),
+ * so memory follows what the maps hold, however many services come and go.
+ * A service with no new traffic for FORGET_HALF_LIVES half-lives is
+ * forgotten, its decision deleted: when it comes back it is learned again.
+ *
+ * The maps and the clock are injected (ServiceAccess, now()), so tests can
+ * drive the loop without a kernel.
+ */
+import type { Logger } from 'pino';
+import type { Decision, ServiceCounters, ServiceKey } from './services-api';
+import { judge, type PolicyOptions, type ServiceShape } from './policy';
+
+export interface ServiceSample {
+  readonly key: ServiceKey;
+  readonly id: string;
+  readonly counters: ServiceCounters;
+}
+
+/** The two maps, as src/kernel/services.ts reads and writes them. */
+export interface ServiceAccess {
+  readServices(): ServiceSample[];
+  readDecisions(): Map<string, { key: ServiceKey; decision: Decision }>;
+  /** Throws a LibbpfError with errno E2BIG when sa_decisions is full. */
+  writeDecision(key: ServiceKey, d: Decision): void;
+  deleteDecision(key: ServiceKey): void;
+}
+
+export interface LearnerOptions extends PolicyOptions {
+  readonly halfLifeMs: number;
+  /** Ports whose adaptiveOverrides entry decides (the kernel does not read decisions there): never written. */
+  readonly overriddenPorts?: ReadonlySet<number>;
+}
+
+export const FORGET_HALF_LIVES = 10;
+const ENOENT = 2;
+const E2BIG = 7;
+
+/** Decayed sums of one service: ServiceShape plus what status shows. */
+interface Sums extends ServiceShape {
+  connsAccelerated: number;
+  connsClosed: number;
+  connsPlain: number;
+  msgs: number;
+  bytes: number;
+  turns: number;
+}
+
+interface Tracked {
+  key: ServiceKey;
+  /** The counters last read; null while the key is absent from sa_services. */
+  baseline: ServiceCounters | null;
+  sums: Sums;
+  /** What sa_decisions holds for it (as we wrote or found it), or null. */
+  decision: Decision | null;
+  /** The last time new traffic was counted (or the service first seen). */
+  activeMs: number;
+  why: string;
+}
+
+/** One service as the learner sees it now (for tests, logs and the metrics). */
+export interface LearnedService {
+  readonly id: string;
+  readonly key: ServiceKey;
+  readonly shape: Readonly<Sums>;
+  readonly decision: Decision | null;
+  readonly why: string;
+}
+
+const zeroSums = (): Sums => ({ connsAccelerated: 0, connsClosed: 0, connsPlain: 0, msgs: 0, bytes: 0, turns: 0 });
+
+/** cur − prev, or null if any counter went down (the entry was evicted and recreated between two reads). */
+function delta(cur: ServiceCounters, prev: ServiceCounters): Sums | null {
+  const d = (a: bigint, b: bigint) => a - b;
+  const parts = [
+    d(cur.connsAccelerated, prev.connsAccelerated),
+    d(cur.connsClosed, prev.connsClosed),
+    d(cur.connsPlain, prev.connsPlain),
+    d(cur.msgs[0], prev.msgs[0]),
+    d(cur.msgs[1], prev.msgs[1]),
+    d(cur.bytes[0], prev.bytes[0]),
+    d(cur.bytes[1], prev.bytes[1]),
+    d(cur.turns[0], prev.turns[0]),
+    d(cur.turns[1], prev.turns[1]),
+  ];
+  if (parts.some((p) => p < 0n)) return null;
+  const [a, c, p, m0, m1, b0, b1, t0, t1] = parts.map(Number);
+  return { connsAccelerated: a, connsClosed: c, connsPlain: p, msgs: m0 + m1, bytes: b0 + b1, turns: t0 + t1 };
+}
+
+function totals(c: ServiceCounters): Sums {
+  return delta(c, {
+    connsAccelerated: 0n,
+    connsPlain: 0n,
+    connsClosed: 0n,
+    lifetimeNs: 0n,
+    msgs: [0n, 0n],
+    bytes: [0n, 0n],
+    turns: [0n, 0n],
+    lastSeenNs: 0n,
+    serverPort: 0,
+  })!;
+}
+
+const isZero = (s: Sums) => Object.values(s).every((v) => v === 0);
+
+function sameDecision(a: Decision | null, b: Decision | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.verdict === b.verdict && a.reason === b.reason && a.explorePermille === b.explorePermille;
+}
+
+const describe = (d: Decision | null) => (d === null ? 'learning' : `${d.verdict} (${d.reason})`);
+
+export class Learner {
+  private readonly services = new Map<string, Tracked>();
+  private lastTickMs: number | null = null;
+  private full = false;
+
+  constructor(
+    private readonly access: ServiceAccess,
+    private readonly opts: LearnerOptions,
+    private readonly log: Logger,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /**
+   * The baseline: counters now (what came before is old and was judged, if
+   * at all, by an earlier daemon), and the decisions already pinned, kept.
+   */
+  start(): void {
+    const now = this.now();
+    for (const [id, { key, decision }] of this.access.readDecisions()) {
+      this.services.set(id, { key, baseline: null, sums: zeroSums(), decision, activeMs: now, why: 'decided before this start' });
+    }
+    for (const { id, key, counters } of this.access.readServices()) {
+      const known = this.services.get(id);
+      if (known) known.baseline = counters;
+      else this.services.set(id, { key, baseline: counters, sums: zeroSums(), decision: null, activeMs: now, why: 'learning' });
+    }
+    this.lastTickMs = now;
+  }
+
+  /** One read-decay-judge-write round. */
+  tick(): void {
+    const now = this.now();
+    const factor = this.lastTickMs === null ? 1 : 2 ** (-(now - this.lastTickMs) / this.opts.halfLifeMs);
+    this.lastTickMs = now;
+    for (const t of this.services.values()) {
+      for (const k of Object.keys(t.sums) as (keyof Sums)[]) t.sums[k] *= factor;
+    }
+
+    const seen = new Set<string>();
+    for (const { id, key, counters } of this.access.readServices()) {
+      seen.add(id);
+      let t = this.services.get(id);
+      // A key first seen after the start: everything it counted is new.
+      const added = t?.baseline ? delta(counters, t.baseline) : totals(counters);
+      // null: a counter went down, the entry was recreated; it counted from zero again.
+      const d = added ?? totals(counters);
+      if (!t) {
+        t = { key, baseline: counters, sums: zeroSums(), decision: null, activeMs: now, why: 'learning' };
+        this.services.set(id, t);
+      }
+      t.baseline = counters;
+      if (!isZero(d)) {
+        t.activeMs = now;
+        for (const k of Object.keys(d) as (keyof Sums)[]) t.sums[k] += d[k];
+      }
+    }
+
+    for (const [id, t] of this.services) {
+      if (!seen.has(id)) {
+        t.baseline = null;
+        // Evicted from sa_services and no decision to keep: nothing to hold it by.
+        if (t.decision === null) {
+          this.services.delete(id);
+          continue;
+        }
+      }
+      if (now - t.activeMs >= FORGET_HALF_LIVES * this.opts.halfLifeMs) this.forget(id, t);
+      else this.decide(id, t);
+    }
+  }
+
+  /** Unheard of for 10 half-lives: drop the decision; keep only a baseline while the key is still in sa_services. */
+  private forget(id: string, t: Tracked): void {
+    if (t.decision !== null && !this.apply(id, t, null, 'forgotten: no traffic for 10 half-lives')) return;
+    if (t.baseline === null) {
+      this.services.delete(id);
+      return;
+    }
+    t.sums = zeroSums();
+    t.activeMs = this.now();
+    t.why = 'learning';
+  }
+
+  private decide(id: string, t: Tracked): void {
+    if (this.opts.overriddenPorts?.has(t.key.port)) {
+      t.why = 'port overridden (adaptiveOverrides)';
+      if (t.decision !== null) this.apply(id, t, null, t.why);
+      return;
+    }
+    const j = judge(t.sums, this.opts);
+    // Too little evidence changes nothing: a plain service sees only its
+    // explored share of connections, and must not flap back to accelerated
+    // each time that evidence runs thin.
+    if (j.decision === null) {
+      if (t.decision === null) t.why = j.why;
+      return;
+    }
+    t.why = j.why;
+    if (!sameDecision(t.decision, j.decision)) this.apply(id, t, j.decision, j.why);
+  }
+
+  /** Writes (or, for null, deletes) the decision and logs the change; false if the map refused. */
+  private apply(id: string, t: Tracked, next: Decision | null, why: string): boolean {
+    try {
+      if (next === null) this.access.deleteDecision(t.key);
+      else this.access.writeDecision(t.key, next);
+    } catch (err) {
+      const errno = (err as { errno?: number }).errno;
+      // Already gone (a purge, or another daemon's cleanup): what we wanted.
+      if (next === null && errno === ENOENT) {
+        t.decision = null;
+        return true;
+      }
+      if (errno !== E2BIG) throw err;
+      if (!this.full) {
+        this.full = true;
+        this.log.warn(
+          { service: id, wanted: describe(next) },
+          'the decisions map is full (adaptiveMaxServices): services beyond it stay accelerated until others are forgotten',
+        );
+      }
+      return false;
+    }
+    if (next !== null) this.full = false;
+    this.log.info({ service: id, from: describe(t.decision), to: describe(next), reason: next?.reason ?? 'none', why }, 'service decision changed');
+    t.decision = next;
+    return true;
+  }
+
+  /** What is tracked now, one entry per service. */
+  learned(): LearnedService[] {
+    return [...this.services].map(([id, t]) => ({ id, key: t.key, shape: { ...t.sums }, decision: t.decision, why: t.why }));
+  }
+
+  get size(): number {
+    return this.services.size;
+  }
+}
