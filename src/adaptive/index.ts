@@ -5,8 +5,9 @@
  */
 import type { Logger } from 'pino';
 import { parsePortOverrides, type SockaccelConfig } from '../config/config';
-import { deleteDecision, readDecisions, readServices, setAdaptiveSwitch, writeDecision } from './services-api';
+import { deleteDecision, readDecisions, readServices, setAdaptiveSwitch, writeDecision } from '../kernel/services';
 import { Learner, type LearnedService } from './learner';
+import type { AdaptiveSnapshot } from '../metrics/registry';
 
 export interface AdaptiveFds {
   readonly services: number;
@@ -19,6 +20,8 @@ export interface Adaptive {
   setEnabled(on: boolean): void;
   readonly enabled: boolean;
   learned(): LearnedService[];
+  /** For the metrics: each tracked service's state, from memory (no map reads). */
+  snapshot(): AdaptiveSnapshot;
   stop(): void;
 }
 
@@ -38,6 +41,7 @@ export type AdaptiveConfig = Pick<
 
 export function startAdaptive(fds: AdaptiveFds, config: AdaptiveConfig, log: Logger): Adaptive {
   const overrides = parsePortOverrides(config.adaptiveOverrides);
+  const overridden = new Set([...overrides.accelerate, ...overrides.plain]);
   const learner = new Learner(
     {
       readServices: () => readServices(fds.services),
@@ -53,7 +57,7 @@ export function startAdaptive(fds: AdaptiveFds, config: AdaptiveConfig, log: Log
       minConnections: config.adaptiveMinConnections,
       explorePermille: config.adaptiveExplorePermille,
       halfLifeMs: config.adaptiveHalfLifeSeconds * 1000,
-      overriddenPorts: new Set([...overrides.accelerate, ...overrides.plain]),
+      overriddenPorts: overridden,
     },
     log,
   );
@@ -88,6 +92,15 @@ export function startAdaptive(fds: AdaptiveFds, config: AdaptiveConfig, log: Log
       return enabled;
     },
     learned: () => learner.learned(),
+    snapshot: () => ({
+      enabled,
+      changes: learner.changes,
+      services: learner.learned().map((s) =>
+        overridden.has(s.key.port)
+          ? { decision: 'override' as const, reason: 'none' }
+          : { decision: s.decision?.verdict ?? ('learning' as const), reason: s.decision?.reason ?? 'none' },
+      ),
+    }),
     stop() {
       clearInterval(timer);
     },

@@ -15,7 +15,7 @@
  * drive the loop without a kernel.
  */
 import type { Logger } from 'pino';
-import type { Decision, ServiceCounters, ServiceKey } from './services-api';
+import type { Decision, ServiceCounters, ServiceKey } from '../kernel/services';
 import { judge, type PolicyOptions, type ServiceShape } from './policy';
 
 export interface ServiceSample {
@@ -122,6 +122,8 @@ export class Learner {
   private readonly services = new Map<string, Tracked>();
   private lastTickMs: number | null = null;
   private full = false;
+  /** Decisions written or deleted since the start. */
+  changes = 0;
 
   constructor(
     private readonly access: ServiceAccess,
@@ -244,6 +246,7 @@ export class Learner {
     if (next !== null) this.full = false;
     this.log.info({ service: id, from: describe(t.decision), to: describe(next), reason: next?.reason ?? 'none', why }, 'service decision changed');
     t.decision = next;
+    this.changes++;
     return true;
   }
 

@@ -15,7 +15,7 @@
  * with keep-alive and one-shot connections on one port is accelerated when
  * the keep-alive turns save more than the one-shot setups cost.
  */
-import type { Decision, Reason } from './services-api';
+import type { Decision, Reason } from '../kernel/services';
 
 /** The four measured constants (config adaptive*Ns/Ps; `sockaccel bench` derives them). */
 export interface Calibration {

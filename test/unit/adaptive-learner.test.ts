@@ -5,7 +5,7 @@
 import test from 'ava';
 import pino from 'pino';
 import { FORGET_HALF_LIVES, Learner, type LearnerOptions, type ServiceAccess, type ServiceSample } from '../../src/adaptive/learner';
-import type { Decision, ServiceCounters, ServiceKey } from '../../src/adaptive/services-api';
+import type { Decision, ServiceCounters, ServiceKey } from '../../src/kernel/services';
 
 const OPTS: LearnerOptions = {
   connectionCostNs: 30_000,
