@@ -225,7 +225,7 @@ export class Learner {
   private apply(id: string, t: Tracked, next: Decision | null, why: string): boolean {
     try {
       if (next === null) this.access.deleteDecision(t.key);
-      else this.access.writeDecision(t.key, next);
+      else this.writeMakingRoom(id, t.key, next);
     } catch (err) {
       const errno = (err as { errno?: number }).errno;
       // Already gone (a purge, or another daemon's cleanup): what we wanted.
@@ -248,6 +248,31 @@ export class Learner {
     t.decision = next;
     this.changes++;
     return true;
+  }
+
+  /**
+   * A full sa_decisions map gives way to services that are still seen: the
+   * decision of the service evicted longest ago from sa_services (the LRU
+   * dropped it for lack of traffic) goes first. Throws E2BIG when every
+   * decision belongs to a service still in sa_services.
+   */
+  private writeMakingRoom(id: string, key: ServiceKey, d: Decision): void {
+    try {
+      this.access.writeDecision(key, d);
+      return;
+    } catch (err) {
+      if ((err as { errno?: number }).errno !== E2BIG) throw err;
+    }
+    let oldest: [string, Tracked] | undefined;
+    for (const entry of this.services) {
+      const [, o] = entry;
+      if (o.decision !== null && o.baseline === null && (!oldest || o.activeMs < oldest[1].activeMs)) oldest = entry;
+    }
+    if (!oldest) throw Object.assign(new Error('sa_decisions is full'), { errno: E2BIG });
+    const [oldId, o] = oldest;
+    this.apply(oldId, o, null, `evicted from the services map, its decision makes room for ${id}`);
+    this.services.delete(oldId);
+    this.access.writeDecision(key, d);
   }
 
   /** What is tracked now, one entry per service. */

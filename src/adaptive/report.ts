@@ -55,7 +55,8 @@ export function whyOf(state: ServiceState, d: Decision | undefined, connsClosed:
   const over = `${d.evidenceConns} connection${d.evidenceConns === 1 ? '' : 's'}`;
   if (d.verdict === 'accelerate') return `saves ${duration(d.savedNsPerConn)} per connection (over ${over})`;
   const cause = d.reason === 'small-writes' ? 'small writes' : 'short connections';
-  return `${cause}: loses ${duration(-d.savedNsPerConn)} per connection (over ${over}); ${d.explorePermille / 10}% still accelerated to keep learning`;
+  const explore = d.explorePermille > 0 ? `; ${d.explorePermille / 10}% still accelerated to keep learning` : '';
+  return `${cause}: loses ${duration(-d.savedNsPerConn)} per connection (over ${over})${explore}`;
 }
 
 /**

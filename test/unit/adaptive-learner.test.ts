@@ -280,3 +280,25 @@ test('overridden ports get no decision, and lose one they had', (t) => {
   t.is(kernel.decisions.size, 0);
   t.regex(learner.learned().find((s) => s.id === '127.0.0.1:9090')!.why, /overridden/);
 });
+
+test('a full decisions map gives way: the decision of the service evicted longest ago makes room', (t) => {
+  const kernel = new FakeKernel(4, 3);
+  const { learner, logs, advance } = setup(kernel);
+  learner.start();
+  for (const port of [1001, 1002, 1003]) {
+    kernel.traffic(port, 30, 2);
+    advance(250);
+  }
+  t.is(kernel.decisions.size, 3);
+  // 1001..1003 fall out of the services LRU as new services come; their decisions stay
+  for (const port of [2001, 2002, 2003, 2004]) kernel.traffic(port, 1, 1);
+  advance(250);
+  t.false(kernel.services.has('127.0.0.1:1001'));
+  kernel.traffic(3001, 30, 2);
+  advance(250);
+  t.is(kernel.verdict(3001), 'plain/short-connections');
+  t.is(kernel.verdict(1001), undefined, 'the oldest evicted service gave its place');
+  t.is(kernel.verdict(1002), 'plain/short-connections');
+  t.is(logs.filter((l) => l.level === 40).length, 0, 'no warning: there was room to make');
+  t.regex(String(logs.find((l) => l.service === '127.0.0.1:1001' && l.to === 'learning')?.why), /makes room for 127\.0\.0\.1:3001/);
+});
