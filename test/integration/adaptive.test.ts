@@ -69,7 +69,7 @@ const keepAlive = (cgroup: string, conns = 3, trips = 400): Omit<ClientOptions, 
 
 privileged('a one-shot service is learned and left plain; its next connections stay on plain TCP, intact', async (t) => {
   await withScratchCgroup((cg) =>
-    withDaemon({ cgroup: cg.path, extraArgs: [...LEARN_FAST, '--adaptive-explore-permille=0'] }, async (d) => {
+    withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: [...LEARN_FAST, '--adaptive-explore-permille=0'] }, async (d) => {
       const server = await startServer({ host: '127.0.0.1', mode: 'echo', cgroup: cg.path });
       await stopping([server], async () => {
         const served = { n: 0 };
@@ -96,7 +96,7 @@ privileged('a one-shot service is learned and left plain; its next connections s
 
 privileged('a stream of small writes is learned and left plain', async (t) => {
   await withScratchCgroup((cg) =>
-    withDaemon({ cgroup: cg.path, extraArgs: [...LEARN_FAST, '--adaptive-explore-permille=0'] }, async (d) => {
+    withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: [...LEARN_FAST, '--adaptive-explore-permille=0'] }, async (d) => {
       // sink: the server answers nothing; each connection is one burst of 1 KiB writes
       const server = await startServer({ host: '127.0.0.1', mode: 'sink', cgroup: cg.path });
       await stopping([server], async () => {
@@ -117,7 +117,7 @@ privileged('a stream of small writes is learned and left plain', async (t) => {
 
 privileged('a keep-alive service is decided accelerate and stays accelerated', async (t) => {
   await withScratchCgroup((cg) =>
-    withDaemon({ cgroup: cg.path, extraArgs: LEARN_FAST }, async (d) => {
+    withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: LEARN_FAST }, async (d) => {
       const server = await startServer({ host: '127.0.0.1', mode: 'echo', cgroup: cg.path });
       await stopping([server], async () => {
         const served = { n: 0 };
@@ -139,7 +139,7 @@ privileged('the decision flips back when the traffic changes (explored connectio
   // Half of a plain service's connections explored, a 1 s half-life: the old one-shot history fades fast.
   const args = ['--adaptive-interval-ms=50', '--adaptive-min-connections=5', '--adaptive-half-life-seconds=1', '--adaptive-explore-permille=500'];
   await withScratchCgroup((cg) =>
-    withDaemon({ cgroup: cg.path, extraArgs: args }, async (d) => {
+    withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args }, async (d) => {
       const server = await startServer({ host: '127.0.0.1', mode: 'echo', cgroup: cg.path });
       await stopping([server], async () => {
         const served = { n: 0 };
@@ -180,7 +180,7 @@ privileged('an override wins over the decision: a forced port stays accelerated,
   const never = await freePort();
   const args = [...LEARN_FAST, '--adaptive-explore-permille=0', `--adaptive-overrides=${forced}=accelerate,${never}=plain`];
   await withScratchCgroup((cg) =>
-    withDaemon({ cgroup: cg.path, extraArgs: args }, async (d) => {
+    withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args }, async (d) => {
       const control = await startServer({ host: '127.0.0.1', mode: 'echo', cgroup: cg.path });
       const onForced = await startServer({ host: '127.0.0.1', port: forced, mode: 'echo', cgroup: cg.path });
       const onNever = await startServer({ host: '127.0.0.1', port: never, mode: 'echo', cgroup: cg.path });
@@ -211,7 +211,7 @@ privileged('statistics stay bounded when thousands of services come and go', asy
   // A namespace of our own: its server listens on every loopback address (127.0.0.0/8) and nowhere else.
   await withNetns(['adaptive'], ([ns]) =>
     withScratchCgroup((cg) =>
-      withDaemon({ cgroup: cg.path, extraArgs: args }, async (d) => {
+      withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args }, async (d) => {
         const server = await startServer({ host: '0.0.0.0', mode: 'echo', cgroup: cg.path, netns: ns });
         await stopping([server], async () => {
           const served = { n: 0 };
@@ -229,10 +229,12 @@ privileged('statistics stay bounded when thousands of services come and go', asy
           t.true(most > maxServices, 'the maps did fill');
           t.is(d.status().counters.services_full, '0');
           // Full maps still take new decisions: the services evicted longest ago give theirs up.
+          // (Which decision depends on the churn: a service the LRU evicted while its
+          // connection was open is recreated at the close without the setup it paid.)
           await waitFor('a service of the last batch to be decided', () =>
-            d.status().adaptive.services.find((r) => r.service.startsWith('127.8.') && r.state === 'plain'),
+            d.status().adaptive.services.find((r) => r.service.startsWith('127.8.') && r.state !== 'learning'),
           );
-          t.true(d.status().adaptive.services.filter((r) => r.state === 'plain').length <= maxServices);
+          t.true(d.status().adaptive.services.filter((r) => r.state !== 'learning').length <= maxServices, 'no more decisions than the map holds');
         });
         t.deepEqual(d.process.events.filter((e) => (e as { level?: number }).level! >= 40), [], 'no warnings or errors logged');
       }),
