@@ -75,8 +75,6 @@ export interface ClientOptions extends Placement {
   halfClose?: boolean;
   /** Sleep between writes. */
   pauseMs?: number;
-  /** IPv4: connection i goes to `host` + (i mod hostSpread), so one client reaches that many services. */
-  hostSpread?: number;
   fionreadTimeoutMs?: number;
   /** Kill the client and fail if it has not finished by then (default 60 s). */
   timeoutMs?: number;
@@ -187,7 +185,6 @@ function clientArgs(opts: Omit<ClientOptions, 'timeoutMs'>, extra: string[] = []
     ...option('seed', opts.seed),
     ...option('mode', opts.mode),
     ...option('pause-ms', opts.pauseMs),
-    ...option('host-spread', opts.hostSpread),
     ...option('fionread-timeout-ms', opts.fionreadTimeoutMs),
     ...flag('first-write-immediate', opts.firstWriteImmediate),
     ...flag('half-close', opts.halfClose),
