@@ -49,7 +49,8 @@ privileged('status, conns and the log show each learned service: shape, decision
         t.regex(shotRow.why, /^short connections: loses \d+(\.\d)? µs per connection \(over \d+ connections\); 2% still accelerated to keep learning$/);
         t.like(tripRow, { state: 'accelerate', reason: 'gains', connsClosed: 2 });
         t.true(tripRow.turnsPerConn! > 500, `keep-alive turns per connection: ${tripRow.turnsPerConn}`);
-        t.is(Math.round(tripRow.avgWriteBytes!), 64);
+        // 64 B writes; the echo server now and then answers two requests read together
+        t.true(tripRow.avgWriteBytes! >= 64 && tripRow.avgWriteBytes! < 96, `average write ${tripRow.avgWriteBytes}`);
         t.regex(tripRow.why, /^saves .* per connection \(over 2 connections\)$/);
 
         const { text } = await cli(['status', pin]);
