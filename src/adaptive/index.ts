@@ -95,8 +95,8 @@ export function startAdaptive(fds: AdaptiveFds, config: AdaptiveConfig, log: Log
     snapshot: () => ({
       enabled,
       changes: learner.changes,
-      services: learner.learned().map((s) =>
-        overridden.has(s.key.port)
+      services: learner.decisions().map((s) =>
+        overridden.has(s.port)
           ? { decision: 'override' as const, reason: 'none' }
           : { decision: s.decision?.verdict ?? ('learning' as const), reason: s.decision?.reason ?? 'none' },
       ),

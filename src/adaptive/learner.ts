@@ -16,7 +16,7 @@
  */
 import type { Logger } from 'pino';
 import type { Decision, ServiceCounters, ServiceKey } from '../kernel/services';
-import { judge, type PolicyOptions, type ServiceShape } from './policy';
+import { judge, type Judgement, type PolicyOptions, type ServiceShape } from './policy';
 
 export interface ServiceSample {
   readonly key: ServiceKey;
@@ -57,12 +57,16 @@ interface Tracked {
   key: ServiceKey;
   /** The counters last read; null while the key is absent from sa_services. */
   baseline: ServiceCounters | null;
+  /** Decayed to sumsAtMs: decay is applied when a service is touched, so idle ones cost nothing. */
   sums: Sums;
+  sumsAtMs: number;
   /** What sa_decisions holds for it (as we wrote or found it), or null. */
   decision: Decision | null;
   /** The last time new traffic was counted (or the service first seen). */
   activeMs: number;
-  why: string;
+  /** The last judgement (its why is formatted when read), or a note that replaces it. */
+  judged: Judgement | null;
+  note: string | null;
 }
 
 /** One service as the learner sees it now (for tests, logs and the metrics). */
@@ -78,20 +82,17 @@ const zeroSums = (): Sums => ({ connsAccelerated: 0, connsClosed: 0, connsPlain:
 
 /** cur − prev, or null if any counter went down (the entry was evicted and recreated between two reads). */
 function delta(cur: ServiceCounters, prev: ServiceCounters): Sums | null {
-  const d = (a: bigint, b: bigint) => a - b;
-  const parts = [
-    d(cur.connsAccelerated, prev.connsAccelerated),
-    d(cur.connsClosed, prev.connsClosed),
-    d(cur.connsPlain, prev.connsPlain),
-    d(cur.msgs[0], prev.msgs[0]),
-    d(cur.msgs[1], prev.msgs[1]),
-    d(cur.bytes[0], prev.bytes[0]),
-    d(cur.bytes[1], prev.bytes[1]),
-    d(cur.turns[0], prev.turns[0]),
-    d(cur.turns[1], prev.turns[1]),
-  ];
-  if (parts.some((p) => p < 0n)) return null;
-  const [a, c, p, m0, m1, b0, b1, t0, t1] = parts.map(Number);
+  // Each difference fits a double long before it loses precision (2^53 events in one round).
+  const a = Number(cur.connsAccelerated - prev.connsAccelerated);
+  const c = Number(cur.connsClosed - prev.connsClosed);
+  const p = Number(cur.connsPlain - prev.connsPlain);
+  const m0 = Number(cur.msgs[0] - prev.msgs[0]);
+  const m1 = Number(cur.msgs[1] - prev.msgs[1]);
+  const b0 = Number(cur.bytes[0] - prev.bytes[0]);
+  const b1 = Number(cur.bytes[1] - prev.bytes[1]);
+  const t0 = Number(cur.turns[0] - prev.turns[0]);
+  const t1 = Number(cur.turns[1] - prev.turns[1]);
+  if (a < 0 || c < 0 || p < 0 || m0 < 0 || m1 < 0 || b0 < 0 || b1 < 0 || t0 < 0 || t1 < 0) return null;
   return { connsAccelerated: a, connsClosed: c, connsPlain: p, msgs: m0 + m1, bytes: b0 + b1, turns: t0 + t1 };
 }
 
@@ -109,7 +110,21 @@ function totals(c: ServiceCounters): Sums {
   })!;
 }
 
-const isZero = (s: Sums) => Object.values(s).every((v) => v === 0);
+const isZero = (s: Sums) => s.connsAccelerated === 0 && s.connsClosed === 0 && s.connsPlain === 0 && s.msgs === 0 && s.bytes === 0 && s.turns === 0;
+
+/** s += d·k, field by field. */
+function addInto(s: Sums, d: Sums, k: number): void {
+  s.connsAccelerated += d.connsAccelerated * k;
+  s.connsClosed += d.connsClosed * k;
+  s.connsPlain += d.connsPlain * k;
+  s.msgs += d.msgs * k;
+  s.bytes += d.bytes * k;
+  s.turns += d.turns * k;
+}
+
+function track(key: ServiceKey, baseline: ServiceCounters | null, decision: Decision | null, now: number, note: string | null): Tracked {
+  return { key, baseline, sums: zeroSums(), sumsAtMs: now, decision, activeMs: now, judged: null, note };
+}
 
 function sameDecision(a: Decision | null, b: Decision | null): boolean {
   if (a === null || b === null) return a === b;
@@ -120,7 +135,8 @@ const describe = (d: Decision | null) => (d === null ? 'learning' : `${d.verdict
 
 export class Learner {
   private readonly services = new Map<string, Tracked>();
-  private lastTickMs: number | null = null;
+  /** Services whose decision the full map refused: tried again every round, not only on new traffic. */
+  private readonly refused = new Set<string>();
   private full = false;
   /** Decisions written or deleted since the start. */
   changes = 0;
@@ -139,42 +155,41 @@ export class Learner {
   start(): void {
     const now = this.now();
     for (const [id, { key, decision }] of this.access.readDecisions()) {
-      this.services.set(id, { key, baseline: null, sums: zeroSums(), decision, activeMs: now, why: 'decided before this start' });
+      const t = track(key, null, decision, now, 'decided before this start');
+      this.services.set(id, t);
+      if (this.opts.overriddenPorts?.has(key.port)) this.decide(id, t);
     }
     for (const { id, key, counters } of this.access.readServices()) {
       const known = this.services.get(id);
       if (known) known.baseline = counters;
-      else this.services.set(id, { key, baseline: counters, sums: zeroSums(), decision: null, activeMs: now, why: 'learning' });
+      else this.services.set(id, track(key, counters, null, now, null));
     }
-    this.lastTickMs = now;
   }
 
-  /** One read-decay-judge-write round. */
+  /** One read-decay-judge-write round; the cost follows the services with new traffic. */
   tick(): void {
     const now = this.now();
-    const factor = this.lastTickMs === null ? 1 : 2 ** (-(now - this.lastTickMs) / this.opts.halfLifeMs);
-    this.lastTickMs = now;
-    for (const t of this.services.values()) {
-      for (const k of Object.keys(t.sums) as (keyof Sums)[]) t.sums[k] *= factor;
-    }
-
     const seen = new Set<string>();
+    const changed = new Map<string, Tracked>();
     for (const { id, key, counters } of this.access.readServices()) {
       seen.add(id);
       let t = this.services.get(id);
+      // The programs stamp last_seen_ns after each update: the same stamp, nothing new
+      // (and the baseline stays, so an update caught halfway is counted next round).
+      if (t?.baseline && t.baseline.lastSeenNs === counters.lastSeenNs) continue;
       // A key first seen after the start: everything it counted is new.
-      const added = t?.baseline ? delta(counters, t.baseline) : totals(counters);
       // null: a counter went down, the entry was recreated; it counted from zero again.
-      const d = added ?? totals(counters);
+      const d = (t?.baseline ? delta(counters, t.baseline) : null) ?? totals(counters);
       if (!t) {
-        t = { key, baseline: counters, sums: zeroSums(), decision: null, activeMs: now, why: 'learning' };
+        t = track(key, counters, null, now, null);
         this.services.set(id, t);
       }
       t.baseline = counters;
-      if (!isZero(d)) {
-        t.activeMs = now;
-        for (const k of Object.keys(d) as (keyof Sums)[]) t.sums[k] += d[k];
-      }
+      if (isZero(d)) continue;
+      this.decayTo(t, now);
+      addInto(t.sums, d, 1);
+      t.activeMs = now;
+      changed.set(id, t);
     }
 
     for (const [id, t] of this.services) {
@@ -183,12 +198,27 @@ export class Learner {
         // Evicted from sa_services and no decision to keep: nothing to hold it by.
         if (t.decision === null) {
           this.services.delete(id);
+          this.refused.delete(id);
           continue;
         }
       }
       if (now - t.activeMs >= FORGET_HALF_LIVES * this.opts.halfLifeMs) this.forget(id, t);
-      else this.decide(id, t);
     }
+    // Only new traffic can change a decision: decay scales every term of the
+    // estimate alike, and evidence running thin changes nothing (decide()).
+    for (const id of this.refused) {
+      const t = this.services.get(id);
+      if (t) changed.set(id, t);
+    }
+    this.refused.clear();
+    for (const [id, t] of changed) if (this.services.has(id)) this.decide(id, t);
+  }
+
+  private decayTo(t: Tracked, now: number): void {
+    if (now === t.sumsAtMs) return;
+    const factor = 2 ** (-(now - t.sumsAtMs) / this.opts.halfLifeMs);
+    addInto(t.sums, t.sums, factor - 1);
+    t.sumsAtMs = now;
   }
 
   /** Unheard of for 10 half-lives: drop the decision; keep only a baseline while the key is still in sa_services. */
@@ -198,15 +228,14 @@ export class Learner {
       this.services.delete(id);
       return;
     }
-    t.sums = zeroSums();
-    t.activeMs = this.now();
-    t.why = 'learning';
+    const now = this.now();
+    Object.assign(t, { sums: zeroSums(), sumsAtMs: now, activeMs: now, judged: null, note: null });
   }
 
   private decide(id: string, t: Tracked): void {
     if (this.opts.overriddenPorts?.has(t.key.port)) {
-      t.why = 'port overridden (adaptiveOverrides)';
-      if (t.decision !== null) this.apply(id, t, null, t.why);
+      t.note = 'port overridden (adaptiveOverrides)';
+      if (t.decision !== null) this.apply(id, t, null, t.note);
       return;
     }
     const j = judge(t.sums, this.opts);
@@ -214,11 +243,15 @@ export class Learner {
     // explored share of connections, and must not flap back to accelerated
     // each time that evidence runs thin.
     if (j.decision === null) {
-      if (t.decision === null) t.why = j.why;
+      if (t.decision === null) {
+        t.judged = j;
+        t.note = null;
+      }
       return;
     }
-    t.why = j.why;
-    if (!sameDecision(t.decision, j.decision)) this.apply(id, t, j.decision, j.why);
+    t.judged = j;
+    t.note = null;
+    if (!sameDecision(t.decision, j.decision) && !this.apply(id, t, j.decision, j.why)) this.refused.add(id);
   }
 
   /** Writes (or, for null, deletes) the decision and logs the change; false if the map refused. */
@@ -275,9 +308,18 @@ export class Learner {
     this.access.writeDecision(key, d);
   }
 
-  /** What is tracked now, one entry per service. */
+  /** What is tracked now, one entry per service (the why formatted here). */
   learned(): LearnedService[] {
-    return [...this.services].map(([id, t]) => ({ id, key: t.key, shape: { ...t.sums }, decision: t.decision, why: t.why }));
+    const now = this.now();
+    return [...this.services].map(([id, t]) => {
+      this.decayTo(t, now);
+      return { id, key: t.key, shape: { ...t.sums }, decision: t.decision, why: t.note ?? t.judged?.why ?? 'learning' };
+    });
+  }
+
+  /** Each tracked service's decision, for the metrics (no sums, no text). */
+  decisions(): { readonly id: string; readonly port: number; readonly decision: Decision | null }[] {
+    return [...this.services].map(([id, t]) => ({ id, port: t.key.port, decision: t.decision }));
   }
 
   get size(): number {

@@ -82,33 +82,38 @@ export interface Judgement {
   /** null: not enough evidence yet (connections stay accelerated, a decision already made stays). */
   readonly decision: Decision | null;
   readonly estimate: Estimate;
-  /** One sentence, for the log and status: the shape and the terms behind the decision. */
+  /** One sentence, for the log and status: the shape and the terms behind the decision (built when read). */
   readonly why: string;
+}
+
+/** `why` is formatted only when read: the learner judges thousands of services a round and logs few. */
+function judgement(decision: Decision | null, e: Estimate, why: () => string): Judgement {
+  return {
+    decision,
+    estimate: e,
+    get why() {
+      return why();
+    },
+  };
 }
 
 export function judge(s: ServiceShape, opts: PolicyOptions): Judgement {
   const e = estimate(s, opts);
   if (!hasEvidence(s, opts.minConnections)) {
-    return {
-      decision: null,
-      estimate: e,
-      why: `learning: ${count(s.connsClosed)} of ${opts.minConnections} connections closed, ${count(s.msgs)} of ${EVIDENCE_MESSAGES} messages`,
-    };
+    return judgement(null, e, () => `learning: ${count(s.connsClosed)} of ${opts.minConnections} connections closed, ${count(s.msgs)} of ${EVIDENCE_MESSAGES} messages`);
   }
   const reason: Reason = e.savedNs >= 0 ? 'gains' : e.setupCostNs >= e.burstCostNs ? 'short-connections' : 'small-writes';
   const plain = reason !== 'gains';
   const perConn = Math.max(s.connsAccelerated, 1);
-  return {
-    decision: {
-      verdict: plain ? 'plain' : 'accelerate',
-      explorePermille: plain ? opts.explorePermille : 0,
-      reason,
-      savedNsPerConn: Math.round(e.savedNs / perConn),
-      evidenceConns: Math.round(s.connsAccelerated),
-    },
-    estimate: e,
-    why: explain(s, e, reason),
+  const decision: Decision = {
+    verdict: plain ? 'plain' : 'accelerate',
+    explorePermille: plain ? opts.explorePermille : 0,
+    reason,
+    savedNsPerConn: Math.round(e.savedNs / perConn),
+    evidenceConns: Math.round(s.connsAccelerated),
   };
+  const shape = { ...s };
+  return judgement(decision, e, () => explain(shape, e, reason));
 }
 
 /**

@@ -37,6 +37,8 @@ class FakeKernel implements ServiceAccess {
   readonly services = new Map<string, ServiceSample>();
   readonly decisions = new Map<string, { key: ServiceKey; decision: Decision }>();
   writes = 0;
+  /** bpf_ktime_get_ns() as the programs stamp last_seen_ns. */
+  private clock = 1000n;
 
   constructor(
     private readonly maxServices = 4096,
@@ -63,6 +65,7 @@ class FakeKernel implements ServiceAccess {
         msgs: [c.msgs[0] + half(msgs)[0], c.msgs[1] + half(msgs)[1]],
         bytes: [c.bytes[0] + half(msgs * BigInt(write))[0], c.bytes[1] + half(msgs * BigInt(write))[1]],
         turns: [c.turns[0] + half(BigInt(conns * turns))[0], c.turns[1] + half(BigInt(conns * turns))[1]],
+        lastSeenNs: ++this.clock,
         serverPort: port,
       },
     });
