@@ -5,7 +5,8 @@
  */
 import type { Logger } from 'pino';
 import { parsePortOverrides, type SockaccelConfig } from '../config/config';
-import { deleteDecision, readDecisions, readServices, setAdaptiveSwitch, writeDecision } from '../kernel/services';
+import { deleteDecision, readDecisions, setAdaptiveSwitch, writeDecision } from '../kernel/services';
+import { readServiceSamples } from './service-samples';
 import { Learner, type LearnedService } from './learner';
 import type { AdaptiveSnapshot } from '../metrics/registry';
 
@@ -44,7 +45,7 @@ export function startAdaptive(fds: AdaptiveFds, config: AdaptiveConfig, log: Log
   const overridden = new Set([...overrides.accelerate, ...overrides.plain]);
   const learner = new Learner(
     {
-      readServices: () => readServices(fds.services),
+      readServices: () => readServiceSamples(fds.services),
       readDecisions: () => readDecisions(fds.decisions),
       writeDecision: (key, d) => writeDecision(fds.decisions, key, d),
       deleteDecision: (key) => deleteDecision(fds.decisions, key),

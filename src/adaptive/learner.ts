@@ -15,18 +15,31 @@
  * drive the loop without a kernel.
  */
 import type { Logger } from 'pino';
-import type { Decision, ServiceCounters, ServiceKey } from '../kernel/services';
+import { encodeServiceKey, serviceId, type Decision, type ServiceCounters, type ServiceKey } from '../kernel/services';
 import { judge, type Judgement, type PolicyOptions, type ServiceShape } from './policy';
 
+/**
+ * One entry of sa_services as the learner reads it: `ref` and `lastSeenNs`
+ * are cheap; `key` and `counters` may be decoded on first use (most entries
+ * are unchanged in a round and never need them).
+ */
 export interface ServiceSample {
+  /** Identifies the entry across reads: refOf(key). */
+  readonly ref: string;
+  readonly lastSeenNs: bigint;
   readonly key: ServiceKey;
-  readonly id: string;
   readonly counters: ServiceCounters;
+}
+
+/** The learner's handle on a service: its map key's bytes in hex. */
+export function refOf(key: ServiceKey): string {
+  return encodeServiceKey(key).toString('hex');
 }
 
 /** The two maps, as src/kernel/services.ts reads and writes them. */
 export interface ServiceAccess {
-  readServices(): ServiceSample[];
+  readServices(): Iterable<ServiceSample>;
+  /** Keyed by anything: the learner keys them by refOf(key). */
   readDecisions(): Map<string, { key: ServiceKey; decision: Decision }>;
   /** Throws a LibbpfError with errno E2BIG when sa_decisions is full. */
   writeDecision(key: ServiceKey, d: Decision): void;
@@ -154,15 +167,16 @@ export class Learner {
    */
   start(): void {
     const now = this.now();
-    for (const [id, { key, decision }] of this.access.readDecisions()) {
+    for (const { key, decision } of this.access.readDecisions().values()) {
+      const ref = refOf(key);
       const t = track(key, null, decision, now, 'decided before this start');
-      this.services.set(id, t);
-      if (this.opts.overriddenPorts?.has(key.port)) this.decide(id, t);
+      this.services.set(ref, t);
+      if (this.opts.overriddenPorts?.has(key.port)) this.decide(ref, t);
     }
-    for (const { id, key, counters } of this.access.readServices()) {
-      const known = this.services.get(id);
-      if (known) known.baseline = counters;
-      else this.services.set(id, track(key, counters, null, now, null));
+    for (const sample of this.access.readServices()) {
+      const known = this.services.get(sample.ref);
+      if (known) known.baseline = sample.counters;
+      else this.services.set(sample.ref, track(sample.key, sample.counters, null, now, null));
     }
   }
 
@@ -171,17 +185,19 @@ export class Learner {
     const now = this.now();
     const seen = new Set<string>();
     const changed = new Map<string, Tracked>();
-    for (const { id, key, counters } of this.access.readServices()) {
+    for (const sample of this.access.readServices()) {
+      const id = sample.ref;
       seen.add(id);
       let t = this.services.get(id);
       // The programs stamp last_seen_ns after each update: the same stamp, nothing new
       // (and the baseline stays, so an update caught halfway is counted next round).
-      if (t?.baseline && t.baseline.lastSeenNs === counters.lastSeenNs) continue;
+      if (t?.baseline && t.baseline.lastSeenNs === sample.lastSeenNs) continue;
+      const counters = sample.counters;
       // A key first seen after the start: everything it counted is new.
       // null: a counter went down, the entry was recreated; it counted from zero again.
       const d = (t?.baseline ? delta(counters, t.baseline) : null) ?? totals(counters);
       if (!t) {
-        t = track(key, counters, null, now, null);
+        t = track(sample.key, counters, null, now, null);
         this.services.set(id, t);
       }
       t.baseline = counters;
@@ -223,7 +239,7 @@ export class Learner {
 
   /** Unheard of for 10 half-lives: drop the decision; keep only a baseline while the key is still in sa_services. */
   private forget(id: string, t: Tracked): void {
-    if (t.decision !== null && !this.apply(id, t, null, 'forgotten: no traffic for 10 half-lives')) return;
+    if (t.decision !== null && !this.apply(t, null, 'forgotten: no traffic for 10 half-lives')) return;
     if (t.baseline === null) {
       this.services.delete(id);
       return;
@@ -235,7 +251,7 @@ export class Learner {
   private decide(id: string, t: Tracked): void {
     if (this.opts.overriddenPorts?.has(t.key.port)) {
       t.note = 'port overridden (adaptiveOverrides)';
-      if (t.decision !== null) this.apply(id, t, null, t.note);
+      if (t.decision !== null) this.apply(t, null, t.note);
       return;
     }
     const j = judge(t.sums, this.opts);
@@ -251,14 +267,14 @@ export class Learner {
     }
     t.judged = j;
     t.note = null;
-    if (!sameDecision(t.decision, j.decision) && !this.apply(id, t, j.decision, j.why)) this.refused.add(id);
+    if (!sameDecision(t.decision, j.decision) && !this.apply(t, j.decision, j.why)) this.refused.add(id);
   }
 
   /** Writes (or, for null, deletes) the decision and logs the change; false if the map refused. */
-  private apply(id: string, t: Tracked, next: Decision | null, why: string): boolean {
+  private apply(t: Tracked, next: Decision | null, why: string): boolean {
     try {
       if (next === null) this.access.deleteDecision(t.key);
-      else this.writeMakingRoom(id, t.key, next);
+      else this.writeMakingRoom(t.key, next);
     } catch (err) {
       const errno = (err as { errno?: number }).errno;
       // Already gone (a purge, or another daemon's cleanup): what we wanted.
@@ -270,14 +286,14 @@ export class Learner {
       if (!this.full) {
         this.full = true;
         this.log.warn(
-          { service: id, wanted: describe(next) },
+          { service: serviceId(t.key), wanted: describe(next) },
           'the decisions map is full (adaptiveMaxServices): services beyond it stay accelerated until others are forgotten',
         );
       }
       return false;
     }
     if (next !== null) this.full = false;
-    this.log.info({ service: id, from: describe(t.decision), to: describe(next), reason: next?.reason ?? 'none', why }, 'service decision changed');
+    this.log.info({ service: serviceId(t.key), from: describe(t.decision), to: describe(next), reason: next?.reason ?? 'none', why }, 'service decision changed');
     t.decision = next;
     this.changes++;
     return true;
@@ -289,7 +305,7 @@ export class Learner {
    * dropped it for lack of traffic) goes first. Throws E2BIG when every
    * decision belongs to a service still in sa_services.
    */
-  private writeMakingRoom(id: string, key: ServiceKey, d: Decision): void {
+  private writeMakingRoom(key: ServiceKey, d: Decision): void {
     try {
       this.access.writeDecision(key, d);
       return;
@@ -302,24 +318,24 @@ export class Learner {
       if (o.decision !== null && o.baseline === null && (!oldest || o.activeMs < oldest[1].activeMs)) oldest = entry;
     }
     if (!oldest) throw Object.assign(new Error('sa_decisions is full'), { errno: E2BIG });
-    const [oldId, o] = oldest;
-    this.apply(oldId, o, null, `evicted from the services map, its decision makes room for ${id}`);
-    this.services.delete(oldId);
+    const [oldRef, o] = oldest;
+    this.apply(o, null, `evicted from the services map, its decision makes room for ${serviceId(key)}`);
+    this.services.delete(oldRef);
     this.access.writeDecision(key, d);
   }
 
   /** What is tracked now, one entry per service (the why formatted here). */
   learned(): LearnedService[] {
     const now = this.now();
-    return [...this.services].map(([id, t]) => {
+    return [...this.services.values()].map((t) => {
       this.decayTo(t, now);
-      return { id, key: t.key, shape: { ...t.sums }, decision: t.decision, why: t.note ?? t.judged?.why ?? 'learning' };
+      return { id: serviceId(t.key), key: t.key, shape: { ...t.sums }, decision: t.decision, why: t.note ?? t.judged?.why ?? 'learning' };
     });
   }
 
   /** Each tracked service's decision, for the metrics (no sums, no text). */
-  decisions(): { readonly id: string; readonly port: number; readonly decision: Decision | null }[] {
-    return [...this.services].map(([id, t]) => ({ id, port: t.key.port, decision: t.decision }));
+  decisions(): { readonly port: number; readonly decision: Decision | null }[] {
+    return [...this.services.values()].map((t) => ({ port: t.key.port, decision: t.decision }));
   }
 
   get size(): number {

@@ -4,7 +4,7 @@
 // clock the test moves.
 import test from 'ava';
 import pino from 'pino';
-import { FORGET_HALF_LIVES, Learner, type LearnerOptions, type ServiceAccess, type ServiceSample } from '../../src/adaptive/learner';
+import { FORGET_HALF_LIVES, Learner, refOf, type LearnerOptions, type ServiceAccess, type ServiceSample } from '../../src/adaptive/learner';
 import type { Decision, ServiceCounters, ServiceKey } from '../../src/kernel/services';
 
 const OPTS: LearnerOptions = {
@@ -55,8 +55,10 @@ class FakeKernel implements ServiceAccess {
     const c = old?.counters ?? zero();
     const msgs = BigInt(conns * turns * msgsPerTurn);
     const half = (n: bigint) => [n / 2n, n - n / 2n] as [bigint, bigint];
+    const lastSeenNs = ++this.clock;
     this.services.set(id, {
-      id,
+      ref: refOf(key),
+      lastSeenNs,
       key,
       counters: {
         ...c,
@@ -65,7 +67,7 @@ class FakeKernel implements ServiceAccess {
         msgs: [c.msgs[0] + half(msgs)[0], c.msgs[1] + half(msgs)[1]],
         bytes: [c.bytes[0] + half(msgs * BigInt(write))[0], c.bytes[1] + half(msgs * BigInt(write))[1]],
         turns: [c.turns[0] + half(BigInt(conns * turns))[0], c.turns[1] + half(BigInt(conns * turns))[1]],
-        lastSeenNs: ++this.clock,
+        lastSeenNs,
         serverPort: port,
       },
     });
