@@ -28,22 +28,34 @@ static __always_inline void sa_service_key_make(struct sa_service_key *k, const 
 	k->netns = sa_ip_is_loopback(dst_ip) ? client_netns : 0;
 }
 
-static __always_inline struct sa_service *sa_service_of_pair(const struct sa_pair *pair)
+/*
+ * The service's entry, created if missing. An entry can go missing while
+ * one of its connections is open (the LRU evicted it); `accelerated_if_new`
+ * then gives the recreated entry that connection's setup again, which the
+ * evicted entry took with it, so a churning service is not seen as cheaper
+ * than it is.
+ */
+static __always_inline struct sa_service *sa_service_get(const struct sa_service_key *k, __u64 accelerated_if_new)
 {
-	struct sa_service_key k;
-	struct sa_service fresh = {};
-	struct sa_service *svc;
+	struct sa_service fresh = { .conns_accelerated = accelerated_if_new };
+	struct sa_service *svc = bpf_map_lookup_elem(&sa_services, k);
 
-	sa_service_key_make(&k, pair->dst_ip, pair->dst_port, pair->client_netns);
-	svc = bpf_map_lookup_elem(&sa_services, &k);
 	if (svc)
 		return svc;
 	/* Another CPU may create it first (BPF_NOEXIST fails): look it up again either way. */
-	bpf_map_update_elem(&sa_services, &k, &fresh, BPF_NOEXIST);
-	svc = bpf_map_lookup_elem(&sa_services, &k);
+	bpf_map_update_elem(&sa_services, k, &fresh, BPF_NOEXIST);
+	svc = bpf_map_lookup_elem(&sa_services, k);
 	if (!svc)
 		SA_COUNT(services_full);
 	return svc;
+}
+
+static __always_inline struct sa_service *sa_service_of_pair(const struct sa_pair *pair, __u64 accelerated_if_new)
+{
+	struct sa_service_key k;
+
+	sa_service_key_make(&k, pair->dst_ip, pair->dst_port, pair->client_netns);
+	return sa_service_get(&k, accelerated_if_new);
 }
 
 /* Adds what the service has not seen of direction `dir` (a constant). */
@@ -81,7 +93,7 @@ static __always_inline void sa_shape_count(const struct sa_conn_key *key, int di
 	}
 	if (pair->msgs[dir] - pair->folded_msgs[dir] < SA_FOLD_EVERY)
 		return;
-	svc = sa_service_of_pair(pair);
+	svc = sa_service_of_pair(pair, 1);
 	if (svc) {
 		sa_service_add_dir(svc, pair, dir);
 		svc->last_seen_ns = bpf_ktime_get_ns();
@@ -91,7 +103,7 @@ static __always_inline void sa_shape_count(const struct sa_conn_key *key, int di
 /* A connection paired: its service pays one psock setup (both ends). */
 static __always_inline void sa_service_paired(const struct sa_pair *pair)
 {
-	struct sa_service *svc = sa_service_of_pair(pair);
+	struct sa_service *svc = sa_service_of_pair(pair, 0);
 
 	if (!svc)
 		return;
@@ -117,7 +129,7 @@ static __always_inline void sa_service_close(const struct sa_conn_key *key)
 	__builtin_memcpy(&pair, live, sizeof(pair));
 	if (bpf_map_delete_elem(&sa_pairs, key) || pair.state != SA_PAIR_PAIRED)
 		return;
-	svc = sa_service_of_pair(&pair);
+	svc = sa_service_of_pair(&pair, 1);
 	if (!svc)
 		return;
 	sa_service_add_dir(svc, &pair, SA_DIR_TO_SERVER);

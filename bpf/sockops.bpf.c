@@ -266,7 +266,7 @@ static __always_inline bool adaptive_leaves_plain(struct bpf_sock_ops *skops, co
 		return false;
 	}
 	SA_COUNT(skipped_adaptive);
-	svc = bpf_map_lookup_elem(&sa_services, &k);
+	svc = sa_service_get(&k, 0);
 	if (svc) {
 		__sync_fetch_and_add(&svc->conns_plain, 1);
 		svc->last_seen_ns = bpf_ktime_get_ns();
