@@ -15,7 +15,7 @@
  * drive the loop without a kernel.
  */
 import type { Logger } from 'pino';
-import { encodeServiceKey, serviceId, type Decision, type ServiceCounters, type ServiceKey } from '../kernel/services';
+import { encodeServiceKey, NO_COUNTERS, serviceId, type Decision, type ServiceCounters, type ServiceKey } from '../kernel/services';
 import { judge, type Judgement, type PolicyOptions, type ServiceShape } from './policy';
 
 /**
@@ -110,17 +110,7 @@ function delta(cur: ServiceCounters, prev: ServiceCounters): Sums | null {
 }
 
 function totals(c: ServiceCounters): Sums {
-  return delta(c, {
-    connsAccelerated: 0n,
-    connsPlain: 0n,
-    connsClosed: 0n,
-    lifetimeNs: 0n,
-    msgs: [0n, 0n],
-    bytes: [0n, 0n],
-    turns: [0n, 0n],
-    lastSeenNs: 0n,
-    serverPort: 0,
-  })!;
+  return delta(c, NO_COUNTERS)!;
 }
 
 const isZero = (s: Sums) => s.connsAccelerated === 0 && s.connsClosed === 0 && s.connsPlain === 0 && s.msgs === 0 && s.bytes === 0 && s.turns === 0;

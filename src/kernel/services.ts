@@ -30,6 +30,19 @@ export interface ServiceCounters {
   readonly serverPort: number;
 }
 
+/** A service that has seen nothing yet. */
+export const NO_COUNTERS: ServiceCounters = Object.freeze<ServiceCounters>({
+  connsAccelerated: 0n,
+  connsPlain: 0n,
+  connsClosed: 0n,
+  lifetimeNs: 0n,
+  msgs: [0n, 0n],
+  bytes: [0n, 0n],
+  turns: [0n, 0n],
+  lastSeenNs: 0n,
+  serverPort: 0,
+});
+
 export interface ServiceEntry {
   readonly key: ServiceKey;
   /** Stable text form: "127.0.0.1:8080@netns 4097", "10.0.0.5:80", "[fd00::5]:80". */

@@ -5,7 +5,7 @@
 import test from 'ava';
 import pino from 'pino';
 import { FORGET_HALF_LIVES, Learner, refOf, type LearnerOptions, type ServiceAccess, type ServiceSample } from '../../src/adaptive/learner';
-import type { Decision, ServiceCounters, ServiceKey } from '../../src/kernel/services';
+import { NO_COUNTERS, type Decision, type ServiceCounters, type ServiceKey } from '../../src/kernel/services';
 
 const OPTS: LearnerOptions = {
   connectionCostNs: 30_000,
@@ -17,17 +17,7 @@ const OPTS: LearnerOptions = {
   halfLifeMs: 10_000,
 };
 
-const zero = (): ServiceCounters => ({
-  connsAccelerated: 0n,
-  connsPlain: 0n,
-  connsClosed: 0n,
-  lifetimeNs: 0n,
-  msgs: [0n, 0n],
-  bytes: [0n, 0n],
-  turns: [0n, 0n],
-  lastSeenNs: 0n,
-  serverPort: 0,
-});
+const zero = (): ServiceCounters => ({ ...NO_COUNTERS });
 
 const keyOf = (port: number): ServiceKey => ({ ip: Buffer.from('00000000000000000000ffff7f000001', 'hex'), port, netns: 0n });
 const idOf = (k: ServiceKey) => `127.0.0.1:${k.port}`;

@@ -6,7 +6,7 @@ import { formatStatus, type StatusReport } from '../../src/cli/status';
 import { createDaemonMetrics } from '../../src/metrics/registry';
 import { STAT_FIELDS, type Stats } from '../../src/kernel/bpf-layout';
 import { parseIp } from '../../src/config/ip-prefix';
-import { serviceId, type Decision, type ServiceCounters, type ServiceEntry, type ServiceKey } from '../../src/kernel/services';
+import { NO_COUNTERS, serviceId, type Decision, type ServiceCounters, type ServiceEntry, type ServiceKey } from '../../src/kernel/services';
 
 function entry(ip: string, port: number, netns: bigint, c: Partial<ServiceCounters>): ServiceEntry {
   const key: ServiceKey = { ip: parseIp(ip), port, netns };
@@ -14,14 +14,7 @@ function entry(ip: string, port: number, netns: bigint, c: Partial<ServiceCounte
     key,
     id: serviceId(key),
     counters: {
-      connsAccelerated: 0n,
-      connsPlain: 0n,
-      connsClosed: 0n,
-      lifetimeNs: 0n,
-      msgs: [0n, 0n],
-      bytes: [0n, 0n],
-      turns: [0n, 0n],
-      lastSeenNs: 0n,
+      ...NO_COUNTERS,
       serverPort: port,
       ...c,
     },
