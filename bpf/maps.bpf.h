@@ -63,6 +63,31 @@ struct {
 #include "sk_state_map.bpf.h"
 #include "mesh.bpf.h"
 
+/* What each service's accelerated connections do (see services.bpf.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096); /* set by loader */
+	__type(key, struct sa_service_key);
+	__type(value, struct sa_service);
+} sa_services SEC(".maps");
+
+/* The daemon's verdict per service; written only from user space. A plain
+ * hash, not LRU: a verdict must not vanish under load, the daemon prunes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* set by loader */
+	__type(key, struct sa_service_key);
+	__type(value, struct sa_decision);
+} sa_decisions SEC(".maps");
+
+/* The adaptive policy's run-time switch, written by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sa_policy);
+} sa_policy SEC(".maps");
+
 /* Layout version of the pinned maps, written once by the daemon. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -108,5 +133,7 @@ static __always_inline __u32 sa_remote_port(__u32 raw)
 		port >>= 16;
 	return port & 0xffff;
 }
+
+#include "services.bpf.h"
 
 #endif /* SOCKACCEL_MAPS_BPF_H */

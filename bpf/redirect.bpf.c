@@ -4,8 +4,10 @@
  * lands here and is moved straight into the peer socket's receive queue.
  * A client (in sa_clients) sends to its server in sa_servers, a server to
  * its client in sa_clients, under the connection key kept in the socket's
- * local storage: one storage lookup and one hash lookup per message.
- * Only a miss looks at the pairing state (see sockops.bpf.c).
+ * local storage: one storage lookup and one hash lookup per message, plus
+ * the pairing entry's lookup that counts the connection's shape for the
+ * adaptive policy (services.bpf.h). Only a miss looks at the pairing state
+ * (see sockops.bpf.c).
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -26,7 +28,8 @@ static __always_inline bool redirected(struct sk_msg_md *msg, void *peers, struc
 	return true;
 }
 
-static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
+/* dir: enum sa_dir, a constant per program (which end sends). */
+static __always_inline int send_to(struct sk_msg_md *msg, void *peers, int dir)
 {
 	struct bpf_sock *sk = msg->sk;
 	struct sa_sk_state *st;
@@ -48,6 +51,7 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
 		/* No atomic needed: sk_msg runs under the sending socket's lock,
 		 * so this counter has a single writer. */
 		st->bytes_redirected += size;
+		sa_shape_count(&st->key, dir, size);
 		return SK_PASS;
 	}
 
@@ -66,6 +70,7 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers)
 			SA_COUNT(pair_fallback);
 		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, &st->key, size)) {
 			st->bytes_redirected += size;
+			sa_shape_count(&st->key, dir, size);
 			return SK_PASS;
 		}
 	}
@@ -82,12 +87,12 @@ pass:
 SEC("sk_msg")
 int sockaccel_to_server(struct sk_msg_md *msg)
 {
-	return send_to(msg, &sa_servers);
+	return send_to(msg, &sa_servers, SA_DIR_TO_SERVER);
 }
 
 /* Attached to sa_servers. */
 SEC("sk_msg")
 int sockaccel_to_client(struct sk_msg_md *msg)
 {
-	return send_to(msg, &sa_clients);
+	return send_to(msg, &sa_clients, SA_DIR_TO_CLIENT);
 }

@@ -8,7 +8,7 @@
 #ifndef SOCKACCEL_H
 #define SOCKACCEL_H
 
-#define SA_LAYOUT_VERSION 4
+#define SA_LAYOUT_VERSION 5
 
 /*
  * One TCP connection, as both of its ends can name it. Addresses and ports
@@ -69,6 +69,92 @@ struct sa_pair {
 	__u32 dst_port;
 	__u32 server_port;
 	__u32 server_uid;
+	__u32 last_sender; /* enum sa_sender: who sent the connection's latest message */
+	/*
+	 * The connection's shape, for the adaptive policy: per direction
+	 * ([SA_DIR_TO_SERVER], [SA_DIR_TO_CLIENT]) the redirected messages and
+	 * bytes and the turns (sends that answer the peer: the first message, or
+	 * one whose predecessor came from the other end). Each element is written
+	 * only by that direction's sender, in sk_msg under its socket lock. The
+	 * folded_* watermarks say how much of it the connection's service
+	 * (sa_services) has already been given.
+	 */
+	__u64 msgs[2];
+	__u64 bytes[2];
+	__u64 turns[2];
+	__u64 folded_msgs[2];
+	__u64 folded_bytes[2];
+	__u64 folded_turns[2];
+};
+
+enum sa_dir {
+	SA_DIR_TO_SERVER = 0,
+	SA_DIR_TO_CLIENT = 1,
+};
+
+enum sa_sender {
+	SA_SENDER_NONE = 0,
+	SA_SENDER_CLIENT = 1,
+	SA_SENDER_SERVER = 2,
+};
+
+/*
+ * A service, as a client names it when it connects: the destination address
+ * and port before any NAT, and for a loopback destination the client's
+ * network namespace (127.0.0.1:80 in two pods are two services). The
+ * decision has to be read at the client's ACTIVE_ESTABLISHED, before the
+ * server end exists; the port after NAT is kept in the value, for display.
+ */
+struct sa_service_key {
+	__u32 ip[4];
+	__u32 port;
+	__u32 pad;
+	__u64 netns;
+};
+
+/*
+ * What a service's accelerated connections did, summed (atomically) over
+ * them: written only by the programs, monotonic; the daemon reads deltas and
+ * ages them. An LRU map: a service that stops being used makes room.
+ */
+struct sa_service {
+	__u64 conns_accelerated; /* paired: both ends inserted, psock setup paid */
+	__u64 conns_plain;       /* left on plain TCP by a "plain" decision */
+	__u64 conns_closed;      /* paired connections closed and folded */
+	__u64 lifetime_ns;       /* their lifetimes, pairing to first close */
+	__u64 msgs[2];           /* by enum sa_dir */
+	__u64 bytes[2];
+	__u64 turns[2];
+	__u64 last_seen_ns;
+	__u32 server_port;       /* the port the server accepted on (after NAT) */
+	__u32 pad;
+};
+
+/* The daemon's verdict for one service (sa_decisions); absent = accelerate. */
+enum sa_verdict {
+	SA_VERDICT_ACCELERATE = 1,
+	SA_VERDICT_PLAIN = 2,
+};
+
+enum sa_reason {
+	SA_REASON_NONE = 0,
+	SA_REASON_GAINS = 1,
+	SA_REASON_SHORT_CONNS = 2,
+	SA_REASON_SMALL_WRITES = 3,
+};
+
+struct sa_decision {
+	__u32 verdict;          /* enum sa_verdict */
+	__u32 explore_permille; /* while plain: share of new connections still accelerated, to keep learning */
+	__u32 reason;           /* enum sa_reason, for status */
+	__u32 pad;
+	__s64 saved_ns_per_conn; /* the estimate behind the verdict */
+	__u64 evidence_conns;
+};
+
+/* sa_policy's single value: the adaptive policy's run-time switch. */
+struct sa_policy {
+	__u32 adaptive; /* 0: sa_decisions is ignored, everything that pairs is accelerated */
 	__u32 pad;
 };
 
@@ -122,6 +208,9 @@ struct sa_stats {
 	__u64 listeners_seen;        /* TCP_LISTEN_CB in the cgroup */
 	__u64 mesh_candidates;       /* clients inserted because the mesh redirects them */
 	__u64 skipped_policy;        /* server refused: not a proxy port, or plain traffic off */
+	__u64 skipped_adaptive;      /* left plain by the service's adaptive decision */
+	__u64 adaptive_explored;     /* accelerated although the decision is plain: keeps learning */
+	__u64 services_full;         /* a service could not be recorded (map full) */
 };
 
 /*

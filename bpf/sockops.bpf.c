@@ -12,8 +12,9 @@
  *     (listeners_iter.bpf.c registers those that predate the daemon).
  *  2. ACTIVE_ESTABLISHED (client; always before its server's callback): if
  *     the peer is a local listener in the cgroup, or a service mesh will
- *     redirect the connection to a local proxy, insert the client and mark
- *     the connection PENDING.
+ *     redirect the connection to a local proxy, and unless the adaptive
+ *     policy has found that its service loses from acceleration
+ *     (services.bpf.h), insert the client and mark the connection PENDING.
  *  3. PASSIVE_ESTABLISHED (server): if the connection is PENDING, insert the
  *     server, then move PENDING -> PAIRED with a compare-and-swap. If the
  *     client gave up meanwhile (FALLBACK), take the server out again.
@@ -59,6 +60,8 @@ struct sock {
 const volatile __u32 include_ports_enabled = 0;
 const volatile __u64 include_ports[1024] = {};
 const volatile __u64 exclude_ports[1024] = {};
+/* Ports forced onto the accelerated path: the adaptive decision is not read. */
+const volatile __u64 force_ports[1024] = {};
 /* Service-mesh settings are not load-time constants: see mesh.bpf.h. */
 
 struct tuple {
@@ -235,6 +238,43 @@ static __always_inline bool listener_known(struct bpf_sock_ops *skops, const str
 /* ---- connection ends ---------------------------------------------------- */
 
 /*
+ * The adaptive policy: a service the daemon found losing is left on plain
+ * TCP, except for a small share of its new connections that keep the
+ * learning going. Read here, before anything is inserted, so a connection
+ * is either accelerated or plain for its whole life, and its server never
+ * finds a PENDING pair without its client.
+ */
+static __always_inline bool adaptive_leaves_plain(struct bpf_sock_ops *skops, const struct tuple *t)
+{
+	struct sa_service_key k;
+	struct sa_decision *d;
+	struct sa_service *svc;
+	struct sa_policy *pol;
+	__u32 zero = 0;
+
+	if (port_in(force_ports, t->remote_port))
+		return false;
+	pol = bpf_map_lookup_elem(&sa_policy, &zero);
+	if (!pol || !pol->adaptive)
+		return false;
+	sa_service_key_make(&k, t->remote_ip, t->remote_port, bpf_get_netns_cookie(skops));
+	d = bpf_map_lookup_elem(&sa_decisions, &k);
+	if (!d || d->verdict != SA_VERDICT_PLAIN)
+		return false;
+	if (bpf_get_prandom_u32() % 1000 < d->explore_permille) {
+		SA_COUNT(adaptive_explored);
+		return false;
+	}
+	SA_COUNT(skipped_adaptive);
+	svc = bpf_map_lookup_elem(&sa_services, &k);
+	if (svc) {
+		__sync_fetch_and_add(&svc->conns_plain, 1);
+		svc->last_seen_ns = bpf_ktime_get_ns();
+	}
+	return true;
+}
+
+/*
  * Whether a service mesh will hand this connection to a local proxy: only
  * where a mesh applies to the client's namespace (a sidecar was detected
  * there, or one was configured for every namespace), so a pod without a
@@ -277,6 +317,8 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 			SA_COUNT(skipped_not_local);
 		return;
 	}
+	if (adaptive_leaves_plain(skops, &t))
+		return;
 	st = sk_state(skops, true);
 	if (!st)
 		return;
@@ -381,6 +423,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	st->flags = SA_SK_INSERTED;
 	st->inserted_ns = bpf_ktime_get_ns();
 	SA_COUNT(sockets_inserted);
+	sa_service_paired(pair);
 	set_cb_flags(skops, BPF_SOCK_OPS_STATE_CB_FLAG, 0);
 }
 
@@ -428,8 +471,9 @@ static __always_inline void on_state_change(struct bpf_sock_ops *skops)
 		return;
 	mark_removed(st);
 	/* The kernel drops the socket from its sockhash on close; the pairing
-	 * entry is ours to clean, by whichever end closes first. */
-	bpf_map_delete_elem(&sa_pairs, &st->key);
+	 * entry is ours to clean, by whichever end closes first, which also
+	 * gives the connection's shape to its service. */
+	sa_service_close(&st->key);
 }
 
 static __always_inline int handle(struct bpf_sock_ops *skops, bool accept_new)

@@ -34,6 +34,10 @@ export interface LoaderOptions {
   readonly mapSize: number;
   readonly includePorts: readonly number[];
   readonly excludePorts: readonly number[];
+  /** Ports whose connections skip the adaptive decision (always accelerated when they pair). */
+  readonly forcePorts?: readonly number[];
+  /** Size of the adaptive policy's services and decisions maps. */
+  readonly maxServices?: number;
   readonly objectDir?: string;
   readonly log: Logger;
 }
@@ -56,6 +60,9 @@ export interface DataPath {
 
 /** Maps sized from config; the sockhashes and the pairing table grow together. */
 const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs'];
+/** The adaptive policy's maps, sized by maxServices. */
+const SERVICE_MAPS: readonly SharedMapName[] = ['sa_services', 'sa_decisions'];
+export const DEFAULT_MAX_SERVICES = 4096;
 
 /**
  * Maps only the programs write (plus meta, written once before pinning).
@@ -64,7 +71,7 @@ const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pa
  * in the map's flags, so an fd from the pin would otherwise be writable and
  * could plant a socket in the sockhash. Program-side updates are unaffected.
  */
-const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta', 'sa_mesh_netns'];
+const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta', 'sa_mesh_netns', 'sa_services'];
 
 type Undo = () => void;
 
@@ -116,6 +123,7 @@ function bringUp(opts: LoaderOptions, undo: Undo[]): DataPath {
   stage('configure', () => {
     for (const obj of [objects.sockops, objects.redirect]) {
       for (const name of SIZED_MAPS) if (obj.hasMap(name)) obj.setMaxEntries(name, opts.mapSize);
+      for (const name of SERVICE_MAPS) if (obj.hasMap(name)) obj.setMaxEntries(name, opts.maxServices ?? DEFAULT_MAX_SERVICES);
     }
     writeSockopsSettings(objects.sockops, opts);
   });
@@ -210,6 +218,7 @@ function writeSockopsSettings(obj: BpfObject, opts: LoaderOptions): void {
   rodata.u32('include_ports_enabled', opts.includePorts.length > 0 ? 1 : 0);
   rodata.bytes('include_ports', portBitmap(opts.includePorts));
   rodata.bytes('exclude_ports', portBitmap(opts.excludePorts));
+  rodata.bytes('force_ports', portBitmap(opts.forcePorts ?? []));
 }
 
 /**
@@ -227,6 +236,13 @@ function reusePinnedMaps(obj: BpfObject, opts: LoaderOptions): SharedMapName[] {
       opts.log.warn(
         { map: name, pinned: have.maxEntries, configured: opts.mapSize },
         'mapSize differs from the pinned map; keeping the pinned size (resizing would drop live sockets)',
+      );
+    }
+    const maxServices = opts.maxServices ?? DEFAULT_MAX_SERVICES;
+    if (SERVICE_MAPS.includes(name) && have.maxEntries !== maxServices) {
+      opts.log.warn(
+        { map: name, pinned: have.maxEntries, configured: maxServices },
+        'adaptiveMaxServices differs from the pinned map; keeping the pinned size until `sockaccel purge`',
       );
     }
     reused.push(name);

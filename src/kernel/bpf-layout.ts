@@ -5,7 +5,7 @@
  */
 import { formatIp, IpPrefix, isV4Mapped } from '../config/ip-prefix';
 
-export const LAYOUT_VERSION = 4;
+export const LAYOUT_VERSION = 5;
 export const META_MAGIC = 0x53414343;
 
 /** struct sa_conn_key */
@@ -16,7 +16,7 @@ export const LISTENER_KEY = { size: 32, ip: 0, port: 16, netns: 24 } as const;
 export const LPM_KEY = { size: 20, prefixlen: 0, ip: 4 } as const;
 /** struct sa_pair */
 export const PAIR = {
-  size: 80,
+  size: 176,
   state: 0,
   clientUid: 4,
   createdNs: 8,
@@ -27,6 +27,11 @@ export const PAIR = {
   dstPort: 64,
   serverPort: 68,
   serverUid: 72,
+  lastSender: 76,
+  /** __u64[2] each, by direction: [0] client→server, [1] server→client */
+  msgs: 80,
+  bytes: 96,
+  turns: 112,
 } as const;
 /** struct sa_sk_state (socket-local storage value) */
 export const SK_STATE = { size: 56, flags: 0, insertedNs: 8, key: 16, bytesRedirected: 48 } as const;
@@ -44,6 +49,30 @@ export const MESH_PRESET_SLOTS = 4;
 export const MESH_SCOPE = { off: 0, detect: 1, everywhere: 2 } as const;
 /** struct sa_mesh_netns: the value of the detected-namespaces map (key: the netns cookie, a __u64). */
 export const MESH_NETNS = { size: 8, preset: 0, listeners: 4 } as const;
+
+/** struct sa_service_key */
+export const SERVICE_KEY = { size: 32, ip: 0, port: 16, netns: 24 } as const;
+/** struct sa_service; msgs, bytes and turns are __u64[2] by direction. */
+export const SERVICE = {
+  size: 96,
+  connsAccelerated: 0,
+  connsPlain: 8,
+  connsClosed: 16,
+  lifetimeNs: 24,
+  msgs: 32,
+  bytes: 48,
+  turns: 64,
+  lastSeenNs: 80,
+  serverPort: 88,
+} as const;
+/** struct sa_decision */
+export const DECISION = { size: 32, verdict: 0, explorePermille: 4, reason: 8, savedNsPerConn: 16, evidenceConns: 24 } as const;
+/** enum sa_verdict */
+export const VERDICT = { accelerate: 1, plain: 2 } as const;
+/** enum sa_reason */
+export const REASON = { none: 0, gains: 1, 'short-connections': 2, 'small-writes': 3 } as const;
+/** struct sa_policy */
+export const POLICY = { size: 8, adaptive: 0 } as const;
 
 export const PAIR_STATES: Record<number, string> = { 1: 'pending', 2: 'paired', 3: 'fallback' };
 
@@ -64,6 +93,9 @@ export const STAT_FIELDS = [
   'listeners_seen',
   'mesh_candidates',
   'skipped_policy',
+  'skipped_adaptive',
+  'adaptive_explored',
+  'services_full',
 ] as const;
 export type StatName = (typeof STAT_FIELDS)[number];
 export type Stats = Record<StatName, bigint>;
@@ -92,6 +124,8 @@ export interface Connection {
   server: { ip: Buffer; port: number; uid: number; netns: bigint };
   state: string;
   createdNs: bigint;
+  /** What sk_msg counted, per direction [client→server, server→client]. */
+  shape: { msgs: [bigint, bigint]; bytes: [bigint, bigint]; turns: [bigint, bigint] };
 }
 
 export function decodeConnection(key: Buffer, value: Buffer): Connection {
@@ -113,7 +147,12 @@ export function decodeConnection(key: Buffer, value: Buffer): Connection {
     },
     state: PAIR_STATES[value.readUInt32LE(PAIR.state)] ?? 'unknown',
     createdNs: value.readBigUInt64LE(PAIR.createdNs),
+    shape: { msgs: perDirection(value, PAIR.msgs), bytes: perDirection(value, PAIR.bytes), turns: perDirection(value, PAIR.turns) },
   };
+}
+
+export function perDirection(buf: Buffer, at: number): [bigint, bigint] {
+  return [buf.readBigUInt64LE(at), buf.readBigUInt64LE(at + 8)];
 }
 
 /** "ip:port", or "[ipv6]:port"; IPv4-mapped addresses print as IPv4. */

@@ -20,6 +20,9 @@ export const SHARED_MAPS = {
   sa_meta: 'meta',
   sa_mesh_presets: 'mesh_presets',
   sa_mesh_netns: 'mesh_netns',
+  sa_services: 'services',
+  sa_decisions: 'decisions',
+  sa_policy: 'policy',
 } as const;
 export type SharedMapName = keyof typeof SHARED_MAPS;
 export const SHARED_MAP_NAMES = Object.keys(SHARED_MAPS) as SharedMapName[];

@@ -46,12 +46,18 @@ export const STAT_SERIES: Readonly<Record<StatName, Series>> = {
   },
   skipped_not_local: {
     metric: 'sockaccel_connections_skipped_total',
-    help: 'Connections never considered, by reason: not_local (peer off this node), no_listener (no listener seen in the cgroup), port (port filters), mesh_policy (mesh rules refused the server end).',
+    help: 'Connections never considered, by reason: not_local (peer off this node), no_listener (no listener seen in the cgroup), port (port filters), mesh_policy (mesh rules refused the server end), adaptive (the service was learned to lose from acceleration).',
     labels: { reason: 'not_local' },
   },
   skipped_no_listener: { metric: 'sockaccel_connections_skipped_total', help: '', labels: { reason: 'no_listener' } },
   skipped_port: { metric: 'sockaccel_connections_skipped_total', help: '', labels: { reason: 'port' } },
   skipped_policy: { metric: 'sockaccel_connections_skipped_total', help: '', labels: { reason: 'mesh_policy' } },
+  skipped_adaptive: { metric: 'sockaccel_connections_skipped_total', help: '', labels: { reason: 'adaptive' } },
+  adaptive_explored: {
+    metric: 'sockaccel_adaptive_explored_total',
+    help: 'Connections accelerated although their service is decided plain: the share that keeps the adaptive policy learning.',
+  },
+  services_full: { metric: 'sockaccel_adaptive_services_full_total', help: 'Connections whose service could not be recorded (services map full).' },
   listeners_seen: { metric: 'sockaccel_listeners_seen_total', help: 'listen() calls seen in the attached cgroup.' },
   mesh_candidates: { metric: 'sockaccel_mesh_candidates_total', help: 'Clients inserted because a service mesh redirects their connection to a local proxy.' },
 };

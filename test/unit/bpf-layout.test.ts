@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  BYTES_RECORD, CONN_KEY, LISTENER_KEY, LPM_KEY, META, PAIR, MESH_NETNS, MESH_PRESET, MESH_PRESET_SLOTS, MESH_SCOPE, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
+  BYTES_RECORD, CONN_KEY, DECISION, LISTENER_KEY, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT, LPM_KEY, META, PAIR, MESH_NETNS, MESH_PRESET, MESH_PRESET_SLOTS, MESH_SCOPE, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
   sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, formatEndpoint,
 } from '../../src/kernel/bpf-layout';
 import { parsePrefix } from '../../src/config/ip-prefix';
@@ -40,6 +40,38 @@ function compileLayoutProbe(): Record<string, number> {
       ['pair.dstPort', 'offsetof(struct sa_pair, dst_port)'],
       ['pair.serverPort', 'offsetof(struct sa_pair, server_port)'],
       ['pair.serverUid', 'offsetof(struct sa_pair, server_uid)'],
+      ['pair.lastSender', 'offsetof(struct sa_pair, last_sender)'],
+      ['pair.msgs', 'offsetof(struct sa_pair, msgs)'],
+      ['pair.bytes', 'offsetof(struct sa_pair, bytes)'],
+      ['pair.turns', 'offsetof(struct sa_pair, turns)'],
+      ['service_key.size', 'sizeof(struct sa_service_key)'],
+      ['service_key.ip', 'offsetof(struct sa_service_key, ip)'],
+      ['service_key.port', 'offsetof(struct sa_service_key, port)'],
+      ['service_key.netns', 'offsetof(struct sa_service_key, netns)'],
+      ['service.size', 'sizeof(struct sa_service)'],
+      ['service.connsAccelerated', 'offsetof(struct sa_service, conns_accelerated)'],
+      ['service.connsPlain', 'offsetof(struct sa_service, conns_plain)'],
+      ['service.connsClosed', 'offsetof(struct sa_service, conns_closed)'],
+      ['service.lifetimeNs', 'offsetof(struct sa_service, lifetime_ns)'],
+      ['service.msgs', 'offsetof(struct sa_service, msgs)'],
+      ['service.bytes', 'offsetof(struct sa_service, bytes)'],
+      ['service.turns', 'offsetof(struct sa_service, turns)'],
+      ['service.lastSeenNs', 'offsetof(struct sa_service, last_seen_ns)'],
+      ['service.serverPort', 'offsetof(struct sa_service, server_port)'],
+      ['decision.size', 'sizeof(struct sa_decision)'],
+      ['decision.verdict', 'offsetof(struct sa_decision, verdict)'],
+      ['decision.explorePermille', 'offsetof(struct sa_decision, explore_permille)'],
+      ['decision.reason', 'offsetof(struct sa_decision, reason)'],
+      ['decision.savedNsPerConn', 'offsetof(struct sa_decision, saved_ns_per_conn)'],
+      ['decision.evidenceConns', 'offsetof(struct sa_decision, evidence_conns)'],
+      ['verdict.accelerate', 'SA_VERDICT_ACCELERATE'],
+      ['verdict.plain', 'SA_VERDICT_PLAIN'],
+      ['reason.none', 'SA_REASON_NONE'],
+      ['reason.gains', 'SA_REASON_GAINS'],
+      ['reason.short-connections', 'SA_REASON_SHORT_CONNS'],
+      ['reason.small-writes', 'SA_REASON_SMALL_WRITES'],
+      ['policy.size', 'sizeof(struct sa_policy)'],
+      ['policy.adaptive', 'offsetof(struct sa_policy, adaptive)'],
       ['sk_state.size', 'sizeof(struct sa_sk_state)'],
       ['sk_state.flags', 'offsetof(struct sa_sk_state, flags)'],
       ['sk_state.insertedNs', 'offsetof(struct sa_sk_state, inserted_ns)'],
@@ -99,6 +131,7 @@ test('every struct size and offset matches bpf/sockaccel.h', (t) => {
     conn_key: CONN_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
     sk_state: SK_STATE, sk_flags: SK_FLAGS, bytes_record: BYTES_RECORD,
     mesh_preset: MESH_PRESET, mesh_scope: MESH_SCOPE, mesh_netns: MESH_NETNS,
+    service_key: SERVICE_KEY, service: SERVICE, decision: DECISION, verdict: VERDICT, reason: REASON, policy: POLICY,
   };
   for (const [struct, fields] of Object.entries(mirror)) {
     for (const [field, value] of Object.entries(fields)) t.is(value, c[`${struct}.${field}`], `${struct}.${field}`);

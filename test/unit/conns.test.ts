@@ -14,6 +14,7 @@ function conn(over: Partial<Connection> = {}): Connection {
     server: { ip: parseIp('10.1.0.9'), port: 15006, uid: 1337, netns: 12n },
     state: 'paired',
     createdNs: 5_000_000_000n,
+    shape: { msgs: [3n, 3n], bytes: [192n, 192n], turns: [3n, 3n] },
     ...over,
   };
 }
