@@ -1,0 +1,63 @@
+/**
+ * The bench's load generator (build/native/loadgen) as a test traffic
+ * source, for shapes peer.js cannot make exactly: request/response in lock
+ * step (rr: one write, then wait for the answer) and streams of fixed-size
+ * blocking writes (stream: one send() per --size bytes). loadgen checks
+ * every byte itself (seeded patterns, `--verify full`); the bench's own
+ * integrity rules judge its reports.
+ */
+import { integrityProblems, LOADGEN_BINARY, type LoadgenRun } from '../../src/bench/loadgen';
+import { JsonLineProcess, type Placement } from './process';
+
+export interface LoadgenExchange extends Placement {
+  readonly mode: 'rr' | 'stream';
+  readonly size: number;
+  readonly host: string;
+  /** A fixed port: every run to it is the same service. */
+  readonly port: number;
+  readonly durationMs: number;
+}
+
+type Line = Record<string, unknown> & { event?: string };
+
+const START_MS = 10_000;
+const REPORT_MS = 30_000;
+
+function lineOf(p: JsonLineProcess, event: string, timeoutMs: number): Promise<Line> {
+  return p.waitUntil((all) => (all as unknown as Line[]).find((l) => l.event === event), timeoutMs, `loadgen "${event}"`);
+}
+
+/**
+ * One loadgen connection (rr or stream) from a client to a server, both at
+ * `placement`; resolves with the run once both sides agree on every byte,
+ * rejects with the problems otherwise.
+ */
+export async function loadgenExchange(opts: LoadgenExchange): Promise<LoadgenRun> {
+  const { cgroup, netns } = opts;
+  const placement: Placement = { ...(cgroup ? { cgroup } : {}), ...(netns ? { netns } : {}) };
+  const common = ['--mode', opts.mode, '--size', String(opts.size), '--host', opts.host, '--port', String(opts.port)];
+  const server = new JsonLineProcess('loadgen server', [LOADGEN_BINARY, 'server', ...common, '--verify', 'full'], placement);
+  try {
+    await lineOf(server, 'listening', START_MS);
+    const client = new JsonLineProcess(
+      'loadgen client',
+      [LOADGEN_BINARY, 'client', ...common, '--duration-ms', String(opts.durationMs), '--warmup-ms', '0'],
+      placement,
+    );
+    let result: Line;
+    try {
+      result = await lineOf(client, 'result', opts.durationMs + REPORT_MS);
+    } finally {
+      await client.kill();
+    }
+    const serverConn = await lineOf(server, 'conn', REPORT_MS);
+    server.signal('SIGTERM');
+    const summary = await lineOf(server, 'summary', REPORT_MS);
+    const run = { client: result, serverConn, serverSummary: summary, spuriousEagain: 0 } as unknown as LoadgenRun;
+    const problems = integrityProblems(run, 'full');
+    if (problems.length > 0) throw new Error(`loadgen ${opts.mode} ${opts.size} B to ${opts.host}:${opts.port}: ${problems.join('; ')}`);
+    return run;
+  } finally {
+    await server.kill();
+  }
+}
