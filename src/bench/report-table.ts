@@ -154,6 +154,12 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
         'on this kernel an accelerated socket waiting for data returns EAGAIN once when the peer closes. loadgen retries; applications that treat it as an error would not.',
     );
   }
+  const unsettled = Object.entries(r.observations.settling).filter(([, v]) => v.unsettled > 0);
+  if (unsettled.length > 0) {
+    sections.push(
+      `Observed: after ${unsettled.map(([side, v]) => `${v.unsettled} ${side} runs`).join(', ')} the machine's allocated TCP sockets were not back to their level before the run within 3 s (other load on the machine, or sockets freed late); the next run went ahead.`,
+    );
+  }
   sections.push(`Integrity gate (before measuring)\n${r.integrityGate.map((g) => g.checks.map((c) => `  ${g.path}: ${c}`).join('\n')).join('\n')}`);
   sections.push(`Results: ${files.json}\nChart:   ${files.chart}`);
   return `${sections.join('\n\n')}\n`;

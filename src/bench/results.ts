@@ -175,6 +175,13 @@ export interface BenchResults {
      * once when the peer's FIN arrives while it waits for data.
      */
     readonly spuriousEagain: Readonly<Record<Side, number>>;
+    /**
+     * After each run, by side: milliseconds spent waiting until the machine's
+     * allocated TCP sockets were back to where they were before it (an
+     * accelerated socket is freed late, by a kworker), and runs after which
+     * that did not happen within 3 s.
+     */
+    readonly settling: Readonly<Record<Side, { readonly waitedMs: number; readonly unsettled: number }>>;
   };
 }
 

@@ -19,6 +19,7 @@ import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen
 import { caseId, type BenchOptions, type CaseSpec } from './options';
 import { deriveCalibration } from './calibration';
 import { chooseFreePorts } from './ports';
+import { settle, tcpSocketsAllocated } from './settle';
 import { removeDeadRuns } from './leftovers';
 import type { BenchPath, PreparedPath, TcpSide } from './paths';
 import type { Placement, ProcessGroup } from './processes';
@@ -102,6 +103,8 @@ interface Context {
   readonly unixDir: string;
   unixCount: number;
   readonly spuriousEagain: Record<Side, number>;
+  /** Time spent after each side's runs waiting for their sockets to be freed, and runs after which the wait timed out. */
+  readonly settling: Record<Side, { waitedMs: number; unsettled: number }>;
   /** The fixed server port of each case, by case id. */
   readonly ports: ReadonlyMap<string, number>;
 }
@@ -146,9 +149,14 @@ async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: Plan): P
   if (side !== 'unix') await ctx.prepared.get(c.path.name)!.beforeRun?.(tcpSide(side), cpus);
   // Plain runs are outside the daemon's cgroup: the switch only matters to the other two.
   if (side === 'accelerated' || side === 'adaptive') ctx.accelerated.setAdaptive(side === 'adaptive');
+  const allocated = tcpSocketsAllocated();
   const before = ctx.accelerated.counters();
   const run = await runLoadgen(ctx.io.group, spec, label);
   const d = delta(before, ctx.accelerated.counters());
+  // The next run must not pay for this one's sockets (see settle.ts).
+  const settled = await settle(allocated);
+  ctx.settling[side].waitedMs += settled.waitedMs;
+  if (!settled.settled) ctx.settling[side].unsettled++;
   ctx.spuriousEagain[side] += run.spuriousEagain;
   const hops = side === 'unix' ? 1 : c.path.hops;
   const problems = [...integrityProblems(run, plan.verify), ...accelerationProblems(side, run, d, hops)];
@@ -362,7 +370,7 @@ const METHOD = {
   loadGenerator:
     'build/native/loadgen (scripts/bench/loadgen.c): one blocking socket per process, no event loop; server and client are separate processes, each pinned with taskset',
   order:
-    'each round runs every case; within a case plain, accelerated with the adaptive policy off, accelerated with it on (adaptive), then the Unix domain socket limit (loopback rr and stream cases; other paths are compared with it), in reverse order every other round (A B C, C B A); round i of every case shares one time slice. Every run of a case (and its adaptive warm-up) uses the same server port, chosen free at the start: one service for the daemon to learn. Before a case\'s first adaptive run, a warm-up on the adaptive side (at most 2 s or 200 connections) and a wait of up to 3 s for the learner\'s decision on the case\'s service. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios; gain kept = (adaptive − plain) / (accelerated − plain) per round',
+    'each round runs every case; within a case plain, accelerated with the adaptive policy off, accelerated with it on (adaptive), then the Unix domain socket limit (loopback rr and stream cases; other paths are compared with it), in reverse order every other round (A B C, C B A); round i of every case shares one time slice. After every run the next waits (up to 3 s) until the allocated TCP sockets of the machine are back to where they were before it: accelerated sockets are freed late, by a kworker, and that work must not land in the window of the next side. Every run of a case (and its adaptive warm-up) uses the same server port, chosen free at the start: one service for the daemon to learn. Before a case\'s first adaptive run, a warm-up on the adaptive side (at most 2 s or 200 connections) and a wait of up to 3 s for the learner\'s decision on the case\'s service. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios; gain kept = (adaptive − plain) / (accelerated − plain) per round',
   integrity:
     'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: the server compares what it reads with the pattern at its stream offset, every byte in the integrity gate and in measured runs the head and tail of every read plus 16 bytes at every 4 KiB of stream offset (any lost, repeated or reordered block shifts every later byte against the prime-length pattern, so a sample catches it without a full compare eating the CPU that moves the bytes), byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match; crr and mixed: every request and response compared like rr, every fresh connection ends in the server\'s clean EOF, request and connection counts match. Accelerated runs (adaptive off) must show both sockets of every connection paired (a proxy chain: every hop) and the redirect counter covering every payload byte on every hop, with none over plain TCP; plain runs must leave the counters untouched; adaptive runs are checked for their bytes only (leaving a connection plain is their point), and their counters are reported: socket pairs redirected, connections left plain by a decision, connections explored',
   cpuAccounting:
@@ -442,7 +450,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
     }
     const casePorts = await chooseFreePorts(opts.cases.length);
     const ports = new Map(opts.cases.map((c, i) => [caseId(c), casePorts[i]!]));
-    const gateCtx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, adaptive: 0, unix: 0 }, ports: new Map() };
+    const gateCtx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, adaptive: 0, unix: 0 }, settling: Object.fromEntries((['plain', 'accelerated', 'adaptive', 'unix'] as const).map((side) => [side, { waitedMs: 0, unsettled: 0 }])) as Context['settling'], ports: new Map() };
     // The gate's runs take any free port: they are not the cases' services.
     const integrityGateResult = await integrityGate(gateCtx, step);
     const ctx: Context = { ...gateCtx, ports };
@@ -510,7 +518,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
       sockperf,
       goals: evaluateGoals(cases),
       calibration: deriveCalibration(cases),
-      observations: { spuriousEagain: ctx.spuriousEagain },
+      observations: { spuriousEagain: ctx.spuriousEagain, settling: ctx.settling },
     };
   } finally {
     progress.finish(succeeded);

@@ -7,6 +7,7 @@ import { placedArgv } from '../../src/bench/processes';
 import { Progress } from '../../src/bench/progress';
 import { accelerationProblems, adaptiveVsBestOf, gainKeptOf, meshOf } from '../../src/bench/runner';
 import { candidatePorts, ephemeralRange, FIRST_PORT } from '../../src/bench/ports';
+import { parseTcpAlloc, settle, SETTLE_SLACK } from '../../src/bench/settle';
 import { adaptiveGoals, type CaseResult } from '../../src/bench/results';
 import { summarizeRatios } from '../../src/bench/stats';
 import { parseSockperfOutput } from '../../src/bench/sockperf';
@@ -258,4 +259,14 @@ test('ports: below the ephemeral range, shuffled, never an avoided one', (t) => 
   t.is(ports.length, 9);
   t.false(ports.includes(FIRST_PORT + 3));
   t.deepEqual([...ports].sort((a, b) => a - b), [0, 1, 2, 4, 5, 6, 7, 8, 9].map((i) => FIRST_PORT + i));
+});
+
+test('settle: reads the TCP alloc count, waits until it is back near the baseline, gives up at the deadline', async (t) => {
+  t.is(parseTcpAlloc('sockets: used 11\nTCP: inuse 1 orphan 0 tw 35613 alloc 7 mem 195\nUDP: inuse 0 mem 0\n'), 7);
+  t.throws(() => parseTcpAlloc('UDP: inuse 0'), { message: /no TCP alloc/ });
+  const counts = [500, 300, 100 + SETTLE_SLACK];
+  const done = await settle(100, () => counts.shift() ?? 100);
+  t.true(done.settled);
+  t.is(counts.length, 0, 'polled until the count came down');
+  t.true((await settle(100, () => 100 + SETTLE_SLACK)).settled);
 });
