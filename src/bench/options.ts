@@ -81,10 +81,12 @@ const PROFILES: Readonly<Record<'quick' | 'thorough', Profile>> = {
   // A few minutes: every size on loopback (same CPU), the smallest and
   // largest elsewhere, one cross-CPU RTT; the connection-per-request and
   // mixed cases on loopback only. Enough to evaluate every goal.
+  // Three rounds (a median that is one run, and each side once first and
+  // once last): the goals compare sides within a few percent.
   quick: {
-    rounds: 2,
+    rounds: 3,
     warmupMs: 30,
-    durationMs: { rr: 100, stream: 150, connrate: 150, crr: 150, mixed: 150 },
+    durationMs: { rr: 150, stream: 200, connrate: 250, crr: 250, mixed: 250 },
     sockperf: false,
     sockperfSeconds: 1,
     includes: (c) =>

@@ -62,7 +62,7 @@ export const COMMANDS = {
       out: { type: 'string', description: 'also write the JSON results to this file' },
       'out-dir': { type: 'string', description: 'directory for results.json and chart.svg (default ./bench-results/<timestamp>)' },
       sockperf: { type: 'boolean', description: 'cross-check the 64 B RTT with sockperf ping-pong (always in thorough runs)' },
-      rounds: { type: 'string', description: 'rounds of interleaved plain/accelerated/adaptive runs (quick 2, thorough 5)' },
+      rounds: { type: 'string', description: 'rounds of interleaved plain/accelerated/adaptive runs (quick 3, thorough 5)' },
       'duration-ms': { type: 'string', description: 'measured time of every run, after its warm-up' },
       paths: { type: 'string', description: 'paths to measure: loopback, dual-stack, pod-to-pod (comma-separated; default all)' },
       kinds: { type: 'string', description: 'what to measure: rr, stream, connrate, crr, mixed (comma-separated; default all)' },
