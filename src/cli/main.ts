@@ -5,7 +5,7 @@
  */
 import { parseCommandLine, CommandName, ParsedCommandLine } from './cli-args';
 import { formatUsage } from './usage';
-import { loadConfig } from '../config/config';
+import { loadConfig, parsePortOverrides } from '../config/config';
 import { exitCodeOf, formatError } from '../common/errors';
 import { createLogger } from '../common/log';
 import { startDaemon, STOP_DEADLINE_MS } from '../daemon/daemon';
@@ -24,7 +24,7 @@ const HANDLERS: Record<CommandName, Handler> = {
   run: runDaemon,
   status: async (cmd) => {
     const config = loadConfig({ argv: cmd.configArgv });
-    const report = readStatus(config.pinRoot);
+    const report = readStatus(config.pinRoot, { overrides: parsePortOverrides(config.adaptiveOverrides) });
     process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatStatus(report)}\n`);
     return 0;
   },

@@ -5,7 +5,10 @@
 import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from '../kernel/libbpf';
 import { close } from '../kernel/libc';
 import { SOCKOPS_PROGRAMS } from '../daemon/loader';
-import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, Stats } from '../kernel/bpf-layout';
+import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, POLICY, Stats } from '../kernel/bpf-layout';
+import { readDecisions, readServices } from '../kernel/services';
+import { adaptiveSummary, formatServiceTable, serviceRows, type ServiceRow } from '../adaptive/report';
+import type { PortOverrides } from '../config/config';
 import { readPairs } from '../kernel/pairs';
 import { formatPrefix } from '../config/ip-prefix';
 import { linkPinPath, mapPinPath, pinExists, withPinnedFd } from '../kernel/pins';
@@ -38,22 +41,29 @@ export interface StatusReport {
   /** Network namespaces (by cookie) where a mesh sidecar was detected, and which mesh. */
   readonly meshNamespaces: Record<string, string>;
   readonly counters: Record<string, string>;
+  /** The adaptive policy: its switch (null: pins from before it) and every learned service. */
+  readonly adaptive: { readonly enabled: boolean | null; readonly services: readonly ServiceRow[] };
+}
+
+export interface StatusOptions {
+  /** From the configuration (adaptiveOverrides), to mark the overridden services. */
+  readonly overrides?: PortOverrides;
 }
 
 /**
  * Throws EnvironmentError when nothing is pinned, PrivilegeError when this
  * process may not read the pins (never "not running" about a daemon that is).
  */
-export function readStatus(pinRoot: string): StatusReport {
+export function readStatus(pinRoot: string, opts: StatusOptions = {}): StatusReport {
   requirePin(pinRoot, mapPinPath(pinRoot, 'sa_stats'));
   try {
-    return readPinnedStatus(pinRoot);
+    return readPinnedStatus(pinRoot, opts);
   } catch (err) {
     throw explainPinError(pinRoot, err);
   }
 }
 
-function readPinnedStatus(pinRoot: string): StatusReport {
+function readPinnedStatus(pinRoot: string, opts: StatusOptions): StatusReport {
   const stats: Stats = withPinnedFd(mapPinPath(pinRoot, 'sa_stats'), readStats);
   const clients = withPinnedFd(mapPinPath(pinRoot, 'sa_clients'), (fd) => ({
     entries: countKeys(fd, CONN_KEY.size),
@@ -87,7 +97,20 @@ function readPinnedStatus(pinRoot: string): StatusReport {
         )
       : {},
     counters: Object.fromEntries(Object.entries(stats).map(([k, v]) => [k, v.toString()])),
+    adaptive: readAdaptive(pinRoot, opts),
   };
+}
+
+function readAdaptive(pinRoot: string, opts: StatusOptions): StatusReport['adaptive'] {
+  // Pins of a daemon from before the adaptive policy (layout < 5) have none of its maps.
+  if (!pinExists(mapPinPath(pinRoot, 'sa_policy'))) return { enabled: null, services: [] };
+  const enabled = withPinnedFd(mapPinPath(pinRoot, 'sa_policy'), (fd) => {
+    const v = Buffer.alloc(POLICY.size);
+    return bpfMapLookupElem(fd, Buffer.alloc(4), v) ? v.readUInt32LE(POLICY.adaptive) !== 0 : null;
+  });
+  const services = withPinnedFd(mapPinPath(pinRoot, 'sa_services'), readServices);
+  const decisions = withPinnedFd(mapPinPath(pinRoot, 'sa_decisions'), readDecisions);
+  return { enabled, services: serviceRows(services, decisions, opts.overrides) };
 }
 
 function countKeys(fd: number, keySize: number): number {
@@ -158,9 +181,11 @@ export function formatStatus(r: StatusReport): string {
     ['listeners in cgroup', String(r.listeners)],
     ...localEndpointRows(r),
     ['mesh sidecars', meshText(r.meshNamespaces)],
+    ['adaptive policy', adaptiveSummary(r.adaptive.enabled, r.adaptive.services)],
   ];
   const counters = Object.entries(r.counters).map(([k, v]) => [k, v] as [string, string]);
   const width = Math.max(...[...rows, ...counters].map(([k]) => k.length));
   const line = ([k, v]: [string, string]) => `${k.padEnd(width)}  ${v}`;
-  return [...rows.map(line), '', 'counters:', ...counters.map(line)].join('\n');
+  const services = r.adaptive.enabled === null ? [] : ['', 'services:', ...formatServiceTable(r.adaptive.services)];
+  return [...rows.map(line), ...services, '', 'counters:', ...counters.map(line)].join('\n');
 }

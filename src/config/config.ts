@@ -32,6 +32,18 @@ export interface SockaccelConfig {
   readonly meshExcludedPorts: readonly number[];
   readonly acceleratePlain: boolean;
   readonly fionreadHazard: FionreadHazardPolicy;
+  readonly adaptive: boolean;
+  readonly adaptiveExplorePermille: number;
+  readonly adaptiveHalfLifeSeconds: number;
+  readonly adaptiveMinConnections: number;
+  readonly adaptiveIntervalMs: number;
+  readonly adaptiveMaxServices: number;
+  /** "PORT=accelerate" or "PORT=plain" entries; parsePortOverrides() reads them. */
+  readonly adaptiveOverrides: readonly string[];
+  readonly adaptiveConnectionCostNs: number;
+  readonly adaptiveTurnSavingNs: number;
+  readonly adaptiveBurstMessageCostNs: number;
+  readonly adaptiveByteSavingPs: number;
 }
 
 /** What `run` does on a kernel whose FIONREAD does not count redirected bytes. */
@@ -127,6 +139,13 @@ convict.addFormats({
       parseListenAddress(value);
     },
   },
+  'port-override-list': {
+    validate(value: unknown) {
+      if (!Array.isArray(value)) throw new Error('must be a list of "PORT=accelerate" or "PORT=plain" (a JSON array, or comma-separated)');
+      parsePortOverrides(value);
+    },
+    coerce: toList,
+  },
   'port-list': {
     validate(value: unknown) {
       if (!Array.isArray(value)) throw new Error('must be a list of ports (a JSON array, or comma-separated)');
@@ -141,6 +160,40 @@ convict.addFormats({
 });
 
 const DEFAULT_CONFIG_FILE = '/etc/sockaccel/config.json';
+
+export const PORT_OVERRIDE_VERDICTS = ['accelerate', 'plain'] as const;
+export type PortOverrideVerdict = (typeof PORT_OVERRIDE_VERDICTS)[number];
+
+/** adaptiveOverrides split by verdict, ports ascending. */
+export interface PortOverrides {
+  /** Always accelerated when they pair: the adaptive decision is not read (the sockops program's force_ports). */
+  readonly accelerate: readonly number[];
+  /** Never accelerated: added to the exclude_ports bitmap. */
+  readonly plain: readonly number[];
+}
+
+/**
+ * Reads "PORT=accelerate|plain" entries; throws (a plain Error, which convict
+ * prefixes with the key) on a malformed entry or a port given twice.
+ */
+export function parsePortOverrides(entries: readonly unknown[]): PortOverrides {
+  const seen = new Map<number, string>();
+  const out: Record<PortOverrideVerdict, number[]> = { accelerate: [], plain: [] };
+  for (const entry of entries) {
+    const m = typeof entry === 'string' ? /^\s*(\d{1,5})\s*=\s*([a-z]+)\s*$/.exec(entry) : null;
+    const port = m ? Number(m[1]) : NaN;
+    const verdict = m?.[2] as PortOverrideVerdict | undefined;
+    if (!m || !(PORT_OVERRIDE_VERDICTS as readonly string[]).includes(verdict!)) {
+      throw new Error(`${JSON.stringify(entry)} is not "PORT=accelerate" or "PORT=plain"`);
+    }
+    if (port < 1 || port > 65535) throw new Error(`${JSON.stringify(entry)}: port ${port} is not in 1..65535`);
+    const earlier = seen.get(port);
+    if (earlier !== undefined) throw new Error(`port ${port} is overridden twice (${JSON.stringify(earlier)} and ${JSON.stringify(entry)})`);
+    seen.set(port, entry as string);
+    out[verdict!].push(port);
+  }
+  return { accelerate: out.accelerate.sort((a, b) => a - b), plain: out.plain.sort((a, b) => a - b) };
+}
 
 const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
   config: {
@@ -292,6 +345,85 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     env: 'SOCKACCEL_METRICS_ADDRESS',
     arg: 'metrics-address',
   },
+  adaptive: {
+    doc: 'Learn per service (where clients connect) whether acceleration gains, and leave the services that lose on plain TCP (short connections, streams of small writes); false accelerates everything that pairs.',
+    format: 'boolean',
+    formatDoc: 'true or false',
+    default: true,
+    env: 'SOCKACCEL_ADAPTIVE',
+    arg: 'adaptive',
+  },
+  adaptiveExplorePermille: {
+    doc: 'Share of a plain service\'s new connections still accelerated, in thousandths, so that the decision can flip back when its traffic changes.',
+    ...intRange(0, 1000),
+    default: 20,
+    env: 'SOCKACCEL_ADAPTIVE_EXPLORE_PERMILLE',
+    arg: 'adaptive-explore-permille',
+  },
+  adaptiveHalfLifeSeconds: {
+    doc: 'Half-life of what is learned about a service, in seconds: older traffic weighs half as much after each; a service unseen for 10 half-lives is forgotten.',
+    ...intRange(1, 86_400),
+    default: 30,
+    env: 'SOCKACCEL_ADAPTIVE_HALF_LIFE_SECONDS',
+    arg: 'adaptive-half-life-seconds',
+  },
+  adaptiveMinConnections: {
+    doc: 'Evidence before a service is decided: this many of its accelerated connections closed, or 1000 messages sent on them (both with the half-life applied). Until then, and for a new service, connections are accelerated.',
+    ...intRange(1, 100_000),
+    default: 20,
+    env: 'SOCKACCEL_ADAPTIVE_MIN_CONNECTIONS',
+    arg: 'adaptive-min-connections',
+  },
+  adaptiveIntervalMs: {
+    doc: 'How often the daemon reads the per-service counters and revises its decisions, in milliseconds.',
+    ...intRange(50, 60_000),
+    default: 250,
+    env: 'SOCKACCEL_ADAPTIVE_INTERVAL_MS',
+    arg: 'adaptive-interval-ms',
+  },
+  adaptiveMaxServices: {
+    doc: 'Capacity of the per-service statistics and decision maps: how many services are learned at once (least recently seen evicted first).',
+    ...intRange(64, 1_048_576),
+    default: 4096,
+    env: 'SOCKACCEL_ADAPTIVE_MAX_SERVICES',
+    arg: 'adaptive-max-services',
+  },
+  adaptiveOverrides: {
+    doc: 'Per-port decisions that win over what is learned: "PORT=accelerate" always accelerates connections to that port (when they pair), "PORT=plain" never does. A port may appear once.',
+    format: 'port-override-list',
+    formatDoc: 'list of "PORT=accelerate" or "PORT=plain", ports 1..65535 (comma-separated in env and flags)',
+    default: [],
+    env: 'SOCKACCEL_ADAPTIVE_OVERRIDES',
+    arg: 'adaptive-overrides',
+  },
+  adaptiveConnectionCostNs: {
+    doc: 'Calibration: what accelerating one connection costs (psock setup and teardown), in nanoseconds; `sockaccel bench` measures it.',
+    ...intRange(0, 100_000_000),
+    default: 30_000,
+    env: 'SOCKACCEL_ADAPTIVE_CONNECTION_COST_NS',
+    arg: 'adaptive-connection-cost-ns',
+  },
+  adaptiveTurnSavingNs: {
+    doc: 'Calibration: what the redirect saves per turn (a send answering the peer: one loopback wake-up less), in nanoseconds.',
+    ...intRange(0, 100_000_000),
+    default: 6000,
+    env: 'SOCKACCEL_ADAPTIVE_TURN_SAVING_NS',
+    arg: 'adaptive-turn-saving-ns',
+  },
+  adaptiveBurstMessageCostNs: {
+    doc: 'Calibration: what the redirect costs per message that continues a burst (no coalescing, unlike loopback TCP), in nanoseconds.',
+    ...intRange(0, 100_000_000),
+    default: 2500,
+    env: 'SOCKACCEL_ADAPTIVE_BURST_MESSAGE_COST_NS',
+    arg: 'adaptive-burst-message-cost-ns',
+  },
+  adaptiveByteSavingPs: {
+    doc: 'Calibration: what the redirect saves per byte (no TCP segmentation or checksums), in picoseconds.',
+    ...intRange(0, 100_000_000),
+    default: 40,
+    env: 'SOCKACCEL_ADAPTIVE_BYTE_SAVING_PS',
+    arg: 'adaptive-byte-saving-ps',
+  },
 };
 
 const CONFIG_KEYS = Object.keys(SETTINGS) as ConfigKey[];
@@ -408,11 +540,25 @@ function readConfigFile({ path, named }: ConfigFile): Record<string, unknown> {
   return parsed;
 }
 
-function rejectPortOverlap({ includePorts, excludePorts }: SockaccelConfig): void {
+function rejectPortOverlap({ includePorts, excludePorts, adaptiveOverrides }: SockaccelConfig): void {
   const both = includePorts.filter((port) => excludePorts.includes(port));
   if (both.length > 0) {
     throw new ConfigError(`invalid configuration: includePorts and excludePorts both contain ${both.join(', ')}`, {
       hint: 'a port is either included or excluded; remove it from one of the lists',
+    });
+  }
+  // A forced acceleration the port filters forbid would silently do nothing.
+  const forced = parsePortOverrides(adaptiveOverrides).accelerate;
+  const excluded = forced.filter((port) => excludePorts.includes(port));
+  if (excluded.length > 0) {
+    throw new ConfigError(`invalid configuration: adaptiveOverrides forces ${excluded.join(', ')} to accelerate, but excludePorts excludes ${excluded.length === 1 ? 'it' : 'them'}`, {
+      hint: 'remove the port from excludePorts, or make its override "PORT=plain"',
+    });
+  }
+  const notIncluded = includePorts.length === 0 ? [] : forced.filter((port) => !includePorts.includes(port));
+  if (notIncluded.length > 0) {
+    throw new ConfigError(`invalid configuration: adaptiveOverrides forces ${notIncluded.join(', ')} to accelerate, but includePorts does not include ${notIncluded.length === 1 ? 'it' : 'them'}`, {
+      hint: 'add the port to includePorts, or remove its override',
     });
   }
 }
@@ -437,5 +583,6 @@ export function loadConfig({ argv = [], env = process.env }: { argv?: readonly s
     localCidrs: Object.freeze([...values.localCidrs]),
     includePorts: Object.freeze([...values.includePorts]),
     excludePorts: Object.freeze([...values.excludePorts]),
+    adaptiveOverrides: Object.freeze([...values.adaptiveOverrides]),
   });
 }

@@ -11,14 +11,16 @@
 import net from 'node:net';
 import { Connection, formatEndpoint } from '../kernel/bpf-layout';
 import { parseIp } from '../config/ip-prefix';
-import { mapPinPath } from '../kernel/pins';
+import { mapPinPath, pinExists, withPinnedFd } from '../kernel/pins';
 import { readPairs } from '../kernel/pairs';
 import { UsageError } from '../common/errors';
 import { explainPinError, requirePin } from '../kernel/pin-access';
 import { netnsNames } from './netns';
 import { ConnBytes, readConnBytes } from './bytes';
 import type { ParsedCommandLine } from '../cli/cli-args';
-import { loadConfig } from '../config/config';
+import { loadConfig, parsePortOverrides, type PortOverrides } from '../config/config';
+import { readDecisions } from '../kernel/services';
+import { serviceIdOf, serviceState, stateText } from '../adaptive/report';
 
 export interface ConnsFilter {
   /** Matches the client's, the destination's or the server's port. */
@@ -46,6 +48,13 @@ export interface ConnRow {
   /** When the client end was established (ISO 8601), and how long ago. */
   readonly since: string;
   readonly ageSeconds: number;
+  /** The service it counts for (where the client connected, see `status`). */
+  readonly service: string;
+  /** Messages (send() calls) and turns (sends answering the peer) each end made: [client→server, server→client]. */
+  readonly msgs: readonly [number, number];
+  readonly turns: readonly [number, number];
+  /** The service's decision now ("learning" without one); applies to new connections, never to this one. */
+  readonly decision: string;
 }
 
 export function parseConnsFilter(flags: Readonly<Record<string, string | boolean>>): ConnsFilter {
@@ -83,7 +92,9 @@ export function toRow(
   now: { monoNs: bigint; wallMs: number },
   names: ReadonlyMap<bigint, string>,
   bytes: ConnBytes | null,
+  decisions: ReadonlyMap<string, string> = new Map(),
 ): ConnRow {
+  const service = serviceIdOf(c);
   const ageNs = now.monoNs > c.createdNs ? now.monoNs - c.createdNs : 0n;
   const ageMs = Number(ageNs / 1_000_000n);
   const netns = (cookie: bigint) => names.get(cookie) ?? `cookie:${cookie}`;
@@ -99,6 +110,10 @@ export function toRow(
     bytesServerToClient: bytes?.serverToClient ?? null,
     since: new Date(now.wallMs - ageMs).toISOString(),
     ageSeconds: ageMs / 1000,
+    service,
+    msgs: [Number(c.shape.msgs[0]), Number(c.shape.msgs[1])],
+    turns: [Number(c.shape.turns[0]), Number(c.shape.turns[1])],
+    decision: decisions.get(service) ?? 'learning',
   };
 }
 
@@ -120,6 +135,10 @@ const COLUMNS: readonly [string, (r: ConnRow) => string][] = [
   ['UID (C/S)', (r) => `${r.clientUid}/${r.serverUid}`],
   ['BYTES C>S', (r) => String(r.bytesClientToServer ?? '-')],
   ['BYTES S>C', (r) => String(r.bytesServerToClient ?? '-')],
+  ['SERVICE', (r) => r.service],
+  ['MSGS C>S/S>C', (r) => `${r.msgs[0]}/${r.msgs[1]}`],
+  ['TURNS C>S/S>C', (r) => `${r.turns[0]}/${r.turns[1]}`],
+  ['DECISION', (r) => r.decision],
   ['AGE', (r) => formatAge(r.ageSeconds)],
   ['SINCE', (r) => r.since],
 ];
@@ -136,6 +155,8 @@ export interface ListOptions {
   readonly objectDir?: string;
   /** Told why the byte counts are missing (null in every row). */
   readonly onBytesUnavailable?: (reason: string) => void;
+  /** adaptiveOverrides from the configuration, to name the overridden services' state. */
+  readonly overrides?: PortOverrides;
 }
 
 /** Paired connections (both ends redirected) matching `filter`, oldest first. */
@@ -152,10 +173,26 @@ export function listConnections(pinRoot: string, filter: ConnsFilter = {}, opts:
   if (conns.length === 0) return [];
   const bytes = bytesOrNull(pinRoot, opts);
   const names = netnsNames();
+  const decisions = decisionTexts(pinRoot, conns, opts.overrides);
   return conns
     .sort((a, b) => (a.createdNs < b.createdNs ? -1 : a.createdNs > b.createdNs ? 1 : 0))
     // A connection whose sockets closed since the pairs read has no records.
-    .map((c) => toRow(c, now, names, bytes && (bytes.get(c.keyHex) ?? { clientToServer: 0, serverToClient: 0 })));
+    .map((c) => toRow(c, now, names, bytes && (bytes.get(c.keyHex) ?? { clientToServer: 0, serverToClient: 0 }), decisions));
+}
+
+/** Each listed connection's service → its decision in words. */
+function decisionTexts(pinRoot: string, conns: readonly Connection[], overrides?: PortOverrides): Map<string, string> {
+  const pin = mapPinPath(pinRoot, 'sa_decisions');
+  const decided = pinExists(pin) ? withPinnedFd(pin, readDecisions) : new Map();
+  const out = new Map<string, string>();
+  for (const c of conns) {
+    const id = serviceIdOf(c);
+    const d = decided.get(id)?.decision;
+    const text = stateText({ state: serviceState(c.dst.port, d, overrides), reason: d?.reason ?? 'none' });
+    // An accelerated connection of a plain service is one of its explored share.
+    out.set(id, d?.verdict === 'plain' && !text.includes('override') ? `${text}, explored` : text);
+  }
+  return out;
 }
 
 /** The byte counters, or null (reported) if the iterator cannot run here. */
@@ -172,6 +209,7 @@ export async function runConnsCommand(cmd: ParsedCommandLine): Promise<number> {
   const config = loadConfig({ argv: cmd.configArgv });
   const rows = listConnections(config.pinRoot, parseConnsFilter(cmd.commandFlags), {
     objectDir: config.objectDir || undefined,
+    overrides: parsePortOverrides(config.adaptiveOverrides),
     onBytesUnavailable: (reason) => process.stderr.write(`sockaccel: bytes per connection unavailable: ${reason}\n`),
   });
   process.stdout.write(cmd.commandFlags.json ? `${JSON.stringify(rows, null, 2)}\n` : formatConns(rows));

@@ -6,7 +6,7 @@
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { SockaccelConfig } from '../config/config';
+import { parsePortOverrides, SockaccelConfig } from '../config/config';
 import { componentLogger } from '../common/log';
 import { probeEnvironment } from '../kernel/probes';
 import { ensureBpffsMounted, preparePinRoot } from '../kernel/bpffs';
@@ -24,10 +24,13 @@ import { createNotifier } from './sd-notify';
 import { bindDaemonMetrics, serveDaemonMetrics } from '../metrics';
 import { InsertFailureWarning } from '../metrics/insert-failures';
 import { seedListeners } from './seed-listeners';
+import { startAdaptive } from '../adaptive';
 
 export interface Daemon {
   readonly dataPath: DataPath;
   readonly cgroupPath: string;
+  /** The adaptive policy's run-time switch (bench compares "accelerate everything" with "adaptive"). */
+  readonly adaptive: { setEnabled(on: boolean): void };
   /** Stops accelerating new connections and releases everything we hold. */
   stop(deadlineMs?: number): Promise<boolean>;
 }
@@ -62,12 +65,16 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     if (metrics) lifecycle.add('metrics', () => metrics.close());
 
     const mesh = resolveMesh(config);
+    // "PORT=plain" overrides are exclusions; "PORT=accelerate" skip the decision.
+    const overrides = parsePortOverrides(config.adaptiveOverrides);
     const dataPath = loadDataPath({
       pinRoot: config.pinRoot,
       cgroupPath,
       mapSize: config.mapSize,
       includePorts: config.includePorts,
-      excludePorts: [...config.excludePorts, ...mesh.excludedPorts],
+      excludePorts: [...new Set([...config.excludePorts, ...mesh.excludedPorts, ...overrides.plain])],
+      forcePorts: overrides.accelerate,
+      maxServices: config.adaptiveMaxServices,
       ...(config.objectDir ? { objectDir: config.objectDir } : {}),
       log: componentLogger(root, 'loader'),
     });
@@ -95,6 +102,15 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     lifecycle.add('local-endpoints', () => endpoints.stop());
     await endpoints.start();
 
+    // Writes the switch from config (the pinned one may hold an earlier run's
+    // or bench's value) and learns; stopped before the data path closes its fds.
+    const adaptive = startAdaptive(
+      { services: dataPath.mapFds.sa_services, decisions: dataPath.mapFds.sa_decisions, policy: dataPath.mapFds.sa_policy },
+      config,
+      componentLogger(root, 'adaptive'),
+    );
+    lifecycle.add('adaptive', () => adaptive.stop());
+
     const statusLog = componentLogger(root, 'status');
     const insertFailures = new InsertFailureWarning(statusLog, mapInfo(dataPath.mapFds.sa_clients).maxEntries);
     const refreshStatus = (): string => {
@@ -109,7 +125,7 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     lifecycle.add('status-timer', () => clearInterval(timer));
 
     if (metrics) {
-      serveDaemonMetrics(metrics, dataPath, componentLogger(root, 'metrics'));
+      serveDaemonMetrics(metrics, dataPath, componentLogger(root, 'metrics'), () => adaptive.snapshot());
       // Closed again here, before the data path whose map fds it reads.
       lifecycle.add('metrics-serving', () => metrics.close());
     }
@@ -122,6 +138,7 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     return {
       dataPath,
       cgroupPath,
+      adaptive,
       stop: async (deadlineMs = STOP_DEADLINE_MS) => {
         log.info('stopping');
         notifier.stopping('stopping: new connections stay plain TCP, accelerated ones keep their redirect');

@@ -15,13 +15,14 @@ import { isPermissionError, pinPrivilegeError } from '../kernel/pin-access';
 import { isFrozen } from '../kernel/map-freeze';
 
 /**
- * Maps user space may write: the daemon keeps sa_local current and sets
- * the mesh presets at start, and
+ * Maps user space may write: the daemon keeps sa_local current, sets
+ * the mesh presets and the adaptive switch (sa_policy) at start and writes
+ * the adaptive decisions (sa_decisions), and
  * socket-local storage is keyed by socket fds (a process can only reach the
  * storage of sockets it already holds). Every other map is written by the
  * programs alone and must be frozen.
  */
-const WRITABLE_MAPS: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets']);
+const WRITABLE_MAPS: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets', 'sa_decisions', 'sa_policy']);
 
 
 const RESTART_FIX = 'start (or restart) the daemon with this configuration: systemctl restart sockaccel';

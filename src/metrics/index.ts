@@ -11,7 +11,7 @@ import { mapInfo } from '../kernel/libbpf';
 import { SHARED_MAPS } from '../kernel/pins';
 import { readStats } from '../kernel/stats';
 import { formatListenAddress, isLoopback, parseListenAddress } from './address';
-import { createDaemonMetrics } from './registry';
+import { createDaemonMetrics, type AdaptiveSnapshot } from './registry';
 import { bindMetricsServer, MetricsServer } from './server';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -31,13 +31,17 @@ export function bindDaemonMetrics(config: Pick<SockaccelConfig, 'metricsAddress'
   return bindMetricsServer(parseListenAddress(config.metricsAddress));
 }
 
-export function serveDaemonMetrics(server: MetricsServer, dataPath: DataPath, log: Logger): void {
-  const metrics = createDaemonMetrics(() => readStats(dataPath.mapFds.sa_stats), {
-    version: VERSION,
-    kernel: os.release(),
-    programIds: dataPath.programIds,
-    capacities: mapCapacities(dataPath),
-  });
+export function serveDaemonMetrics(server: MetricsServer, dataPath: DataPath, log: Logger, adaptive?: () => AdaptiveSnapshot): void {
+  const metrics = createDaemonMetrics(
+    () => readStats(dataPath.mapFds.sa_stats),
+    {
+      version: VERSION,
+      kernel: os.release(),
+      programIds: dataPath.programIds,
+      capacities: mapCapacities(dataPath),
+    },
+    adaptive,
+  );
   server.serve(metrics.registry, metrics.refresh);
   const address = formatListenAddress(server.address);
   if (isLoopback(server.address.host)) log.info({ address }, 'metrics listening');

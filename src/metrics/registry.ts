@@ -71,6 +71,24 @@ export interface DaemonInfo {
   readonly capacities: Readonly<Record<string, number>>;
 }
 
+/** The adaptive policy as the daemon holds it (no map reads at scrape time). */
+export interface AdaptiveSnapshot {
+  readonly enabled: boolean;
+  /** One entry per service the daemon tracks: its decision ("learning" without one, "override" by adaptiveOverrides). */
+  readonly services: readonly { readonly decision: 'accelerate' | 'plain' | 'learning' | 'override'; readonly reason: string }[];
+  /** Decisions changed (written or deleted) since the start. */
+  readonly changes: number;
+}
+
+/** Every (decision, reason) pair a service can be in, so each series exists from the first scrape. */
+const ADAPTIVE_STATES: readonly [string, string][] = [
+  ['accelerate', 'gains'],
+  ['plain', 'short_connections'],
+  ['plain', 'small_writes'],
+  ['learning', 'none'],
+  ['override', 'none'],
+];
+
 export interface DaemonMetrics {
   readonly registry: Registry;
   /** Reads the counters once; call before each registry.metrics(). */
@@ -80,9 +98,10 @@ export interface DaemonMetrics {
 /** camelCase role → snake_case label: toServer → to_server. */
 const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
-export function createDaemonMetrics(readStats: () => Stats, info: DaemonInfo): DaemonMetrics {
+export function createDaemonMetrics(readStats: () => Stats, info: DaemonInfo, readAdaptive?: () => AdaptiveSnapshot): DaemonMetrics {
   const registry = new Registry();
   let snapshot = readStats();
+  let adaptive = readAdaptive?.();
 
   const byMetric = new Map<string, { help: string; stats: StatName[] }>();
   for (const [stat, s] of Object.entries(STAT_SERIES) as [StatName, Series][]) {
@@ -125,10 +144,55 @@ export function createDaemonMetrics(readStats: () => Stats, info: DaemonInfo): D
     registers: [registry],
   }).set({ version: info.version, kernel: info.kernel, ...programLabels }, 1);
 
+  if (readAdaptive) registerAdaptive(registry, () => adaptive!);
+
   return {
     registry,
     refresh() {
       snapshot = readStats();
+      adaptive = readAdaptive?.();
     },
   };
+}
+
+/**
+ * The adaptive policy in aggregate: how many services are in each state,
+ * not which (service labels would carry addresses and ports, which the
+ * metrics never do; `sockaccel status` lists them, behind root).
+ */
+function registerAdaptive(registry: Registry, current: () => AdaptiveSnapshot): void {
+  new Gauge({
+    name: 'sockaccel_adaptive_enabled',
+    help: '1 when new connections follow the learned decisions, 0 when everything that pairs is accelerated.',
+    registers: [registry],
+    collect() {
+      this.set(current().enabled ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'sockaccel_adaptive_services',
+    help: 'Services the daemon tracks, by decision (accelerate, plain, learning, override) and reason (gains, short_connections, small_writes, none).',
+    labelNames: ['decision', 'reason'],
+    registers: [registry],
+    collect() {
+      const counts = new Map(ADAPTIVE_STATES.map(([d, r]) => [`${d}/${r}`, 0]));
+      for (const s of current().services) {
+        const k = `${s.decision}/${s.reason.replace(/-/g, '_')}`;
+        counts.set(k, (counts.get(k) ?? 0) + 1);
+      }
+      for (const [k, n] of counts) {
+        const [decision, reason] = k.split('/');
+        this.set({ decision, reason }, n);
+      }
+    },
+  });
+  new Counter({
+    name: 'sockaccel_adaptive_decision_changes_total',
+    help: 'Service decisions changed (each is also logged); a steady climb means services flapping between plain and accelerated.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(current().changes);
+    },
+  });
 }

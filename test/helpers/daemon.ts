@@ -29,6 +29,13 @@ export interface DaemonOptions {
    * stop the daemon at start. The policy itself is tested in fionread.test.ts.
    */
   fionreadHazard?: 'refuse' | 'accept';
+  /**
+   * Default false: the data-path, mesh and security tests count on every
+   * connection that pairs being accelerated, and some make hundreds of short
+   * connections to one service, which the adaptive policy would (rightly)
+   * leave plain halfway. The policy itself is tested in adaptive.test.ts.
+   */
+  adaptive?: boolean;
   /** Any other `--flag=value` for `sockaccel run`. */
   extraArgs?: string[];
   /** Runs the daemon through this command, e.g. setpriv with fewer capabilities. */
@@ -46,7 +53,7 @@ export interface RunningDaemon {
 }
 
 export function daemonArgs(opts: DaemonOptions, pinRoot: string): string[] {
-  const args = ['run', `--cgroup-path=${opts.cgroup}`, `--pin-root=${pinRoot}`, `--log-level=${opts.logLevel ?? 'info'}`, `--fionread-hazard=${opts.fionreadHazard ?? 'accept'}`];
+  const args = ['run', `--cgroup-path=${opts.cgroup}`, `--pin-root=${pinRoot}`, `--log-level=${opts.logLevel ?? 'info'}`, `--fionread-hazard=${opts.fionreadHazard ?? 'accept'}`, `--adaptive=${opts.adaptive ?? false}`];
   if (opts.localCidrs?.length) args.push(`--local-cidrs=${opts.localCidrs.join(',')}`);
   if (opts.mapSize !== undefined) args.push(`--map-size=${opts.mapSize}`);
   if (opts.includePorts?.length) args.push(`--include-ports=${opts.includePorts.join(',')}`);

@@ -89,7 +89,7 @@ async function loadgenRun(d: RunningDaemon, cgroup: string, port: number, mode: 
 privileged('a one-shot service is learned and left on plain TCP; its later connections are never inserted, byte-exact', async (t) => {
   await withScratchCgroup(async (cg) => {
     const port = await freePort();
-    await withDaemon({ cgroup: cg.path, extraArgs: args() }, async (d) => {
+    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args() }, async (d) => {
       const learning = await oneShots(t, d, cg.path, port, 20, 'warm');
       t.is(learning.sockets_inserted, 40n, 'accelerated while nothing is known');
       const dec = await waitForVerdict(d, port, 'plain');
@@ -108,7 +108,7 @@ privileged('a one-shot service is learned and left on plain TCP; its later conne
 privileged('a service that streams small writes is learned and left on plain TCP, byte-exact', async (t) => {
   await withScratchCgroup(async (cg) => {
     const port = await freePort();
-    await withDaemon({ cgroup: cg.path, extraArgs: args() }, async (d) => {
+    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args() }, async (d) => {
       const first = await loadgenRun(d, cg.path, port, 'stream', 1024);
       t.is(first.moved.sockets_inserted, 2n, 'the first stream was accelerated');
       const dec = await waitForVerdict(d, port, 'plain');
@@ -125,7 +125,7 @@ privileged('a service that streams small writes is learned and left on plain TCP
 privileged('a keep-alive request/response service stays accelerated, byte-exact', async (t) => {
   await withScratchCgroup(async (cg) => {
     const port = await freePort();
-    await withDaemon({ cgroup: cg.path, extraArgs: args() }, async (d) => {
+    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args() }, async (d) => {
       for (let i = 0; i < 3; i++) {
         const { run, moved } = await loadgenRun(d, cg.path, port, 'rr', 64);
         t.is(moved.sockets_inserted, 2n, `run ${i + 1}: both ends paired`);
@@ -143,7 +143,7 @@ privileged('a keep-alive request/response service stays accelerated, byte-exact'
 privileged('a decision flips back when the service starts to gain (explored connections keep the learning going)', async (t) => {
   await withScratchCgroup(async (cg) => {
     const port = await freePort();
-    await withDaemon({ cgroup: cg.path, extraArgs: args({ 'adaptive-explore-permille': 300, 'adaptive-half-life-seconds': 1 }) }, async (d) => {
+    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args({ 'adaptive-explore-permille': 300, 'adaptive-half-life-seconds': 1 }) }, async (d) => {
       await oneShots(t, d, cg.path, port, 20, 'one-shot');
       await waitForVerdict(d, port, 'plain');
 
@@ -167,7 +167,7 @@ privileged('per-port overrides win over the decision, both ways', async (t) => {
     const forcedOn = await freePort();
     const forcedOff = await freePort();
     const overrides = `${forcedOn}=accelerate,${forcedOff}=plain`;
-    await withDaemon({ cgroup: cg.path, extraArgs: [...args(), `--adaptive-overrides=${overrides}`] }, async (d) => {
+    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: [...args(), `--adaptive-overrides=${overrides}`] }, async (d) => {
       await oneShots(t, d, cg.path, forcedOn, 20, 'one');
       // Long enough for the learner to have seen them: its own tick, several times over.
       await waitFor('the learner to see the forced service', () => (serviceOn(d, forcedOn)?.counters.connsClosed ?? 0n) >= 20n);
@@ -187,7 +187,7 @@ const MANY_SERVICES = path.resolve(__dirname, '..', '..', '..', 'test', 'fixture
 privileged('the learned state stays bounded when thousands of services come and go', async (t) => {
   await withScratchCgroup(async (cg) => {
     const max = 64;
-    await withDaemon({ cgroup: cg.path, extraArgs: args({ 'adaptive-max-services': max, 'adaptive-min-connections': 1 }) }, async (d) => {
+    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args({ 'adaptive-max-services': max, 'adaptive-min-connections': 1 }) }, async (d) => {
       const churn = new JsonLineProcess('many services', [process.execPath, MANY_SERVICES, '--host', HOST, '--count', '2000'], { cgroup: cg.path });
       const status = await churn.exitWithin(scaled(120_000));
       const done = (churn.events as unknown as { event: string; bad?: string[] }[]).find((e) => e.event === 'done');
@@ -205,6 +205,10 @@ privileged('the learned state stays bounded when thousands of services come and 
       const port = await freePort();
       const moved = await oneShots(t, d, cg.path, port, 5, 'after-churn');
       t.is(moved.sockets_inserted, 10n);
+      // ...and is decided, although the churn filled the decisions map: the
+      // decisions of services evicted longest ago make room.
+      await waitForVerdict(d, port, 'plain');
+      t.true(withPinnedFd(mapPinPath(d.pinRoot, 'sa_decisions'), readDecisions).size <= max);
       t.is(d.process.exitedReport(), undefined, 'the daemon is still running');
     });
   });

@@ -73,6 +73,12 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
                   return now.length === 2 && now.every((r) => r.bytesClientToServer === held.bytes && r.bytesServerToClient === held.bytes) && now;
                 });
                 t.is(podBytes.length, 2);
+                for (const r of podBytes) {
+                  // the service is where the client connected; the shape is the sk_msg programs' count
+                  t.is(r.service, `${b.ipv4}:${podServer.port}`);
+                  t.true(r.msgs[0] >= 1 && r.msgs[1] >= 1 && r.turns[0] >= 1 && r.turns[1] >= 1, `msgs ${r.msgs}, turns ${r.turns}`);
+                  t.is(r.decision, 'learning');
+                }
                 const [host] = rows.filter((r) => r.destination === `127.0.0.1:${hostServer.port}`);
                 t.is(host?.client, userLocal);
                 t.is(host?.clientNetns, 'host');
@@ -90,7 +96,7 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
                 t.deepEqual((await connsJson(d.pinRoot, '--addr=127.0.0.1')).map((r) => r.client), [userLocal]);
                 t.deepEqual(await connsJson(d.pinRoot, '--addr=127.0.0.1', `--port=${podServer.port}`), []);
                 const text = await conns([`--pin-root=${d.pinRoot}`, `--port=${hostServer.port}`]);
-                t.regex(text.stdout, /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +BYTES C>S +BYTES S>C +AGE +SINCE\n/);
+                t.regex(text.stdout, /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +BYTES C>S +BYTES S>C +SERVICE +MSGS C>S\/S>C +TURNS C>S\/S>C +DECISION +AGE +SINCE\n/);
                 t.regex(text.stdout, new RegExp(`${userLocal.replace(/\./g, '\\.')} +127\\.0\\.0\\.1:${hostServer.port} .* host/host +${user.uid}/0 `));
                 t.regex(text.stdout, /\n1 accelerated connection\n$/);
 

@@ -38,8 +38,8 @@ const FIXTURES = path.join(REPO, 'test', 'fixtures');
 const POD_CIDRS = ['10.213.0.0/24', 'fd00:5a::/64'];
 const EPERM = 1;
 
-/** Maps the daemon writes itself (sa_local, sa_mesh_presets) or that are keyed by socket fds (sa_sk_state); every other one is frozen. */
-const DAEMON_WRITTEN: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets']);
+/** Maps the daemon writes itself (sa_local, sa_mesh_presets, sa_decisions, sa_policy) or that are keyed by socket fds (sa_sk_state); every other one is frozen. */
+const DAEMON_WRITTEN: ReadonlySet<SharedMapName> = new Set(['sa_local', 'sa_sk_state', 'sa_mesh_presets', 'sa_decisions', 'sa_policy']);
 
 /** A clear error: our one-paragraph format, never a JavaScript stack. */
 function assertClearError(t: ExecutionContext, r: CliResult, what: string): void {

@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describeConfigSchema, loadConfig, type SockaccelConfig } from '../../src/config/config';
+import { describeConfigSchema, loadConfig, parsePortOverrides, type SockaccelConfig } from '../../src/config/config';
 import { ConfigError } from '../../src/common/errors';
 
 const DEFAULT_CONFIG_FILE = '/etc/sockaccel/config.json';
@@ -27,6 +27,17 @@ const DEFAULTS: SockaccelConfig = {
   objectDir: '',
   metricsEnabled: false,
   metricsAddress: '127.0.0.1:9464',
+  adaptive: true,
+  adaptiveExplorePermille: 20,
+  adaptiveHalfLifeSeconds: 30,
+  adaptiveMinConnections: 20,
+  adaptiveIntervalMs: 250,
+  adaptiveMaxServices: 4096,
+  adaptiveOverrides: [],
+  adaptiveConnectionCostNs: 30000,
+  adaptiveTurnSavingNs: 6000,
+  adaptiveBurstMessageCostNs: 2500,
+  adaptiveByteSavingPs: 40,
 };
 
 function tempDir(t: ExecutionContext): string {
@@ -179,6 +190,33 @@ const BAD_VALUES: BadCase[] = [
   { name: 'relative pin root', sources: { file: { pinRoot: 'bpf/sockaccel' } }, mentions: ['pinRoot', '"bpf/sockaccel"'] },
   { name: 'empty pin root', sources: { env: { SOCKACCEL_PIN_ROOT: '' } }, mentions: ['pinRoot', 'value was ""'] },
   { name: 'relative cgroup path', sources: { argv: ['--cgroup-path=sys/fs/cgroup'] }, mentions: ['cgroupPath', '"sys/fs/cgroup"'] },
+  { name: 'adaptive not a boolean', sources: { env: { SOCKACCEL_ADAPTIVE: 'yes' } }, mentions: ['adaptive', '"yes"'] },
+  { name: 'explore share above 1000', sources: { file: { adaptiveExplorePermille: 1001 } }, mentions: ['adaptiveExplorePermille', '1001', '0..1000'] },
+  { name: 'half-life 0', sources: { argv: ['--adaptive-half-life-seconds=0'] }, mentions: ['adaptiveHalfLifeSeconds', 'value was 0'] },
+  { name: 'interval too short', sources: { file: { adaptiveIntervalMs: 10 } }, mentions: ['adaptiveIntervalMs', '10', '50..60000'] },
+  { name: 'too few services', sources: { env: { SOCKACCEL_ADAPTIVE_MAX_SERVICES: '63' } }, mentions: ['adaptiveMaxServices', '63'] },
+  { name: 'negative calibration', sources: { file: { adaptiveConnectionCostNs: -1 } }, mentions: ['adaptiveConnectionCostNs', '-1'] },
+  { name: 'override without a verdict', sources: { env: { SOCKACCEL_ADAPTIVE_OVERRIDES: '8080' } }, mentions: ['adaptiveOverrides', '"8080"', 'PORT=accelerate'] },
+  { name: 'override with an unknown verdict', sources: { file: { adaptiveOverrides: ['8080=fast'] } }, mentions: ['adaptiveOverrides', '"8080=fast"'] },
+  { name: 'override of port 0', sources: { argv: ['--adaptive-overrides=0=plain'] }, mentions: ['adaptiveOverrides', 'port 0'] },
+  { name: 'override of port 70000', sources: { file: { adaptiveOverrides: ['70000=accelerate'] } }, mentions: ['adaptiveOverrides', 'port 70000'] },
+  { name: 'override that is not a string', sources: { file: { adaptiveOverrides: [8080] } }, mentions: ['adaptiveOverrides', '8080'] },
+  { name: 'overrides that are not a list', sources: { file: { adaptiveOverrides: { 8080: 'plain' } } }, mentions: ['adaptiveOverrides', '{"8080":"plain"}'] },
+  {
+    name: 'a port overridden twice',
+    sources: { env: { SOCKACCEL_ADAPTIVE_OVERRIDES: '8080=plain,9090=plain,8080=accelerate' } },
+    mentions: ['adaptiveOverrides', 'port 8080 is overridden twice'],
+  },
+  {
+    name: 'a port both excluded and forced to accelerate',
+    sources: { file: { excludePorts: [22, 8080], adaptiveOverrides: ['8080=accelerate'] } },
+    mentions: ['adaptiveOverrides', 'excludePorts', '8080'],
+  },
+  {
+    name: 'a port forced to accelerate outside includePorts',
+    sources: { file: { includePorts: [80], adaptiveOverrides: ['8080=accelerate'] } },
+    mentions: ['adaptiveOverrides', 'includePorts', '8080'],
+  },
   { name: 'object value in the file', sources: { file: { mapSize: { size: 1 } } }, mentions: ['mapSize', '{"size":1}'] },
 ];
 
@@ -284,4 +322,35 @@ test('fionreadHazard: refuse by default, accept as the opt-in, anything else rej
     instanceOf: ConfigError,
     message: /fionreadHazard: must be one of .*refuse.*accept.*value was "ignore"/,
   });
+});
+
+test('adaptive settings come from file, env and flags', (t) => {
+  const config = load(t, {
+    file: { adaptive: false, adaptiveHalfLifeSeconds: 60, adaptiveOverrides: ['8080=plain'] },
+    env: { SOCKACCEL_ADAPTIVE_EXPLORE_PERMILLE: '0', SOCKACCEL_ADAPTIVE_TURN_SAVING_NS: '4500' },
+    argv: ['--adaptive-min-connections=5', '--adaptive-overrides=6379=accelerate, 8080=plain'],
+  });
+  t.false(config.adaptive);
+  t.is(config.adaptiveHalfLifeSeconds, 60);
+  t.is(config.adaptiveExplorePermille, 0);
+  t.is(config.adaptiveTurnSavingNs, 4500);
+  t.is(config.adaptiveMinConnections, 5);
+  t.deepEqual(config.adaptiveOverrides, ['6379=accelerate', '8080=plain']);
+  t.true(Object.isFrozen(config.adaptiveOverrides));
+});
+
+test('a port excluded and overridden "plain" is fine (both say the same)', (t) => {
+  const config = load(t, { file: { excludePorts: [8080], adaptiveOverrides: ['8080=plain'] } });
+  t.deepEqual(config.adaptiveOverrides, ['8080=plain']);
+});
+
+test('parsePortOverrides splits the entries by verdict, ports ascending', (t) => {
+  t.deepEqual(parsePortOverrides(['9090=plain', '443=accelerate', '80=plain', ' 6379 = accelerate ']), {
+    accelerate: [443, 6379],
+    plain: [80, 9090],
+  });
+  t.deepEqual(parsePortOverrides([]), { accelerate: [], plain: [] });
+  t.throws(() => parsePortOverrides(['80=Plain']), { message: /"80=Plain" is not "PORT=accelerate" or "PORT=plain"/ });
+  t.throws(() => parsePortOverrides(['80=plain=x']));
+  t.throws(() => parsePortOverrides(['123456=plain']));
 });

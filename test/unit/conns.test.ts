@@ -59,11 +59,11 @@ test('ages read naturally', (t) => {
 test('the table has a header, one line per connection and a count', (t) => {
   const at = { monoNs: 6_000_000_000n, wallMs: 0 };
   const row = toRow(conn({ client: { ip: parseIp('fd00::5'), port: 1, uid: 0, netns: 1n } }), at, new Map(), { clientToServer: 1048576, serverToClient: 0 });
-  const text = formatConns([row, toRow(conn(), at, new Map(), null)]);
+  const text = formatConns([row, toRow(conn(), at, new Map(), null, new Map([['10.1.0.9:80', 'plain (short-connections), explored']]))]);
   const lines = text.trimEnd().split('\n');
-  t.regex(lines[0], /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +BYTES C>S +BYTES S>C +AGE +SINCE$/);
-  t.regex(lines[1], /^\[fd00::5\]:1 +10\.1\.0\.9:80 +10\.1\.0\.9:15006 +cookie:1\/cookie:12 +0\/1337 +1048576 +0 +1\.0s/);
-  t.regex(lines[2], / 1000\/1337 +- +- +1\.0s /, 'bytes that could not be read show as -');
+  t.regex(lines[0], /^CLIENT +DESTINATION +SERVER +NETNS \(CLIENT\/SERVER\) +UID \(C\/S\) +BYTES C>S +BYTES S>C +SERVICE +MSGS C>S\/S>C +TURNS C>S\/S>C +DECISION +AGE +SINCE$/);
+  t.regex(lines[1], /^\[fd00::5\]:1 +10\.1\.0\.9:80 +10\.1\.0\.9:15006 +cookie:1\/cookie:12 +0\/1337 +1048576 +0 +10\.1\.0\.9:80 +3\/3 +3\/3 +learning +1\.0s/);
+  t.regex(lines[2], / 1000\/1337 +- +- +10\.1\.0\.9:80 +3\/3 +3\/3 +plain \(short-connections\), explored +1\.0s /, 'bytes that could not be read show as -');
   t.is(lines[3], '2 accelerated connections');
   t.regex(formatConns([]), /0 accelerated connections/);
 });
@@ -87,4 +87,15 @@ test('iterator records join into per-direction bytes by connection key', (t) => 
   t.is(bytes.size, 2);
   t.deepEqual(connBytesFromRecords(Buffer.alloc(0)), new Map());
   t.throws(() => connBytesFromRecords(data.subarray(1)), { message: /not whole 48-byte records/ });
+});
+
+test('a connection counts for the service where its client connected; on loopback, per client namespace', (t) => {
+  const at = { monoNs: 0n, wallMs: 0 };
+  const shape = { msgs: [120n, 64n] as [bigint, bigint], bytes: [7680n, 4096n] as [bigint, bigint], turns: [60n, 60n] as [bigint, bigint] };
+  const remote = toRow(conn({ shape }), at, new Map(), null);
+  t.like(remote, { service: '10.1.0.9:80', msgs: [120, 64], turns: [60, 60], decision: 'learning' });
+  const local = conn({ dst: { ip: parseIp('127.0.0.1'), port: 8080 }, client: { ip: parseIp('127.0.0.1'), port: 5, uid: 0, netns: 4097n } });
+  t.is(toRow(local, at, new Map(), null).service, '127.0.0.1:8080@netns 4097');
+  const v6 = conn({ dst: { ip: parseIp('::1'), port: 8080 }, client: { ip: parseIp('::1'), port: 5, uid: 0, netns: 7n } });
+  t.is(toRow(v6, at, new Map(), null).service, '[::1]:8080@netns 7');
 });
