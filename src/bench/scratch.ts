@@ -18,7 +18,7 @@ import { attemptEach } from '../common/cleanup';
 import { EnvironmentError } from '../common/errors';
 import type { MeshName } from '../daemon/mesh';
 import { readStats } from '../kernel/stats';
-import { readDecisions, setAdaptiveSwitch, type Decision, type ServiceKey } from '../kernel/services';
+import { readDecisions, type Decision, type ServiceKey } from '../kernel/services';
 import type { Stats } from '../kernel/bpf-layout';
 
 const RMDIR_RETRY_MS = 5_000;
@@ -114,8 +114,10 @@ export async function startAcceleratedSide(opts: {
     });
     throw err;
   }
-  const { sa_stats: statsFd, sa_policy: policyFd, sa_decisions: decisionsFd } = daemon.dataPath.mapFds;
-  const setAdaptive = (on: boolean) => setAdaptiveSwitch(policyFd, on);
+  const { sa_stats: statsFd, sa_decisions: decisionsFd } = daemon.dataPath.mapFds;
+  // The daemon's own switch (it writes sa_policy and keeps its state in step); its learner runs either way.
+  const running = daemon;
+  const setAdaptive = (on: boolean) => running.adaptive.setEnabled(on);
   try {
     // The integrity gate and the accelerated runs need every connection redirected.
     setAdaptive(false);
