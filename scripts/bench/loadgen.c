@@ -8,10 +8,17 @@
  * the client; the bench pins each with taskset and places it in a cgroup and
  * network namespace before it starts, so every socket here is born there.
  *
- *   loadgen server --mode rr|stream|connrate (--host H --port P | --unix PATH) [--size N]
+ *   loadgen server --mode rr|stream|connrate|crr|mixed (--host H --port P | --unix PATH) [--size N]
  *                  [--verify full|sampled]
- *   loadgen client --mode rr|stream|connrate (--host H --port P | --unix PATH) --size N
- *                  [--duration-ms D] [--warmup-ms W] [--seed S]
+ *   loadgen client --mode rr|stream|connrate|crr|mixed (--host H --port P | --unix PATH) --size N
+ *                  [--duration-ms D] [--warmup-ms W] [--seed S] [--max-conns N]
+ *
+ * --port may be fixed and reused run after run (the bench keeps one port per
+ * case, so that the daemon sees one service): the listener sets SO_REUSEADDR,
+ * and in connrate and crr the server closes first, so TIME_WAIT stays on the
+ * server's side and never holds the client's ephemeral ports.
+ * --max-conns ends a connection-per-request client (connrate, crr, mixed)
+ * after N connections even before its duration is up (the bench's warm-up).
  *
  * Every result is one JSON object per line on stdout. Integrity is checked on
  * the fly against a seeded pattern, never assumed:
@@ -28,6 +35,18 @@
  *            byte count with the client's.
  *   connrate every connection must see a clean EOF; the bench compares the
  *            server's accept count with the client's connect count.
+ *   crr      a connection per request: connect, one request of --size, one
+ *            response of --size, then the server closes and the client must
+ *            see a clean EOF. Both checked like rr; connection j carries
+ *            message j (the client is sequential, so accept order is
+ *            connect order).
+ *   mixed    alternately one request on a persistent connection and one on a
+ *            fresh connection (as crr), same server: message i is on the
+ *            persistent connection when i is even. The server multiplexes the
+ *            persistent connection and the fresh ones with poll(); the first
+ *            connection it accepts is the persistent one (the client opens it
+ *            first and keeps it), every later one gets one answer and is
+ *            closed by the server.
  * Exit status: 0 ok, 1 integrity failure (the JSON says where), 2 error.
  */
 #define _GNU_SOURCE
@@ -37,6 +56,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -67,7 +87,9 @@
 #define WATCHDOG_GRACE_S 10
 #define MAX_CPUS 256
 
-enum mode { MODE_RR, MODE_STREAM, MODE_CONNRATE };
+enum mode { MODE_RR, MODE_STREAM, MODE_CONNRATE, MODE_CRR, MODE_MIXED };
+
+static const char *const MODE_NAMES[] = { "rr", "stream", "connrate", "crr", "mixed" };
 
 struct options {
 	bool server;
@@ -79,6 +101,7 @@ struct options {
 	uint64_t duration_ns;
 	uint64_t warmup_ns;
 	uint64_t seed;
+	uint64_t max_conns; /* 0: no limit */
 	bool verify_sampled;
 };
 
@@ -221,7 +244,7 @@ static void tcp_nodelay(int fd, const struct options *o)
 {
 	int one = 1;
 
-	if (!o->unix_path && o->mode == MODE_RR)
+	if (!o->unix_path && o->mode != MODE_STREAM)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
@@ -364,6 +387,8 @@ static void print_cpu_delta(const struct cpu_sample *a, const struct cpu_sample 
 
 struct server_totals {
 	uint64_t accepted, conns_done, bytes_in, bytes_out, reads, failures;
+	/* crr and mixed: requests answered, and requests that differed from the pattern. */
+	uint64_t messages, bad_messages;
 };
 
 static struct server_totals totals;
@@ -395,6 +420,103 @@ static void serve_rr(int fd, const struct options *o, uint8_t *buf)
 	printf("{\"event\":\"conn\",\"mode\":\"rr\",\"messages\":%" PRIu64 ",\"badMessages\":%" PRIu64
 	       ",\"firstBadMessage\":%" PRId64 "}\n",
 	       i, bad, first_bad);
+}
+
+/*
+ * crr and mixed: message i of a connection that carries one request at a
+ * time. Returns 1 when answered, 0 at EOF before the request, -1 when the
+ * request differed from the pattern (counted; the caller closes).
+ */
+static int answer_one(int fd, const struct options *o, uint8_t *buf, uint64_t i)
+{
+	size_t got = read_full(fd, buf, o->size, "server");
+
+	if (got == 0)
+		return 0;
+	totals.bytes_in += got;
+	if (got < o->size || memcmp(buf, pattern_at(request_offset(i)), o->size)) {
+		totals.bad_messages++;
+		totals.failures++;
+		return -1;
+	}
+	totals.messages++;
+	write_full(fd, pattern_at(response_offset(i)), o->size, "server");
+	totals.bytes_out += o->size;
+	return 1;
+}
+
+/* A fresh connection of crr or mixed: one request (message i), one answer, and we close first. */
+static void serve_one_shot(int fd, const struct options *o, uint8_t *buf, uint64_t i)
+{
+	/* EOF before the request: the client's connection carried nothing. */
+	if (answer_one(fd, o, buf, i) == 0)
+		totals.failures++;
+	totals.conns_done++;
+	close(fd);
+}
+
+#define MIXED_MAX_FDS 64
+
+/*
+ * mixed: the persistent connection (the first accepted; messages 0, 2, 4,
+ * ...) and the fresh ones (the j-th carries message 2j+1) on one poll()
+ * loop, as a keep-alive server that also takes one-shot clients does.
+ */
+static void serve_mixed(int lfd, const struct options *o, uint8_t *buf)
+{
+	struct pollfd pfd[MIXED_MAX_FDS];
+	uint64_t next_msg[MIXED_MAX_FDS];
+	bool persistent[MIXED_MAX_FDS];
+	uint64_t one_shots = 0;
+	int n = 1;
+
+	pfd[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	while (!stop_requested) {
+		if (poll(pfd, (nfds_t)n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll: %s", strerror(errno));
+		}
+		/* Downwards, so that the last entry moved into a closed one's slot was already served. */
+		for (int k = n - 1; k >= 1; k--) {
+			int rc;
+
+			if (!pfd[k].revents)
+				continue;
+			if (!persistent[k]) {
+				serve_one_shot(pfd[k].fd, o, buf, next_msg[k]);
+			} else {
+				rc = answer_one(pfd[k].fd, o, buf, next_msg[k]);
+				if (rc > 0) {
+					next_msg[k] += 2;
+					continue;
+				}
+				totals.conns_done++;
+				close(pfd[k].fd);
+			}
+			n--;
+			pfd[k] = pfd[n];
+			next_msg[k] = next_msg[n];
+			persistent[k] = persistent[n];
+		}
+		if (pfd[0].revents & POLLIN) {
+			int fd = accept(lfd, NULL, NULL);
+
+			if (fd < 0) {
+				if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+					continue;
+				die("accept: %s", strerror(errno));
+			}
+			if (n == MIXED_MAX_FDS)
+				die("mixed server: more than %d open connections", MIXED_MAX_FDS - 1);
+			tcp_nodelay(fd, o);
+			persistent[n] = totals.accepted == 0;
+			next_msg[n] = persistent[n] ? 0 : 2 * one_shots++ + 1;
+			pfd[n] = (struct pollfd){ .fd = fd, .events = POLLIN };
+			n++;
+			totals.accepted++;
+		}
+	}
 }
 
 static bool matches_at(const uint8_t *buf, uint64_t pos, size_t len)
@@ -489,7 +611,9 @@ static int run_server(const struct options *o)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	lfd = listen_socket(o);
-	while (!stop_requested) {
+	if (o->mode == MODE_MIXED)
+		serve_mixed(lfd, o, buf);
+	while (!stop_requested && o->mode != MODE_MIXED) {
 		int fd = accept(lfd, NULL, NULL);
 
 		if (fd < 0) {
@@ -505,7 +629,12 @@ static int run_server(const struct options *o)
 			continue;
 		}
 		tcp_nodelay(fd, o);
-			if (o->mode == MODE_RR)
+		if (o->mode == MODE_CRR) {
+			/* Connection j carries message j. */
+			serve_one_shot(fd, o, buf, totals.accepted - 1);
+			continue;
+		}
+		if (o->mode == MODE_RR)
 			serve_rr(fd, o, buf);
 		else
 			serve_stream(fd, buf, o->verify_sampled);
@@ -514,8 +643,10 @@ static int run_server(const struct options *o)
 		fflush(stdout);
 	}
 	printf("{\"event\":\"summary\",\"accepted\":%" PRIu64 ",\"connsDone\":%" PRIu64 ",\"bytesIn\":%" PRIu64
-	       ",\"bytesOut\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"spuriousEagain\":%" PRIu64 "}\n",
-	       totals.accepted, totals.conns_done, totals.bytes_in, totals.bytes_out, totals.failures, spurious_eagain);
+	       ",\"bytesOut\":%" PRIu64 ",\"messages\":%" PRIu64 ",\"badMessages\":%" PRIu64 ",\"failures\":%" PRIu64
+	       ",\"spuriousEagain\":%" PRIu64 "}\n",
+	       totals.accepted, totals.conns_done, totals.bytes_in, totals.bytes_out, totals.messages, totals.bad_messages,
+	       totals.failures, spurious_eagain);
 	fflush(stdout);
 	return totals.failures ? 1 : 0;
 }
@@ -561,18 +692,92 @@ static void print_histogram(const uint32_t *sorted, size_t n)
 	printf("]");
 }
 
-static int client_rr(const struct options *o)
+/* Per-request latencies of the measured window. */
+struct latencies {
+	uint32_t *samples;
+	size_t n, cap;
+	double sum, sumsq;
+};
+
+static void record_latency(struct latencies *l, uint64_t ns)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 1 << 20;
+		l->samples = realloc(l->samples, l->cap * sizeof(*l->samples));
+		if (!l->samples)
+			die("out of memory for samples");
+	}
+	l->samples[l->n++] = (uint32_t)(ns > UINT32_MAX ? UINT32_MAX : ns);
+	l->sum += (double)ns;
+	l->sumsq += (double)ns * (double)ns;
+}
+
+/* The result line of rr, crr and mixed: one shape, "transactions" being measured requests. */
+static void print_request_result(const struct options *o, uint64_t messages, uint64_t connections, struct latencies *l,
+				 uint64_t elapsed_ns, int64_t first_bad, const char *problem)
+{
+	size_t n = l->n;
+
+	qsort(l->samples, n, sizeof(*l->samples), cmp_u32);
+	print_quirks();
+	printf("{\"event\":\"result\",\"mode\":\"%s\",\"size\":%zu,\"messages\":%" PRIu64 ",\"connections\":%" PRIu64
+	       ",\"transactions\":%zu,\"elapsedNs\":%" PRIu64 ",",
+	       MODE_NAMES[o->mode], o->size, messages, connections, n, n ? elapsed_ns : 0);
+	if (n) {
+		double mean = l->sum / (double)n;
+		const uint32_t *s = l->samples;
+
+		printf("\"latencyNs\":{\"min\":%u,\"p50\":%u,\"p90\":%u,\"p99\":%u,\"p999\":%u,\"max\":%u,"
+		       "\"mean\":%.1f,\"stddev\":%.1f},",
+		       s[0], percentile(s, n, 50), percentile(s, n, 90), percentile(s, n, 99), percentile(s, n, 99.9), s[n - 1],
+		       mean, sqrt(fmax(0, l->sumsq / (double)n - mean * mean)));
+		print_histogram(s, n);
+		printf(",");
+	}
+	printf("\"integrity\":{\"ok\":%s,\"checkedBytes\":%" PRIu64 ",\"firstBadMessage\":%" PRId64 ",\"problem\":\"%s\"}}\n",
+	       first_bad < 0 ? "true" : "false", 2 * messages * o->size, first_bad, problem);
+}
+
+static bool response_ok(int fd, uint8_t *buf, const struct options *o, uint64_t i)
+{
+	return read_full(fd, buf, o->size, "client") == o->size && !memcmp(buf, pattern_at(response_offset(i)), o->size);
+}
+
+/*
+ * Message i on a fresh connection (crr, and every other one of mixed):
+ * connect, request, response, and the server's close. NULL when intact,
+ * else what went wrong.
+ */
+static const char *one_shot(const struct options *o, uint8_t *buf, uint64_t i)
 {
 	int fd = connect_socket(o);
+	const char *problem = NULL;
+	uint8_t extra;
+
+	write_full(fd, pattern_at(request_offset(i)), o->size, "client");
+	if (!response_ok(fd, buf, o, i))
+		problem = "wrong response";
+	/* The server closes first (TIME_WAIT on its side): wait for it, and nothing else may come. */
+	else if (recv_blocking(fd, &extra, 1) != 0)
+		problem = "no clean EOF after the response";
+	close(fd);
+	return problem;
+}
+
+/* rr, crr and mixed: requests one at a time, each timed from its request (or connect) to its response (or close). */
+static int client_requests(const struct options *o)
+{
+	bool fresh_only = o->mode == MODE_CRR, mixed = o->mode == MODE_MIXED;
+	int fd = fresh_only ? -1 : connect_socket(o);
 	uint8_t *buf = malloc(o->size);
-	size_t cap = 1 << 20, n = 0;
-	uint32_t *samples = malloc(cap * sizeof(*samples));
-	uint64_t i = 0, start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
+	struct latencies lat = { 0 };
+	uint64_t i = 0, connections = fresh_only ? 0 : 1;
+	uint64_t start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
 	uint64_t measured_start = 0, t1 = 0;
 	int64_t first_bad = -1;
-	double sum = 0, sumsq = 0;
+	const char *problem = "";
 
-	if (!buf || !samples)
+	if (!buf)
 		die("out of memory");
 	for (;;) {
 		uint64_t t0 = now_ns();
@@ -580,13 +785,26 @@ static int client_rr(const struct options *o)
 		/* Past the end, but only once a round trip was measured: a client
 		 * stalled across the whole window (a loaded machine) would report
 		 * 0 transactions in 0 ns. Same below for streams and connections. */
-		if (t0 >= end && n > 0)
+		if (t0 >= end && lat.n > 0)
 			break;
-		write_full(fd, pattern_at(request_offset(i)), o->size, "rr client");
-		if (read_full(fd, buf, o->size, "rr client") < o->size ||
-		    memcmp(buf, pattern_at(response_offset(i)), o->size)) {
-			first_bad = (int64_t)i;
+		if (o->max_conns && connections >= o->max_conns && o->mode != MODE_RR)
 			break;
+		if (fresh_only || (mixed && i % 2 == 1)) {
+			const char *bad = one_shot(o, buf, i);
+
+			connections++;
+			if (bad) {
+				first_bad = (int64_t)i;
+				problem = bad;
+				break;
+			}
+		} else {
+			write_full(fd, pattern_at(request_offset(i)), o->size, "client");
+			if (!response_ok(fd, buf, o, i)) {
+				first_bad = (int64_t)i;
+				problem = "wrong response";
+				break;
+			}
 		}
 		t1 = now_ns();
 		i++;
@@ -594,38 +812,15 @@ static int client_rr(const struct options *o)
 			continue;
 		if (!measured_start)
 			measured_start = t0;
-		if (n == cap) {
-			cap *= 2;
-			samples = realloc(samples, cap * sizeof(*samples));
-			if (!samples)
-				die("out of memory for samples");
-		}
-		samples[n++] = (uint32_t)(t1 - t0 > UINT32_MAX ? UINT32_MAX : t1 - t0);
-		sum += (double)(t1 - t0);
-		sumsq += (double)(t1 - t0) * (double)(t1 - t0);
+		record_latency(&lat, t1 - t0);
 	}
-	shutdown(fd, SHUT_WR);
-	/* Wait for the server's EOF: it has checked every request by then. */
-	read_full(fd, buf, o->size, "rr client");
-	close(fd);
-
-	qsort(samples, n, sizeof(*samples), cmp_u32);
-	print_quirks();
-	printf("{\"event\":\"result\",\"mode\":\"rr\",\"size\":%zu,\"messages\":%" PRIu64 ",\"transactions\":%zu,"
-	       "\"elapsedNs\":%" PRIu64 ",",
-	       o->size, i, n, n ? t1 - measured_start : 0);
-	if (n) {
-		double mean = sum / (double)n;
-
-		printf("\"latencyNs\":{\"min\":%u,\"p50\":%u,\"p90\":%u,\"p99\":%u,\"p999\":%u,\"max\":%u,"
-		       "\"mean\":%.1f,\"stddev\":%.1f},",
-		       samples[0], percentile(samples, n, 50), percentile(samples, n, 90), percentile(samples, n, 99),
-		       percentile(samples, n, 99.9), samples[n - 1], mean, sqrt(fmax(0, sumsq / (double)n - mean * mean)));
-		print_histogram(samples, n);
-		printf(",");
+	if (fd >= 0) {
+		shutdown(fd, SHUT_WR);
+		/* Wait for the server's EOF: it has checked every request by then. */
+		read_full(fd, buf, o->size, "client");
+		close(fd);
 	}
-	printf("\"integrity\":{\"ok\":%s,\"checkedBytes\":%" PRIu64 ",\"firstBadMessage\":%" PRId64 "}}\n",
-	       first_bad < 0 ? "true" : "false", i * o->size, first_bad);
+	print_request_result(o, i, connections, &lat, t1 - measured_start, first_bad, problem);
 	return first_bad < 0 ? 0 : 1;
 }
 
@@ -681,7 +876,7 @@ static int client_connrate(const struct options *o)
 	uint64_t start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
 	uint64_t total = 0, window = 0, window_start = 0, t = start, bad = 0;
 
-	while (t < end || window == 0) {
+	while ((t < end || window == 0) && !(o->max_conns && total >= o->max_conns)) {
 		int fd = connect_socket(o);
 		uint8_t b;
 		ssize_t n;
@@ -724,7 +919,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 {
 	*o = (struct options){ .port = "0", .size = 64, .duration_ns = 1000000000ull, .seed = 1 };
 	if (argc < 2 || (strcmp(argv[1], "server") && strcmp(argv[1], "client")))
-		die("usage: loadgen server|client --mode rr|stream|connrate (--host H --port P | --unix PATH) ...");
+		die("usage: loadgen server|client --mode rr|stream|connrate|crr|mixed (--host H --port P | --unix PATH) ...");
 	o->server = !strcmp(argv[1], "server");
 	for (int i = 2; i < argc; i += 2) {
 		const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -738,6 +933,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 				o->mode = MODE_STREAM;
 			else if (!strcmp(value, "connrate"))
 				o->mode = MODE_CONNRATE;
+			else if (!strcmp(value, "crr"))
+				o->mode = MODE_CRR;
+			else if (!strcmp(value, "mixed"))
+				o->mode = MODE_MIXED;
 			else
 				die("unknown mode %s", value);
 		} else if (!strcmp(flag, "--host")) {
@@ -756,6 +955,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 			if (strcmp(value, "full") && strcmp(value, "sampled"))
 				die("--verify must be full or sampled");
 			o->verify_sampled = !strcmp(value, "sampled");
+		} else if (!strcmp(flag, "--max-conns")) {
+			o->max_conns = parse_u64(flag, value);
 		} else if (!strcmp(flag, "--seed")) {
 			o->seed = parse_u64(flag, value);
 		} else {
@@ -766,8 +967,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 		die("--host or --unix is required");
 	if (o->size == 0 || o->size > MAX_SIZE)
 		die("--size must be 1..%u", MAX_SIZE);
-	if (o->unix_path && o->mode == MODE_CONNRATE)
-		die("connrate runs over TCP only");
+	if (o->unix_path && (o->mode == MODE_CONNRATE || o->mode == MODE_CRR || o->mode == MODE_MIXED))
+		die("%s runs over TCP only", MODE_NAMES[o->mode]);
 }
 
 int main(int argc, char **argv)
@@ -784,7 +985,9 @@ int main(int argc, char **argv)
 	alarm((unsigned)((o.warmup_ns + o.duration_ns) / 1000000000ull) + WATCHDOG_GRACE_S);
 	switch (o.mode) {
 	case MODE_RR:
-		return client_rr(&o);
+	case MODE_CRR:
+	case MODE_MIXED:
+		return client_requests(&o);
 	case MODE_STREAM:
 		return client_stream(&o);
 	default:

@@ -1,6 +1,6 @@
 /**
  * chart.svg: two grouped bar charts, RTT (p50) by message size and
- * throughput by write size, plain TCP vs accelerated vs Unix domain socket,
+ * throughput by write size, plain TCP vs accelerated (adaptive off and on) vs Unix domain socket,
  * each bar with a whisker over the rounds' min..max. Hand-written SVG: a
  * few rectangles and lines, no chart library.
  */
@@ -11,7 +11,8 @@ const HEIGHT = 470;
 const PANEL = { top: 70, height: 290, gap: 60, left: 70, right: 20 };
 const SERIES: readonly { side: Side; label: string; color: string }[] = [
   { side: 'plain', label: 'plain TCP', color: '#9e9e9e' },
-  { side: 'accelerated', label: 'sockaccel', color: '#1f77b4' },
+  { side: 'accelerated', label: 'sockaccel, adaptive off', color: '#1f77b4' },
+  { side: 'adaptive', label: 'sockaccel, adaptive on', color: '#2ca02c' },
   { side: 'unix', label: 'Unix domain socket', color: '#ff7f0e' },
 ];
 

@@ -10,7 +10,14 @@ import type { Placement, ProcessGroup, JsonLine } from './processes';
 
 export const LOADGEN_BINARY = path.resolve(__dirname, '..', '..', '..', 'build', 'native', 'loadgen');
 
-export type Mode = 'rr' | 'stream' | 'connrate';
+export type Mode = 'rr' | 'stream' | 'connrate' | 'crr' | 'mixed';
+
+/** Modes whose client sends requests one at a time and reports per-request latency (rr's result shape). */
+export type RequestMode = 'rr' | 'crr' | 'mixed';
+
+export function isRequestMode(mode: Mode): mode is RequestMode {
+  return mode === 'rr' || mode === 'crr' || mode === 'mixed';
+}
 
 /** A TCP host (listen: bind address; client: where to connect) or a Unix socket path. */
 export type Address = { readonly tcp: string } | { readonly unix: string };
@@ -31,22 +38,29 @@ export interface RunPlan {
 
 export interface RunSpec extends RunPlan {
   readonly mode: Mode;
-  /** rr: message size; stream: write size; connrate: unused. */
+  /** rr, crr, mixed: message size; stream: write size; connrate: unused. */
   readonly size: number;
+  /** A fixed TCP port for the server (reused run after run); absent: any free one. */
+  readonly port?: number;
+  /** connrate, crr, mixed: stop after this many connections even before the duration is up. */
+  readonly maxConns?: number;
   readonly server: { readonly listen: Address; readonly placement: Placement };
   readonly client: { readonly connect: Address; readonly placement: Placement };
 }
 
+/** rr (one connection), crr (a connection per request), mixed (both, alternately). */
 export interface RrClientResult {
-  readonly mode: 'rr';
+  readonly mode: RequestMode;
   readonly size: number;
   readonly messages: number;
+  /** Connections the client opened (rr: 1; mixed: the persistent one and the fresh ones). */
+  readonly connections: number;
   readonly transactions: number;
   readonly elapsedNs: number;
   readonly latencyNs: { min: number; p50: number; p90: number; p99: number; p999: number; max: number; mean: number; stddev: number };
   /** [from ns, to ns, count] buckets, 4 per power of two. */
   readonly histogram: readonly [number, number, number][];
-  readonly integrity: { ok: boolean; checkedBytes: number; firstBadMessage: number };
+  readonly integrity: { ok: boolean; checkedBytes: number; firstBadMessage: number; problem?: string };
 }
 
 export interface CpuReport {
@@ -91,6 +105,9 @@ export interface ServerConnReport {
 
 export interface ServerSummary {
   readonly accepted: number;
+  /** crr, mixed: requests answered, and requests that differed from the pattern. */
+  readonly messages?: number;
+  readonly badMessages?: number;
   readonly failures: number;
   readonly spuriousEagain: number;
 }
@@ -99,7 +116,7 @@ export interface LoadgenRun {
   readonly client: ClientResult;
   /** Blocking recv() calls that returned EAGAIN (see recv_blocking in loadgen.c), both processes. */
   readonly spuriousEagain: number;
-  /** The server's report on the (one) connection; absent for connrate. */
+  /** The server's report on the (one) connection of rr and stream; absent for the connection-per-request modes. */
   readonly serverConn?: ServerConnReport;
   readonly serverSummary: ServerSummary;
 }
@@ -126,7 +143,10 @@ export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: stri
   const common = ['--mode', spec.mode, '--size', String(spec.size)];
   const server = group.spawn(
     `loadgen server (${label})`,
-    [LOADGEN_BINARY, 'server', ...common, '--verify', spec.verify, ...addressArgs(spec.server.listen)],
+    [
+      LOADGEN_BINARY, 'server', ...common, '--verify', spec.verify, ...addressArgs(spec.server.listen),
+      ...(spec.port !== undefined && 'tcp' in spec.server.listen ? ['--port', String(spec.port)] : []),
+    ],
     spec.server.placement,
   );
   try {
@@ -137,6 +157,7 @@ export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: stri
       [
         LOADGEN_BINARY, 'client', ...common, ...addressArgs(spec.client.connect), ...portArgs,
         '--duration-ms', String(spec.durationMs), '--warmup-ms', String(spec.warmupMs),
+        ...(spec.maxConns !== undefined ? ['--max-conns', String(spec.maxConns)] : []),
       ],
       spec.client.placement,
     );
@@ -152,7 +173,7 @@ export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: stri
       await client.kill();
     }
     const clientQuirks = Number(client.lines.find((l) => l.event === 'quirks')?.spuriousEagain ?? 0);
-    const serverConn = spec.mode === 'connrate'
+    const serverConn = spec.mode !== 'rr' && spec.mode !== 'stream'
       ? undefined
       : ((await server.waitFor((l) => l.event === 'conn', REPORT_TIMEOUT_MS, 'its connection report')) as unknown as ServerConnReport);
     server.signal('SIGTERM');
@@ -181,6 +202,19 @@ export function integrityProblems(run: LoadgenRun, verify: StreamVerify): string
         problems.push(`the client completed ${client.messages} messages, the server answered ${serverConn?.messages}`);
       }
       break;
+    case 'crr':
+    case 'mixed':
+      if (!client.integrity.ok) {
+        problems.push(`message ${client.integrity.firstBadMessage}: ${client.integrity.problem || 'wrong response'}`);
+      }
+      if ((serverSummary.badMessages ?? 0) > 0) problems.push(`the server received ${serverSummary.badMessages} requests that differ from what the client sent`);
+      if (serverSummary.messages !== client.messages) {
+        problems.push(`the client completed ${client.messages} messages, the server answered ${serverSummary.messages}`);
+      }
+      if (serverSummary.accepted !== client.connections) {
+        problems.push(`the client made ${client.connections} connections, the server accepted ${serverSummary.accepted}`);
+      }
+      break;
     case 'stream':
       if (client.serverClose !== 'eof') problems.push(`the connection did not end in a clean EOF: ${client.serverClose}`);
       if (serverConn?.firstBadOffset !== -1) problems.push(`the server read a wrong byte at stream offset ${serverConn?.firstBadOffset}`);
@@ -204,6 +238,8 @@ export function integrityProblems(run: LoadgenRun, verify: StreamVerify): string
 export function payloadBytes(run: LoadgenRun): number {
   switch (run.client.mode) {
     case 'rr':
+    case 'crr':
+    case 'mixed':
       return 2 * run.client.messages * run.client.size;
     case 'stream':
       return run.client.bytesSent;
@@ -226,6 +262,8 @@ export function runMetrics(run: LoadgenRun, cpusUsed: readonly number[]): Record
   const { client } = run;
   switch (client.mode) {
     case 'rr':
+    case 'crr':
+    case 'mixed':
       return {
         p50Us: client.latencyNs.p50 / 1e3,
         p99Us: client.latencyNs.p99 / 1e3,

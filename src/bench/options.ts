@@ -14,7 +14,10 @@ import { cpuList } from './loadgen';
 const KiB = 1024;
 export const RR_SIZES = [64, KiB, 16 * KiB, 64 * KiB] as const;
 export const STREAM_SIZES = [KiB, 16 * KiB, 128 * KiB] as const;
-const KINDS: readonly Mode[] = ['rr', 'stream', 'connrate'];
+/** A connection per request, and half keep-alive half one-shot: small messages, where the setup cost shows. */
+export const CRR_SIZES = [64] as const;
+export const MIXED_SIZES = [64] as const;
+const KINDS: readonly Mode[] = ['rr', 'stream', 'connrate', 'crr', 'mixed'];
 const PINNINGS: readonly Pinning[] = ['same-cpu', 'cross-cpu'];
 
 export interface CaseSpec {
@@ -39,8 +42,10 @@ export interface BenchOptions {
   readonly profile: 'quick' | 'thorough';
   readonly rounds: number;
   readonly warmupMs: number;
-  readonly durationMs: { readonly rr: number; readonly stream: number; readonly connrate: number };
+  readonly durationMs: Readonly<Record<Mode, number>>;
   readonly cases: readonly CaseSpec[];
+  /** The adaptive side's per-case warm-up, before its first measured run (issue 10: at most 2 s or 200 connections). */
+  readonly adaptiveWarmup: { readonly ms: number; readonly connections: number };
   readonly paths: readonly BenchPath[];
   readonly cpus: CpuPlan;
   readonly sockperf: boolean;
@@ -68,25 +73,31 @@ const PROFILES: Readonly<Record<'quick' | 'thorough', Profile>> = {
   thorough: {
     rounds: 5,
     warmupMs: 100,
-    durationMs: { rr: 300, stream: 500, connrate: 400 },
+    durationMs: { rr: 300, stream: 500, connrate: 400, crr: 400, mixed: 400 },
     sockperf: true,
     sockperfSeconds: 2,
     includes: (c) => c.pinning === 'same-cpu' || c.kind === 'rr' || (c.kind === 'stream' && c.path.name === 'loopback'),
   },
-  // Under 30 s: every size on loopback (same CPU), the smallest and largest
-  // elsewhere, one cross-CPU RTT.
+  // A few minutes: every size on loopback (same CPU), the smallest and
+  // largest elsewhere, one cross-CPU RTT; the connection-per-request and
+  // mixed cases on loopback only. Enough to evaluate every goal.
+  // Three rounds (a median that is one run, and each side once first and
+  // once last): the goals compare sides within a few percent.
   quick: {
-    rounds: 2,
+    rounds: 3,
     warmupMs: 30,
-    durationMs: { rr: 100, stream: 150, connrate: 150 },
+    durationMs: { rr: 150, stream: 200, connrate: 250, crr: 250, mixed: 250 },
     sockperf: false,
     sockperfSeconds: 1,
     includes: (c) =>
       c.path.name === 'loopback'
         ? c.pinning === 'same-cpu' || (c.kind === 'rr' && c.size === 64)
-        : c.pinning === 'same-cpu' && (c.kind === 'connrate' || c.size === 64 || c.size === 128 * KiB),
+        : c.pinning === 'same-cpu' && (c.kind === 'connrate' || ((c.kind === 'rr' || c.kind === 'stream') && (c.size === 64 || c.size === 128 * KiB))),
   },
 };
+
+/** Issue 10's bound on what the adaptive side may see of a case before it is measured. */
+export const ADAPTIVE_WARMUP = { ms: 2000, connections: 200 } as const;
 
 function list(flags: Readonly<Record<string, string | boolean>>, name: string): string[] | undefined {
   const value = flags[name];
@@ -159,7 +170,7 @@ export function parseBenchOptions(flags: Readonly<Record<string, string | boolea
 
   const cases: CaseSpec[] = [];
   for (const kind of kinds) {
-    const kindSizes = kind === 'rr' ? rrSizes : kind === 'stream' ? streamSizes : [null];
+    const kindSizes = kind === 'rr' ? rrSizes : kind === 'stream' ? streamSizes : kind === 'crr' ? [...CRR_SIZES] : kind === 'mixed' ? [...MIXED_SIZES] : [null];
     for (const path of paths.filter((p) => p.kinds?.includes(kind) ?? true)) {
       for (const size of kindSizes) {
         for (const pinning of pinnings) {
@@ -172,12 +183,14 @@ export function parseBenchOptions(flags: Readonly<Record<string, string | boolea
   if (cases.length === 0) throw new UsageError('the chosen --paths, --kinds, sizes and --pinning leave nothing to measure');
 
   const duration = positiveInt(flags, 'duration-ms', 600_000);
+  const adaptiveWarmupMs = positiveInt(flags, 'adaptive-warmup-ms', ADAPTIVE_WARMUP.ms);
   const stamp = now.toISOString().replace(/[:.]/g, '-');
   return {
     profile: profileName,
     rounds: positiveInt(flags, 'rounds', 100) ?? profile.rounds,
     warmupMs: profile.warmupMs,
-    durationMs: duration === undefined ? profile.durationMs : { rr: duration, stream: duration, connrate: duration },
+    durationMs: duration === undefined ? profile.durationMs : (Object.fromEntries(KINDS.map((k) => [k, duration])) as Record<Mode, number>),
+    adaptiveWarmup: { ms: adaptiveWarmupMs ?? ADAPTIVE_WARMUP.ms, connections: ADAPTIVE_WARMUP.connections },
     cases,
     paths: paths.filter((p) => cases.some((c) => c.path === p)),
     cpus,

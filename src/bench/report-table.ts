@@ -3,6 +3,7 @@
  * the ratios a reader came for, the goals, the sockperf cross-check and how
  * it was measured.
  */
+import { calibrationSnippet } from './calibration';
 import type { BenchResults, CaseResult, Side } from './results';
 import type { RatioSummary, RoundSummary } from './stats';
 
@@ -36,53 +37,75 @@ function sizeLabel(bytes: number | null): string {
 
 const metric = (c: CaseResult, side: Side, name: string) => c.sides[side]?.[name];
 
-function rrTable(cases: readonly CaseResult[]): string {
+/** "0.98" share of the gain kept; "-" when the case had no gain or loss to share. */
+function share(r: RatioSummary | undefined): string {
+  return r ? r.median.toFixed(2) : '-';
+}
+
+/** Connections of the adaptive runs: left plain by a decision / redirected (socket pairs), and the learner's verdict. */
+function adaptiveCell(c: CaseResult): string {
+  const a = c.adaptive;
+  if (!a) return '-';
+  const verdicts = [...new Set(a.decisions.map((d) => (d.reason === 'none' ? `${d.verdict}?` : `${d.verdict} (${d.reason})`)))];
+  return `${a.plainConnections}/${a.pairedConnections} ${verdicts.length ? verdicts.join(', ') : 'no decision'}`;
+}
+
+/**
+ * The three TCP sides of one headline metric, the Unix line where there is
+ * one, and the ratios: adaptive off / plain, adaptive on / plain, and the
+ * share of the gain (or loss) adaptive on kept.
+ */
+function sidesTable(cases: readonly CaseResult[], name: string, unit: string, first: [string, (c: CaseResult) => string], extra: [string, (c: CaseResult) => string][] = []): string {
+  const withUnix = cases.some((c) => c.sides.unix);
   const rows = cases.map((c) => [
     c.path,
-    sizeLabel(c.size),
+    first[1](c),
     c.pinning,
-    withSpread(metric(c, 'plain', 'p50Us')),
-    withSpread(metric(c, 'accelerated', 'p50Us')),
-    withSpread(metric(c, 'unix', 'p50Us')),
-    ratio(c.ratios.acceleratedVsPlain.p50Us),
-    ratio(c.ratios.acceleratedVsUnix?.p50Us),
-    `${fixed(metric(c, 'plain', 'p99Us')?.median ?? NaN)} / ${fixed(metric(c, 'accelerated', 'p99Us')?.median ?? NaN)}`,
-    `${fixed((metric(c, 'plain', 'tps')?.median ?? NaN) / 1e3)}k / ${fixed((metric(c, 'accelerated', 'tps')?.median ?? NaN) / 1e3)}k`,
+    withSpread(metric(c, 'plain', name)),
+    withSpread(metric(c, 'accelerated', name)),
+    withSpread(metric(c, 'adaptive', name)),
+    ...(withUnix ? [withSpread(metric(c, 'unix', name))] : []),
+    ratio(c.ratios.acceleratedVsPlain[name]),
+    ratio(c.ratios.adaptiveVsPlain[name]),
+    share(c.ratios.gainKept[name]),
+    ...(withUnix ? [ratio(c.ratios.acceleratedVsUnix?.[name])] : []),
+    ...extra.map(([, cell]) => cell(c)),
+    adaptiveCell(c),
   ]);
   return renderTable(
-    ['path', 'size', 'pinning', 'plain p50 µs', 'accel p50 µs', 'unix p50 µs', 'accel/plain', 'accel/unix', 'p99 µs plain/accel', 'tps plain/accel'],
+    [
+      'path', first[0], 'pinning', `plain ${unit}`, `adaptive off ${unit}`, `adaptive on ${unit}`, ...(withUnix ? [`unix ${unit}`] : []),
+      'off/plain', 'on/plain', 'gain kept', ...(withUnix ? ['off/unix'] : []), ...extra.map(([h]) => h), 'on: conns plain/accel, decision',
+    ],
     rows,
   );
+}
+
+const three = (c: CaseResult, name: string, scale = 1, suffix = '') =>
+  (['plain', 'accelerated', 'adaptive'] as const).map((s) => `${fixed((metric(c, s, name)?.median ?? NaN) / scale)}${suffix}`).join(' / ');
+
+const size: [string, (c: CaseResult) => string] = ['size', (c) => sizeLabel(c.size)];
+
+function rrTable(cases: readonly CaseResult[]): string {
+  return sidesTable(cases, 'p50Us', 'p50 µs', size, [
+    ['p99 µs plain/off/on', (c) => three(c, 'p99Us')],
+    ['tps plain/off/on', (c) => three(c, 'tps', 1e3, 'k')],
+  ]);
 }
 
 function streamTable(cases: readonly CaseResult[]): string {
-  const rows = cases.map((c) => [
-    c.path,
-    sizeLabel(c.size),
-    c.pinning,
-    withSpread(metric(c, 'plain', 'gbps')),
-    withSpread(metric(c, 'accelerated', 'gbps')),
-    withSpread(metric(c, 'unix', 'gbps')),
-    ratio(c.ratios.acceleratedVsPlain.gbps),
-    ratio(c.ratios.acceleratedVsUnix?.gbps),
-    `${fixed(metric(c, 'plain', 'cpuSecPerGB')?.median ?? NaN)} / ${fixed(metric(c, 'accelerated', 'cpuSecPerGB')?.median ?? NaN)}`,
-  ]);
-  return renderTable(
-    ['path', 'write', 'pinning', 'plain Gbit/s', 'accel Gbit/s', 'unix Gbit/s', 'accel/plain', 'accel/unix', 'CPU s/GB plain/accel'],
-    rows,
-  );
+  return sidesTable(cases, 'gbps', 'Gbit/s', ['write', (c) => sizeLabel(c.size)], [['CPU s/GB plain/off/on', (c) => three(c, 'cpuSecPerGB')]]);
 }
 
 function connTable(cases: readonly CaseResult[]): string {
-  const rows = cases.map((c) => [
-    c.path,
-    'connect+accept+close',
-    c.pinning,
-    withSpread(metric(c, 'plain', 'connPerSec')),
-    withSpread(metric(c, 'accelerated', 'connPerSec')),
-    ratio(c.ratios.acceleratedVsPlain.connPerSec),
+  return sidesTable(cases, 'connPerSec', 'conn/s', ['cycle', () => 'connect+accept+close']);
+}
+
+function requestsTable(cases: readonly CaseResult[]): string {
+  return sidesTable(cases, 'tps', 'req/s', size, [
+    ['p50 µs plain/off/on', (c) => three(c, 'p50Us')],
+    ['p99 µs plain/off/on', (c) => three(c, 'p99Us')],
   ]);
-  return renderTable(['path', 'cycle', 'pinning', 'plain conn/s', 'accel conn/s', 'accel/plain'], rows);
 }
 
 /** Both tools' accelerated / plain: the speed-up should agree even when the machine drifts. */
@@ -99,12 +122,14 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
   const sections: string[] = [
     `sockaccel bench (${r.profile}, ${r.elapsedSec.toFixed(0)} s): kernel ${r.environment.kernel}, ${r.environment.cpuModel}, ${r.environment.onlineCpus} CPUs`,
     `CPUs (taskset -c): same-cpu ${r.environment.cpuSets.sameCpu}${cross ? `; cross-cpu server ${cross.server}, client ${cross.client}` : ''}`,
-    `Method: ${r.method.rounds} rounds; ${r.method.order}. Each run: ${r.method.warmupMs} ms warm-up, then rr ${r.method.durationMs.rr} ms, stream ${r.method.durationMs.stream} ms, connrate ${r.method.durationMs.connrate} ms.`,
-    `Values: median over rounds ±half the min..max range; ratios: median of per-round ratios (accelerated / plain TCP, accelerated / Unix domain socket).`,
+    `Method: ${r.method.rounds} rounds; ${r.method.order}. Each run: ${r.method.warmupMs} ms warm-up, then ${Object.entries(r.method.durationMs).map(([k, v]) => `${k} ${v} ms`).join(', ')}; adaptive warm-up per case: at most ${r.method.adaptiveWarmup.ms} ms or ${r.method.adaptiveWarmup.connections} connections.`,
+    `Values: median over rounds ±half the min..max range; ratios: median of per-round ratios. Sides: plain TCP; adaptive off (everything that pairs is redirected); adaptive on (the learner's decisions apply); Unix domain socket. Gain kept: (on − plain) / (off − plain).`,
   ];
   if (of('rr').length) sections.push(`Request/response round trip (${r.method.loadGenerator.split(' (')[0]} rr)\n${rrTable(of('rr'))}`);
   if (of('stream').length) sections.push(`Streaming throughput (client writes, server reads and checks samples of every read)\n${streamTable(of('stream'))}`);
   if (of('connrate').length) sections.push(`Connection setup rate (the client connects, the server accepts and closes, the client sees EOF)\n${connTable(of('connrate'))}`);
+  if (of('crr').length) sections.push(`A connection per request (connect, request, response, the server closes; both checked)\n${requestsTable(of('crr'))}`);
+  if (of('mixed').length) sections.push(`Mixed service (alternately a request on a keep-alive connection and one on a fresh connection, one port)\n${requestsTable(of('mixed'))}`);
   if (r.sockperf?.length) {
     sections.push(
       `Cross-check: sockperf ping-pong --full-rtt, 64 B, loopback, same CPU\n${renderTable(
@@ -118,11 +143,21 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
       .map((g) => `  ${g.met === null ? 'n/a ' : g.met ? 'met ' : 'MISS'}  ${g.description}: ${g.measured === null ? 'not measured' : Number.isInteger(g.measured) ? g.measured : `${g.measured.toFixed(2)}x`} (target ${g.target})`)
       .join('\n')}`,
   );
+  const snippet = calibrationSnippet(r.calibration);
+  if (snippet) {
+    sections.push(`Calibration for the adaptive policy, from this run (${r.calibration.method}); in the daemon's config file:\n${snippet}`);
+  }
   const eagain = r.observations.spuriousEagain;
-  if (eagain.accelerated + eagain.plain + eagain.unix > 0) {
+  if (eagain.accelerated + eagain.adaptive + eagain.plain + eagain.unix > 0) {
     sections.push(
-      `Observed: blocking recv() returned EAGAIN ${eagain.accelerated} times on accelerated sockets (plain TCP ${eagain.plain}, Unix ${eagain.unix}); ` +
+      `Observed: blocking recv() returned EAGAIN ${eagain.accelerated + eagain.adaptive} times on accelerated sockets (adaptive off ${eagain.accelerated}, on ${eagain.adaptive}; plain TCP ${eagain.plain}, Unix ${eagain.unix}); ` +
         'on this kernel an accelerated socket waiting for data returns EAGAIN once when the peer closes. loadgen retries; applications that treat it as an error would not.',
+    );
+  }
+  const unsettled = Object.entries(r.observations.settling).filter(([, v]) => v.unsettled > 0);
+  if (unsettled.length > 0) {
+    sections.push(
+      `Observed: after ${unsettled.map(([side, v]) => `${v.unsettled} ${side} runs`).join(', ')} the machine's allocated TCP sockets were not back to their level before the run within 3 s (other load on the machine, or sockets freed late); the next run went ahead.`,
     );
   }
   sections.push(`Integrity gate (before measuring)\n${r.integrityGate.map((g) => g.checks.map((c) => `  ${g.path}: ${c}`).join('\n')).join('\n')}`);

@@ -3,12 +3,24 @@
  * the numbers are held against. Bump RESULTS_SCHEMA_VERSION on any change a
  * reader of the JSON would notice.
  */
+import type { Calibration } from './calibration';
 import type { RatioSummary, RoundSummary } from './stats';
 import type { Mode } from './loadgen';
 
-export const RESULTS_SCHEMA_VERSION = 1;
+/**
+ * 2: the adaptive side (issue 10): sides.adaptive, ratios adaptiveVsPlain,
+ * gainKept and adaptiveVsBest, a fixed port and the adaptive side's
+ * connections and decision per case, kinds crr and mixed, calibration.
+ */
+export const RESULTS_SCHEMA_VERSION = 2;
 
-export type Side = 'plain' | 'accelerated' | 'unix';
+/**
+ * plain TCP; accelerated with the adaptive policy off (everything that pairs
+ * is redirected); adaptive: accelerated with the policy on, after a warm-up;
+ * the Unix domain socket limit line.
+ */
+export type Side = 'plain' | 'accelerated' | 'adaptive' | 'unix';
+export const TCP_SIDES = ['plain', 'accelerated', 'adaptive'] as const;
 export type Pinning = 'same-cpu' | 'cross-cpu';
 
 export interface MetricSpec {
@@ -32,6 +44,19 @@ export const METRICS: Readonly<Record<Mode, readonly MetricSpec[]>> = {
     { name: 'serverBytesPerRead', unit: 'bytes', better: 'higher' },
   ],
   connrate: [{ name: 'connPerSec', unit: 'connections/s', better: 'higher' }],
+  // A connection per request: what a one-shot client gets done per second.
+  crr: [
+    { name: 'tps', unit: 'requests/s', better: 'higher' },
+    { name: 'p50Us', unit: 'µs', better: 'lower' },
+    { name: 'p99Us', unit: 'µs', better: 'lower' },
+    { name: 'meanUs', unit: 'µs', better: 'lower' },
+  ],
+  mixed: [
+    { name: 'tps', unit: 'requests/s', better: 'higher' },
+    { name: 'p50Us', unit: 'µs', better: 'lower' },
+    { name: 'p99Us', unit: 'µs', better: 'lower' },
+    { name: 'meanUs', unit: 'µs', better: 'lower' },
+  ],
 };
 
 export function headline(mode: Mode): MetricSpec {
@@ -43,9 +68,11 @@ export interface CaseResult {
   readonly id: string;
   readonly kind: Mode;
   readonly path: string;
-  /** Message size (rr) or write size (stream); null for connrate. */
+  /** Message size (rr, crr, mixed) or write size (stream); null for connrate. */
   readonly size: number | null;
   readonly pinning: Pinning;
+  /** The server's TCP port in every run of the case (warm-up included): one service for the daemon to learn. */
+  readonly port: number;
   /** taskset CPU lists. */
   readonly cpus: { readonly server: string; readonly client: string };
   /** Per side, per metric: the rounds and their median and spread. */
@@ -55,7 +82,36 @@ export interface CaseResult {
     readonly acceleratedVsPlain: Record<string, RatioSummary>;
     /** accelerated / Unix domain socket (the practical limit), when a Unix run exists for the case. */
     readonly acceleratedVsUnix?: Record<string, RatioSummary>;
+    /** adaptive / plain. */
+    readonly adaptiveVsPlain: Record<string, RatioSummary>;
+    /** (adaptive − plain) / (accelerated − plain) per round: the share of acceleration's gain (or loss) adaptive kept. */
+    readonly gainKept: Record<string, RatioSummary>;
+    /** adaptive / the better of plain and accelerated, per round. */
+    readonly adaptiveVsBest: Record<string, RatioSummary>;
   };
+  /** What the adaptive side did with the case's connections. */
+  readonly adaptive?: AdaptiveReport;
+}
+
+export interface AdaptiveDecisionReport {
+  /** The daemon's service id, e.g. "127.0.0.1:20001@netns 4097". */
+  readonly service: string;
+  readonly verdict: string;
+  readonly reason: string;
+  readonly explorePermille: number;
+  readonly savedNsPerConn: number;
+  readonly evidenceConns: number;
+}
+
+export interface AdaptiveReport {
+  /** The warm-up before the first measured adaptive run. */
+  readonly warmup: { readonly connections: number; readonly elapsedMs: number; readonly decisionWaitMs: number };
+  /** The learner's decisions for the case's port once the warm-up was over (empty: none within the deadline). */
+  readonly decisions: readonly AdaptiveDecisionReport[];
+  /** Over the measured adaptive runs, from the daemon's counters: socket pairs redirected, connections left plain by a decision, explored ones. */
+  readonly pairedConnections: number;
+  readonly plainConnections: number;
+  readonly exploredConnections: number;
 }
 
 export interface SockperfCheck {
@@ -97,7 +153,8 @@ export interface BenchResults {
     readonly order: string;
     readonly rounds: number;
     readonly warmupMs: number;
-    readonly durationMs: { readonly rr: number; readonly stream: number; readonly connrate: number };
+    readonly durationMs: Readonly<Record<Mode, number>>;
+    readonly adaptiveWarmup: { readonly ms: number; readonly connections: number };
     readonly integrity: string;
     readonly cpuAccounting: string;
     readonly acceleratedSide: string;
@@ -108,6 +165,8 @@ export interface BenchResults {
   readonly cases: readonly CaseResult[];
   readonly sockperf: readonly SockperfCheck[] | null;
   readonly goals: readonly GoalResult[];
+  /** The daemon's adaptive cost constants derived from this run (see calibration.ts). */
+  readonly calibration: Calibration;
   /** Behaviour of the accelerated path seen while measuring (not failures of the bench). */
   readonly observations: {
     /**
@@ -116,13 +175,20 @@ export interface BenchResults {
      * once when the peer's FIN arrives while it waits for data.
      */
     readonly spuriousEagain: Readonly<Record<Side, number>>;
+    /**
+     * After each run, by side: milliseconds spent waiting until the machine's
+     * allocated TCP sockets were back to where they were before it (an
+     * accelerated socket is freed late, by a kworker), and runs after which
+     * that did not happen within 3 s.
+     */
+    readonly settling: Readonly<Record<Side, { readonly waitedMs: number; readonly unsettled: number }>>;
   };
 }
 
 const KiB = 1024;
 
-function find(cases: readonly CaseResult[], kind: Mode, size: number | null, pinning: Pinning): CaseResult | undefined {
-  return cases.find((c) => c.kind === kind && c.path === 'loopback' && c.size === size && c.pinning === pinning);
+export function find(cases: readonly CaseResult[], kind: Mode, size: number | null, pinning: Pinning, path = 'loopback'): CaseResult | undefined {
+  return cases.find((c) => c.kind === kind && c.path === path && c.size === size && c.pinning === pinning);
 }
 
 function goal(id: string, description: string, target: string, measured: number | undefined, met: (r: number) => boolean): GoalResult {
@@ -142,7 +208,7 @@ export function evaluateGoals(cases: readonly CaseResult[]): GoalResult[] {
   const rr64 = find(cases, 'rr', 64, 'same-cpu');
   const stream128 = find(cases, 'stream', 128 * KiB, 'same-cpu');
   const conn = find(cases, 'connrate', null, 'same-cpu');
-  const sized = cases.filter((c) => c.kind !== 'connrate');
+  const sized = cases.filter((c) => c.kind === 'rr' || c.kind === 'stream');
   const slower = sized.filter((c) => notSlower(c) === false);
   return [
     goal('rr64-vs-plain', '64 B RTT p50, same CPU, loopback: accelerated / plain', '≤ 0.65', rr64?.ratios.acceleratedVsPlain.p50Us?.median, (r) => r <= 0.65),
@@ -156,5 +222,28 @@ export function evaluateGoals(cases: readonly CaseResult[]): GoalResult[] {
       measured: sized.length ? slower.length : null,
       met: sized.length ? slower.length === 0 : null,
     },
+    ...adaptiveGoals(cases),
   ];
+}
+
+/** Issue 10's targets: adaptive on is never slower than plain, keeps the winners' gain, and picks the better side of a mixed service. */
+export function adaptiveGoals(cases: readonly CaseResult[]): GoalResult[] {
+  const crr = find(cases, 'crr', 64, 'same-cpu');
+  const stream1k = find(cases, 'stream', KiB, 'same-cpu');
+  const conn = find(cases, 'connrate', null, 'same-cpu');
+  const rr64 = find(cases, 'rr', 64, 'same-cpu');
+  const stream128 = find(cases, 'stream', 128 * KiB, 'same-cpu');
+  const chain = find(cases, 'rr', 64, 'same-cpu', 'sidecar-chain');
+  const mixed = find(cases, 'mixed', 64, 'same-cpu');
+  const atLeast = (r: number) => r >= 0.97;
+  const rows = [
+    goal('adaptive-crr64', 'a connection per request (64 B), requests/s, same CPU, loopback: adaptive on / plain', '≥ 0.97', crr?.ratios.adaptiveVsPlain.tps?.median, atLeast),
+    goal('adaptive-stream1k', '1 KiB-write throughput, same CPU, loopback: adaptive on / plain', '≥ 0.97', stream1k?.ratios.adaptiveVsPlain.gbps?.median, atLeast),
+    goal('adaptive-connrate', 'connection setup rate, same CPU, loopback: adaptive on / plain', '≥ 0.97', conn?.ratios.adaptiveVsPlain.connPerSec?.median, atLeast),
+    goal('adaptive-rr64-gain', '64 B RTT p50, same CPU, loopback: share of the gain adaptive on keeps, (on − plain) / (off − plain)', '≥ 0.97', rr64?.ratios.gainKept.p50Us?.median, atLeast),
+    goal('adaptive-stream128k-gain', '128 KiB-write throughput, same CPU, loopback: share of the gain adaptive on keeps', '≥ 0.97', stream128?.ratios.gainKept.gbps?.median, atLeast),
+  ];
+  if (chain) rows.push(goal('adaptive-sidecar-chain-gain', '64 B RTT p50 through the sidecar chain, same CPU: share of the gain adaptive on keeps', '≥ 0.97', chain.ratios.gainKept.p50Us?.median, atLeast));
+  rows.push(goal('adaptive-mixed64', 'mixed service (64 B, half keep-alive, half one-shot), requests/s, same CPU, loopback: adaptive on / the better of plain and adaptive off', '≥ 0.97', mixed?.ratios.adaptiveVsBest.tps?.median, atLeast));
+  return rows;
 }

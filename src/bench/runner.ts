@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Stats, StatName } from '../kernel/bpf-layout';
 import { attemptEach } from '../common/cleanup';
@@ -16,11 +17,14 @@ import { BenchIntegrityError, PrivilegeError, UsageError } from '../common/error
 import type { MeshName } from '../daemon/mesh';
 import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunPlan, type RunSpec } from './loadgen';
 import { caseId, type BenchOptions, type CaseSpec } from './options';
+import { deriveCalibration } from './calibration';
+import { chooseFreePorts } from './ports';
+import { settle, tcpSocketsAllocated } from './settle';
 import { removeDeadRuns } from './leftovers';
-import type { BenchPath, PreparedPath } from './paths';
+import type { BenchPath, PreparedPath, TcpSide } from './paths';
 import type { Placement, ProcessGroup } from './processes';
 import type { Progress } from './progress';
-import { evaluateGoals, RESULTS_SCHEMA_VERSION, type BenchResults, type CaseResult, type Side, type SockperfCheck } from './results';
+import { evaluateGoals, METRICS, RESULTS_SCHEMA_VERSION, TCP_SIDES, type AdaptiveDecisionReport, type AdaptiveReport, type BenchResults, type CaseResult, type Side, type SockperfCheck } from './results';
 import { newRunId, ownChildren, recordPath, RunRecorder } from './run-record';
 import { scratchLocations, startAcceleratedSide, type AcceleratedSide } from './scratch';
 import { checkSockperfInstalled, runSockperf } from './sockperf';
@@ -46,7 +50,8 @@ function delta(before: Stats, after: Stats): Delta {
  * one socket pair, each carrying every payload byte); empty when they agree.
  */
 export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta, hops: number): string[] {
-  if (side === 'unix') return [];
+  // Adaptive runs may leave connections plain by design: their bytes are checked, their counters reported.
+  if (side === 'unix' || side === 'adaptive') return [];
   if (side === 'plain') {
     return d.sockets_inserted > 0n || d.bytes_redirected > 0n
       ? [`the plain run was accelerated (${d.sockets_inserted} sockets inserted, ${d.bytes_redirected} bytes redirected)`]
@@ -61,7 +66,10 @@ export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta, hops
   }
   const payload = BigInt(payloadBytes(run)) * BigInt(hops);
   const problems: string[] = [];
-  if (d.sockets_inserted < 2n * BigInt(hops)) {
+  if (run.client.mode === 'crr' || run.client.mode === 'mixed') {
+    const expected = 2n * BigInt(hops) * BigInt(run.client.connections);
+    if (d.sockets_inserted < expected) problems.push(`only ${d.sockets_inserted} of ${expected} sockets of the ${run.client.connections} connections were paired`);
+  } else if (d.sockets_inserted < 2n * BigInt(hops)) {
     problems.push(hops === 1 ? 'the connection was never paired' : `only ${d.sockets_inserted} of ${2 * hops} sockets of the ${hops} connections were paired`);
   }
   if (d.bytes_redirected < payload) problems.push(`only ${d.bytes_redirected} of ${payload} payload bytes${hops === 1 ? '' : ` (×${hops} connections)`} were redirected`);
@@ -71,7 +79,12 @@ export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta, hops
 
 function sidesOf(c: CaseSpec): Side[] {
   // The Unix socket limit line does not depend on the TCP path: measured once, on loopback.
-  return c.kind !== 'connrate' && c.path.name === 'loopback' ? ['plain', 'accelerated', 'unix'] : ['plain', 'accelerated'];
+  return (c.kind === 'rr' || c.kind === 'stream') && c.path.name === 'loopback' ? [...TCP_SIDES, 'unix'] : [...TCP_SIDES];
+}
+
+/** The adaptive side runs where the accelerated one does (its cgroup, its endpoints): only the policy switch differs. */
+function tcpSide(side: Exclude<Side, 'unix'>): TcpSide {
+  return side === 'plain' ? 'plain' : 'accelerated';
 }
 
 function sizeLabel(bytes: number): string {
@@ -90,6 +103,10 @@ interface Context {
   readonly unixDir: string;
   unixCount: number;
   readonly spuriousEagain: Record<Side, number>;
+  /** Time spent after each side's runs waiting for their sockets to be freed, and runs after which the wait timed out. */
+  readonly settling: Record<Side, { waitedMs: number; unsettled: number }>;
+  /** The fixed server port of each case, by case id. */
+  readonly ports: ReadonlyMap<string, number>;
 }
 
 function cpusFor(opts: BenchOptions, c: Pick<CaseSpec, 'pinning'>): { server: string; client: string } {
@@ -98,9 +115,12 @@ function cpusFor(opts: BenchOptions, c: Pick<CaseSpec, 'pinning'>): { server: st
     : opts.cpus.crossCpu;
 }
 
-function runSpec(ctx: Context, c: CaseSpec, side: Side, plan: RunPlan): RunSpec {
+/** A run's plan; `maxConns` ends a connection-per-request warm-up early. */
+type Plan = RunPlan & { readonly maxConns?: number };
+
+function runSpec(ctx: Context, c: CaseSpec, side: Side, plan: Plan): RunSpec {
   const cpus = cpusFor(ctx.opts, c);
-  const cgroup = side === 'accelerated' ? ctx.accelerated.cgroup : undefined;
+  const cgroup = side === 'accelerated' || side === 'adaptive' ? ctx.accelerated.cgroup : undefined;
   const place = (netns: string | undefined, cpu: string): Placement => ({
     ...(cgroup ? { cgroup } : {}),
     ...(netns ? { netns } : {}),
@@ -111,23 +131,32 @@ function runSpec(ctx: Context, c: CaseSpec, side: Side, plan: RunPlan): RunSpec 
     const socket = path.join(ctx.unixDir, `s${ctx.unixCount++}.sock`);
     return { ...common, server: { listen: { unix: socket }, placement: place(undefined, cpus.server) }, client: { connect: { unix: socket }, placement: place(undefined, cpus.client) } };
   }
-  const { server, client } = ctx.prepared.get(c.path.name)!.endpoints[side];
+  const { server, client } = ctx.prepared.get(c.path.name)!.endpoints[tcpSide(side)];
+  const port = ctx.ports.get(caseId(c));
   return {
     ...common,
+    ...(port !== undefined ? { port } : {}),
     server: { listen: { tcp: server.host }, placement: place(server.netns, cpus.server) },
     client: { connect: { tcp: client.host }, placement: place(client.netns, cpus.client) },
   };
 }
 
 /** One run, its bytes and counters checked; throws BenchIntegrityError on any doubt. */
-async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: RunPlan): Promise<{ run: LoadgenRun; metrics: Record<string, number>; delta: Delta }> {
+async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: Plan): Promise<{ run: LoadgenRun; metrics: Record<string, number>; delta: Delta }> {
   const label = `${caseLabel(c)} ${side}`;
   const spec = runSpec(ctx, c, side, plan);
   const cpus = cpusFor(ctx.opts, c);
-  if (side !== 'unix') await ctx.prepared.get(c.path.name)!.beforeRun?.(side, cpus);
+  if (side !== 'unix') await ctx.prepared.get(c.path.name)!.beforeRun?.(tcpSide(side), cpus);
+  // Plain runs are outside the daemon's cgroup: the switch only matters to the other two.
+  if (side === 'accelerated' || side === 'adaptive') ctx.accelerated.setAdaptive(side === 'adaptive');
+  const allocated = tcpSocketsAllocated();
   const before = ctx.accelerated.counters();
   const run = await runLoadgen(ctx.io.group, spec, label);
   const d = delta(before, ctx.accelerated.counters());
+  // The next run must not pay for this one's sockets (see settle.ts).
+  const settled = await settle(allocated);
+  ctx.settling[side].waitedMs += settled.waitedMs;
+  if (!settled.settled) ctx.settling[side].unsettled++;
   ctx.spuriousEagain[side] += run.spuriousEagain;
   const hops = side === 'unix' ? 1 : c.path.hops;
   const problems = [...integrityProblems(run, plan.verify), ...accelerationProblems(side, run, d, hops)];
@@ -135,6 +164,46 @@ async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: RunPlan)
   const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
   if ('unix' in spec.server.listen) fs.rmSync(spec.server.listen.unix, { force: true });
   return { run, metrics: runMetrics(run, used), delta: d };
+}
+
+/** How long the learner may take to decide once the warm-up's connections are closed (it reads every adaptiveIntervalMs, 250 ms by default). */
+const DECISION_WAIT_MS = 3_000;
+const DECISION_POLL_MS = 50;
+
+function decisionsFor(ctx: Context, port: number): AdaptiveDecisionReport[] {
+  return [...ctx.accelerated.decisions()]
+    .filter(([, { key }]) => key.port === port)
+    .map(([service, { decision: d }]) => ({
+      service,
+      verdict: d.verdict,
+      reason: d.reason,
+      explorePermille: d.explorePermille,
+      savedNsPerConn: d.savedNsPerConn,
+      evidenceConns: d.evidenceConns,
+    }));
+}
+
+/**
+ * Before a case's first adaptive run: traffic of the case on the adaptive
+ * side (at most opts.adaptiveWarmup: 2 s or 200 connections), then a wait
+ * for the daemon's learner to decide on the case's service. No decision
+ * within the deadline is reported, not fatal: the runs then show what the
+ * daemon does without one.
+ */
+async function warmUp(ctx: Context, c: CaseSpec): Promise<Pick<AdaptiveReport, 'warmup' | 'decisions'>> {
+  const { ms, connections } = ctx.opts.adaptiveWarmup;
+  const started = Date.now();
+  const { run } = await measureOnce(ctx, c, 'adaptive', { warmupMs: 0, durationMs: ms, verify: 'sampled', maxConns: connections });
+  const elapsedMs = Date.now() - started;
+  const port = ctx.ports.get(caseId(c))!;
+  const waitStart = Date.now();
+  let decisions = decisionsFor(ctx, port);
+  while (!decisions.some((d) => d.reason !== 'none') && Date.now() - waitStart < DECISION_WAIT_MS) {
+    await sleep(DECISION_POLL_MS);
+    decisions = decisionsFor(ctx, port);
+  }
+  const conns = 'connections' in run.client ? run.client.connections : 1;
+  return { warmup: { connections: conns, elapsedMs, decisionWaitMs: Date.now() - waitStart }, decisions };
 }
 
 const MB = 1e6;
@@ -182,7 +251,34 @@ function ratiosOf(num: Record<string, number[]>, den: Record<string, number[]>):
   );
 }
 
-function caseResults(opts: BenchOptions, samples: Samples): CaseResult[] {
+/** Per metric, round by round: (adaptive − plain) / (accelerated − plain); a metric where a round had no difference to share has none. */
+export function gainKeptOf(plain: Record<string, number[]>, acc: Record<string, number[]>, adaptive: Record<string, number[]>): Record<string, RatioSummary> {
+  const out: Record<string, RatioSummary> = {};
+  for (const [m, a] of Object.entries(adaptive)) {
+    const p = plain[m];
+    const x = acc[m];
+    if (!p || !x || p.length !== a.length || x.length !== a.length || x.some((v, i) => v === p[i])) continue;
+    out[m] = summarizeRatios(a.map((v, i) => v - p[i]!), x.map((v, i) => v - p[i]!));
+  }
+  return out;
+}
+
+/** Per metric, round by round: adaptive / the better of plain and accelerated in that round (lower or higher, as the metric goes). */
+export function adaptiveVsBestOf(kind: CaseSpec['kind'], plain: Record<string, number[]>, acc: Record<string, number[]>, adaptive: Record<string, number[]>): Record<string, RatioSummary> {
+  const out: Record<string, RatioSummary> = {};
+  for (const [m, a] of Object.entries(adaptive)) {
+    const p = plain[m];
+    const x = acc[m];
+    if (!p || !x || p.length !== a.length || x.length !== a.length) continue;
+    const lower = METRICS[kind].find((spec) => spec.name === m)?.better === 'lower';
+    const best = p.map((v, i) => (lower ? Math.min(v, x[i]!) : Math.max(v, x[i]!)));
+    if (best.some((v) => v === 0)) continue;
+    out[m] = summarizeRatios(a, best);
+  }
+  return out;
+}
+
+function caseResults(opts: BenchOptions, samples: Samples, ports: ReadonlyMap<string, number>, adaptive: ReadonlyMap<string, AdaptiveReport>): CaseResult[] {
   return opts.cases.map((c) => {
     const bySide = samples.get(caseId(c)) ?? {};
     // Paths other than loopback compare against the loopback case's Unix runs (same round, same CPUs).
@@ -194,18 +290,26 @@ function caseResults(opts: BenchOptions, samples: Samples): CaseResult[] {
       ]),
     ) as CaseResult['sides'];
     const acc = bySide.accelerated ?? {};
+    const plain = bySide.plain ?? {};
+    const adapt = bySide.adaptive ?? {};
+    const report = adaptive.get(caseId(c));
     return {
       id: caseId(c),
       kind: c.kind,
       path: c.path.name,
       size: c.size,
       pinning: c.pinning,
+      port: ports.get(caseId(c))!,
       cpus: cpusFor(opts, c),
       sides,
       ratios: {
-        acceleratedVsPlain: ratiosOf(acc, bySide.plain ?? {}),
+        acceleratedVsPlain: ratiosOf(acc, plain),
         ...(unix ? { acceleratedVsUnix: ratiosOf(acc, unix) } : {}),
+        adaptiveVsPlain: ratiosOf(adapt, plain),
+        gainKept: gainKeptOf(plain, acc, adapt),
+        adaptiveVsBest: adaptiveVsBestOf(c.kind, plain, acc, adapt),
       },
+      ...(report ? { adaptive: report } : {}),
     };
   });
 }
@@ -223,6 +327,7 @@ async function sockperfChecks(ctx: Context, step: (label: string) => void): Prom
   for (const side of ['plain', 'accelerated'] as const) {
     step(`sockperf ping-pong 64 B loopback same-cpu ${side}, then loadgen`);
     const cgroup = side === 'accelerated' ? { cgroup: ctx.accelerated.cgroup } : {};
+    ctx.accelerated.setAdaptive(false);
     const before = ctx.accelerated.counters();
     const rtt = await runSockperf(ctx.io.group, {
       host: '127.0.0.1',
@@ -265,9 +370,9 @@ const METHOD = {
   loadGenerator:
     'build/native/loadgen (scripts/bench/loadgen.c): one blocking socket per process, no event loop; server and client are separate processes, each pinned with taskset',
   order:
-    'each round runs every case; within a case plain, accelerated, then the Unix domain socket limit (loopback cases; other paths are compared with it), in reverse order every other round (A B, B A); round i of every case shares one time slice. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios',
+    'each round runs every case; within a case plain, accelerated with the adaptive policy off, accelerated with it on (adaptive), then the Unix domain socket limit (loopback rr and stream cases; other paths are compared with it), in reverse order every other round (A B C, C B A); round i of every case shares one time slice. After every run the next waits (up to 3 s) until the allocated TCP sockets of the machine are back to where they were before it: accelerated sockets are freed late, by a kworker, and that work must not land in the window of the next side. Every run of a case (and its adaptive warm-up) uses the same server port, chosen free at the start: one service for the daemon to learn. Before a case\'s first adaptive run, a warm-up on the adaptive side (at most 2 s or 200 connections) and a wait of up to 3 s for the learner\'s decision on the case\'s service. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios; gain kept = (adaptive − plain) / (accelerated − plain) per round',
   integrity:
-    'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: the server compares what it reads with the pattern at its stream offset, every byte in the integrity gate and in measured runs the head and tail of every read plus 16 bytes at every 4 KiB of stream offset (any lost, repeated or reordered block shifts every later byte against the prime-length pattern, so a sample catches it without a full compare eating the CPU that moves the bytes), byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match. Accelerated runs must show both sockets of every connection paired (a proxy chain: every hop) and the redirect counter covering every payload byte on every hop, with none over plain TCP; plain runs must leave the counters untouched',
+    'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: the server compares what it reads with the pattern at its stream offset, every byte in the integrity gate and in measured runs the head and tail of every read plus 16 bytes at every 4 KiB of stream offset (any lost, repeated or reordered block shifts every later byte against the prime-length pattern, so a sample catches it without a full compare eating the CPU that moves the bytes), byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match; crr and mixed: every request and response compared like rr, every fresh connection ends in the server\'s clean EOF, request and connection counts match. Accelerated runs (adaptive off) must show both sockets of every connection paired (a proxy chain: every hop) and the redirect counter covering every payload byte on every hop, with none over plain TCP; plain runs must leave the counters untouched; adaptive runs are checked for their bytes only (leaving a connection plain is their point), and their counters are reported: socket pairs redirected, connections left plain by a decision, connections explored',
   cpuAccounting:
     'stream cpuSecPerGB: busy time (user+nice+system+irq+softirq, /proc/stat) of the CPUs both processes are pinned to over the measured window, per GB moved; clientCpuSecPerGB: the writer\'s own getrusage',
 } as const;
@@ -286,7 +391,8 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
   const sideRuns = opts.cases.reduce((n, c) => n + sidesOf(c).length, 0);
   const gateRuns = opts.paths.length * 3;
   const sockperfRuns = opts.sockperf ? 2 : 0;
-  const progress = io.progress(gateRuns + opts.rounds * sideRuns + sockperfRuns);
+  const warmups = opts.cases.length;
+  const progress = io.progress(gateRuns + warmups + opts.rounds * sideRuns + sockperfRuns);
   const step = (label: string) => {
     abortIfAsked();
     progress.step(label);
@@ -342,23 +448,48 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
       cleanups.push(ready.cleanup);
       prepared.set(p.name, ready);
     }
-    const ctx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, unix: 0 } };
-
-    const integrityGateResult = await integrityGate(ctx, step);
+    const casePorts = await chooseFreePorts(opts.cases.length);
+    const ports = new Map(opts.cases.map((c, i) => [caseId(c), casePorts[i]!]));
+    const gateCtx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, adaptive: 0, unix: 0 }, settling: Object.fromEntries((['plain', 'accelerated', 'adaptive', 'unix'] as const).map((side) => [side, { waitedMs: 0, unsettled: 0 }])) as Context['settling'], ports: new Map() };
+    // The gate's runs take any free port: they are not the cases' services.
+    const integrityGateResult = await integrityGate(gateCtx, step);
+    const ctx: Context = { ...gateCtx, ports };
     const samples: Samples = new Map();
+    const warm = new Map<string, Pick<AdaptiveReport, 'warmup' | 'decisions'>>();
+    const adaptiveCounts = new Map<string, { paired: bigint; plain: bigint; explored: bigint }>();
     for (let round = 1; round <= opts.rounds; round++) {
       for (const c of opts.cases) {
         const plan: RunPlan = { warmupMs: opts.warmupMs, durationMs: opts.durationMs[c.kind], verify: 'sampled' };
-        // A B, then B A: whatever the first run leaves behind (TIME_WAIT
-        // sockets, psocks still being freed, a warm cache) favours neither side.
+        // A B C, then C B A: whatever the first run leaves behind (TIME_WAIT
+        // sockets, psocks still being freed, a warm cache) favours no side.
         const sides = round % 2 === 1 ? sidesOf(c) : [...sidesOf(c)].reverse();
         for (const side of sides) {
+          if (side === 'adaptive' && !warm.has(caseId(c))) {
+            step(`${caseLabel(c)}: adaptive warm-up and the learner's decision`);
+            warm.set(caseId(c), await warmUp(ctx, c));
+          }
           step(`round ${round}/${opts.rounds}: ${caseLabel(c)} ${side}`);
-          record(samples, c, side, (await measureOnce(ctx, c, side, plan)).metrics);
+          const { metrics, delta: d } = await measureOnce(ctx, c, side, plan);
+          record(samples, c, side, metrics);
+          if (side === 'adaptive') {
+            const counts = adaptiveCounts.get(caseId(c)) ?? { paired: 0n, plain: 0n, explored: 0n };
+            adaptiveCounts.set(caseId(c), {
+              paired: counts.paired + d.sockets_inserted / 2n,
+              plain: counts.plain + d.skipped_adaptive,
+              explored: counts.explored + d.adaptive_explored,
+            });
+          }
         }
       }
     }
-    const cases = caseResults(opts, samples);
+    ctx.accelerated.setAdaptive(false);
+    const adaptiveReports = new Map<string, AdaptiveReport>(
+      [...warm].map(([id, w]) => {
+        const n = adaptiveCounts.get(id) ?? { paired: 0n, plain: 0n, explored: 0n };
+        return [id, { ...w, pairedConnections: Number(n.paired), plainConnections: Number(n.plain), exploredConnections: Number(n.explored) }];
+      }),
+    );
+    const cases = caseResults(opts, samples, ports, adaptiveReports);
     const sockperf = opts.sockperf ? await sockperfChecks(ctx, step) : null;
     succeeded = true;
     return {
@@ -378,6 +509,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
         rounds: opts.rounds,
         warmupMs: opts.warmupMs,
         durationMs: opts.durationMs,
+        adaptiveWarmup: opts.adaptiveWarmup,
         acceleratedSide: `scratch cgroup ${accelerated.cgroup} with its own pin root ${accelerated.pinRoot}, mesh ${accelerated.mesh}; the data path runs inside the bench process, the host's daemon is not used`,
       },
       paths: opts.paths.map((p) => ({ name: p.name, description: p.description })),
@@ -385,7 +517,8 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
       cases,
       sockperf,
       goals: evaluateGoals(cases),
-      observations: { spuriousEagain: ctx.spuriousEagain },
+      calibration: deriveCalibration(cases),
+      observations: { spuriousEagain: ctx.spuriousEagain, settling: ctx.settling },
     };
   } finally {
     progress.finish(succeeded);

@@ -18,6 +18,7 @@ import { attemptEach } from '../common/cleanup';
 import { EnvironmentError } from '../common/errors';
 import type { MeshName } from '../daemon/mesh';
 import { readStats } from '../kernel/stats';
+import { readDecisions, type Decision, type ServiceKey } from '../kernel/services';
 import type { Stats } from '../kernel/bpf-layout';
 
 const RMDIR_RETRY_MS = 5_000;
@@ -29,6 +30,14 @@ export interface AcceleratedSide {
   readonly mesh: MeshName;
   /** The daemon's counters, summed over CPUs. */
   counters(): Stats;
+  /**
+   * The adaptive policy's run-time switch (sa_policy): off, every connection
+   * that pairs is redirected ("accelerated" runs); on, the learner's
+   * decisions apply ("adaptive" runs). Off from the start.
+   */
+  setAdaptive(on: boolean): void;
+  /** The learner's decisions, by service id. */
+  decisions(): Map<string, { key: ServiceKey; decision: Decision }>;
   /** Stops the daemon (which releases its instance lock), removes its pins, removes the cgroup. Idempotent. */
   close(): Promise<void>;
 }
@@ -105,8 +114,18 @@ export async function startAcceleratedSide(opts: {
     });
     throw err;
   }
-  const statsFd = daemon.dataPath.mapFds.sa_stats;
-  return { cgroup, pinRoot, mesh: config.mesh, counters: () => readStats(statsFd), close };
+  const { sa_stats: statsFd, sa_decisions: decisionsFd } = daemon.dataPath.mapFds;
+  // The daemon's own switch (it writes sa_policy and keeps its state in step); its learner runs either way.
+  const running = daemon;
+  const setAdaptive = (on: boolean) => running.adaptive.setEnabled(on);
+  try {
+    // The integrity gate and the accelerated runs need every connection redirected.
+    setAdaptive(false);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { cgroup, pinRoot, mesh: config.mesh, counters: () => readStats(statsFd), setAdaptive, decisions: () => readDecisions(decisionsFd), close };
 }
 
 /** This process's cgroup v2 directory: where the plain side's processes run. */

@@ -14,11 +14,14 @@ import { privilegedTest } from '../helpers/privilege';
 
 const privileged = privilegedTest(test);
 
+/** The adaptive side's warm-up, shortened: the tests check the plumbing, not the learner's verdicts. */
+const SHORT_ADAPTIVE_WARMUP = ['--adaptive-warmup-ms', '150'];
+
 const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
 /** The parts of results.json a reader relies on, with their types. */
 function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number): void {
-  t.is(r.schemaVersion, 1);
+  t.is(r.schemaVersion, 2);
   t.is(typeof r.sockaccelVersion, 'string');
   t.is(r.profile, 'quick');
   t.false(Number.isNaN(Date.parse(r.startedAt)));
@@ -29,13 +32,19 @@ function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number
   t.is(typeof r.environment.cpuSets.sameCpu, 'string');
   for (const key of ['loadGenerator', 'order', 'integrity', 'cpuAccounting', 'acceleratedSide']) t.is(typeof r.method[key], 'string', `method.${key}`);
   t.is(r.method.rounds, rounds);
-  for (const kind of ['rr', 'stream', 'connrate']) t.true(isNumber(r.method.durationMs[kind]));
+  for (const kind of ['rr', 'stream', 'connrate', 'crr', 'mixed']) t.true(isNumber(r.method.durationMs[kind]));
+  t.true(isNumber(r.method.adaptiveWarmup.ms) && r.method.adaptiveWarmup.ms <= 2000);
+  t.is(r.method.adaptiveWarmup.connections, 200);
   t.deepEqual(r.paths.map((p: { name: string }) => p.name), ['loopback', 'dual-stack', 'pod-to-pod', 'sidecar-chain']);
   t.is(r.integrityGate.length, r.paths.length);
   for (const gate of r.integrityGate) t.true(gate.checks.length >= 3 && gate.checks.every((c: unknown) => typeof c === 'string'));
 
-  const headline: Record<string, string> = { rr: 'p50Us', stream: 'gbps', connrate: 'connPerSec' };
-  t.deepEqual([...new Set(r.cases.map((c: { kind: string }) => c.kind))].sort(), ['connrate', 'rr', 'stream']);
+  const headline: Record<string, string> = { rr: 'p50Us', stream: 'gbps', connrate: 'connPerSec', crr: 'tps', mixed: 'tps' };
+  t.deepEqual([...new Set(r.cases.map((c: { kind: string }) => c.kind))].sort(), ['connrate', 'crr', 'mixed', 'rr', 'stream']);
+  // One fixed port per case, each its own service.
+  const ports = r.cases.map((c: { port: number }) => c.port);
+  t.true(ports.every((p: unknown) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536));
+  t.is(new Set(ports).size, ports.length);
   for (const c of r.cases) {
     const metric = headline[c.kind]!;
     t.is(typeof c.id, 'string');
@@ -43,7 +52,7 @@ function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number
     t.true(['same-cpu', 'cross-cpu'].includes(c.pinning), c.id);
     t.is(typeof c.cpus.server, 'string');
     t.is(typeof c.cpus.client, 'string');
-    for (const side of ['plain', 'accelerated']) {
+    for (const side of ['plain', 'accelerated', 'adaptive']) {
       const s = c.sides[side][metric];
       t.true(isNumber(s.median) && s.median > 0, `${c.id} ${side} median`);
       t.true(isNumber(s.spread.min) && isNumber(s.spread.max) && isNumber(s.spread.relative), `${c.id} ${side} spread`);
@@ -51,16 +60,38 @@ function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number
     }
     t.is(c.ratios.acceleratedVsPlain[metric].perRound.length, rounds, c.id);
     t.true(isNumber(c.ratios.acceleratedVsPlain[metric].median), c.id);
-    if (c.kind !== 'connrate') t.true(isNumber(c.ratios.acceleratedVsUnix[metric].median), `${c.id} has a Unix socket comparison`);
-    if (c.kind !== 'connrate' && c.path === 'loopback') t.true(isNumber(c.sides.unix[metric].median), `${c.id} unix`);
+    t.true(isNumber(c.ratios.adaptiveVsPlain[metric].median), `${c.id} adaptive / plain`);
+    t.true(isNumber(c.ratios.adaptiveVsBest[metric].median), `${c.id} adaptive / best`);
+    t.true(c.ratios.gainKept[metric] === undefined || isNumber(c.ratios.gainKept[metric].median), `${c.id} gain kept`);
+    // The adaptive side: a warm-up on the case's port, then what its runs did with their connections.
+    const a = c.adaptive;
+    t.true(a.warmup.connections >= 1 && a.warmup.connections <= 200, `${c.id} warm-up connections`);
+    t.true(isNumber(a.warmup.elapsedMs) && isNumber(a.warmup.decisionWaitMs));
+    for (const d of a.decisions) {
+      t.true(d.service.includes(`:${c.port}`), `${c.id} decision for its own port: ${d.service}`);
+      t.true(['accelerate', 'plain'].includes(d.verdict));
+    }
+    for (const k of ['pairedConnections', 'plainConnections', 'exploredConnections']) t.true(Number.isInteger(a[k]), `${c.id} ${k}`);
+    if (['rr', 'stream'].includes(c.kind)) t.true(isNumber(c.ratios.acceleratedVsUnix[metric].median), `${c.id} has a Unix socket comparison`);
+    if (['rr', 'stream'].includes(c.kind) && c.path === 'loopback') t.true(isNumber(c.sides.unix[metric].median), `${c.id} unix`);
   }
-  t.true(r.goals.length >= 5);
+  t.true(r.goals.length >= 11);
+  for (const id of ['adaptive-crr64', 'adaptive-rr64-gain', 'adaptive-stream128k-gain', 'adaptive-mixed64', 'adaptive-sidecar-chain-gain']) {
+    t.true(r.goals.some((g: { id: string }) => g.id === id), id);
+  }
+  // The calibration: every constant named, the ones this run had the cases for are integers.
+  for (const k of ['adaptiveConnectionCostNs', 'adaptiveTurnSavingNs', 'adaptiveBurstMessageCostNs', 'adaptiveByteSavingPs']) {
+    t.true(k in r.calibration.constants, k);
+  }
+  t.true(Number.isInteger(r.calibration.constants.adaptiveTurnSavingNs));
+  t.true(Number.isInteger(r.calibration.constants.adaptiveConnectionCostNs));
+  t.is(typeof r.calibration.method, 'string');
   for (const g of r.goals) {
     t.is(typeof g.description, 'string');
     t.true(g.measured === null || isNumber(g.measured));
     t.true(g.met === null || typeof g.met === 'boolean');
   }
-  for (const side of ['plain', 'accelerated', 'unix']) t.true(isNumber(r.observations.spuriousEagain[side]));
+  for (const side of ['plain', 'accelerated', 'adaptive', 'unix']) t.true(isNumber(r.observations.spuriousEagain[side]));
 }
 
 /** A minimal XML check: one <svg> root in the SVG namespace, every tag closed in order, bars and labels present. */
@@ -87,7 +118,7 @@ function checkSvg(t: ExecutionContext, svg: string): void {
 privileged('bench --quick end to end: JSON on stdout and in results.json, a valid chart, sockperf beside loadgen, the sidecar chain, nothing left behind', async (t) => {
   const dir = tempDir(t);
   const out = path.join(dir, 'copy.json');
-  const { code, stdout, stderr } = await serially(() => startBench(t, [...SMALL, ...ONE_SHORT_ROUND, '--sockperf', '--json', '--out-dir', dir, '--out', out]).done);
+  const { code, stdout, stderr } = await serially(() => startBench(t, [...SMALL, ...ONE_SHORT_ROUND, ...SHORT_ADAPTIVE_WARMUP, '--sockperf', '--json', '--out-dir', dir, '--out', out]).done);
   t.is(code, 0, stderr);
   const results = JSON.parse(stdout);
   checkSchema(t, results, 1);
@@ -106,11 +137,15 @@ privileged('bench --quick end to end: JSON on stdout and in results.json, a vali
 
 privileged('the table is the default output', async (t) => {
   const dir = tempDir(t);
-  const small = [...SMALL, ...ONE_SHORT_ROUND, '--paths', 'loopback', '--kinds', 'rr'];
+  const small = [...SMALL, ...ONE_SHORT_ROUND, ...SHORT_ADAPTIVE_WARMUP, '--paths', 'loopback', '--kinds', 'rr,crr,mixed'];
   const { code, stdout, stderr } = await serially(() => startBench(t, [...small, '--out-dir', dir]).done);
   t.is(code, 0, stderr);
   t.regex(stdout, /Request\/response round trip/);
   t.regex(stdout, /loopback\s+64 B\s+same-cpu/);
+  t.regex(stdout, /plain p50 µs\s+adaptive off p50 µs\s+adaptive on p50 µs/);
+  t.regex(stdout, /A connection per request/);
+  t.regex(stdout, /Mixed service/);
+  t.regex(stdout, /Calibration for the adaptive policy[^\n]*\n\{\n  "adaptiveConnectionCostNs": -?\d+,\n  "adaptiveTurnSavingNs": -?\d+\n\}/);
   t.regex(stdout, new RegExp(`kernel ${os.release().replace(/\./g, '\\.')}`));
   t.true(fs.existsSync(path.join(dir, 'chart.svg')));
   assertCleanedUp(t, stderr);

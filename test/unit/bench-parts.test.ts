@@ -5,10 +5,15 @@ import { cpuList, integrityProblems, type LoadgenRun } from '../../src/bench/loa
 import { parseBenchOptions, planCpus } from '../../src/bench/options';
 import { placedArgv } from '../../src/bench/processes';
 import { Progress } from '../../src/bench/progress';
-import { accelerationProblems, meshOf } from '../../src/bench/runner';
+import { accelerationProblems, adaptiveVsBestOf, gainKeptOf, meshOf } from '../../src/bench/runner';
+import { candidatePorts, ephemeralRange, FIRST_PORT } from '../../src/bench/ports';
+import { parseTcpAlloc, settle, SETTLE_SLACK } from '../../src/bench/settle';
+import { adaptiveGoals, type CaseResult } from '../../src/bench/results';
+import { summarizeRatios } from '../../src/bench/stats';
 import { parseSockperfOutput } from '../../src/bench/sockperf';
 import { STAT_FIELDS, type Stats } from '../../src/kernel/bpf-layout';
 import { UsageError } from '../../src/common/errors';
+import type { RatioSummary } from '../../src/bench/stats';
 
 const zero = (): Stats => Object.fromEntries(STAT_FIELDS.map((f) => [f, 0n])) as Stats;
 
@@ -17,6 +22,7 @@ const rrRun = (over: Partial<{ messages: number; serverMessages: number; ok: boo
     mode: 'rr',
     size: 64,
     messages: over.messages ?? 100,
+    connections: 1,
     transactions: 90,
     elapsedNs: 1e6,
     latencyNs: { min: 1, p50: 2, p90: 3, p99: 4, p999: 5, max: 6, mean: 2, stddev: 1 },
@@ -148,4 +154,119 @@ test('progress: plain lines without a terminal, one redrawn bar on a terminal', 
   t.true(tty[0]!.startsWith('\r\x1b[K[') && tty[0]!.includes('1/4 one'));
   t.true(tty[1]!.includes('2/4') && tty[1]!.length <= 60 + 4);
   t.is(tty.at(-1), '\r\x1b[K', 'the bar is cleared, nothing else printed');
+});
+
+const crrRun = (over: Partial<{ mode: 'crr' | 'mixed'; messages: number; connections: number; serverMessages: number; accepted: number; bad: number; ok: boolean }> = {}): LoadgenRun => ({
+  client: {
+    mode: over.mode ?? 'crr',
+    size: 64,
+    messages: over.messages ?? 100,
+    connections: over.connections ?? 100,
+    transactions: 90,
+    elapsedNs: 1e6,
+    latencyNs: { min: 1, p50: 2, p90: 3, p99: 4, p999: 5, max: 6, mean: 2, stddev: 1 },
+    histogram: [],
+    integrity: { ok: over.ok ?? true, checkedBytes: 12800, firstBadMessage: over.ok === false ? 7 : -1, problem: over.ok === false ? 'no clean EOF after the response' : '' },
+  },
+  serverSummary: { accepted: over.accepted ?? over.connections ?? 100, messages: over.serverMessages ?? over.messages ?? 100, badMessages: over.bad ?? 0, failures: over.bad ?? 0, spuriousEagain: 0 },
+  spuriousEagain: 0,
+});
+
+test('integrityProblems: crr and mixed count requests and connections on both ends', (t) => {
+  t.deepEqual(integrityProblems(crrRun(), 'sampled'), []);
+  t.deepEqual(integrityProblems(crrRun({ mode: 'mixed', messages: 100, connections: 51 }), 'sampled'), []);
+  t.regex(integrityProblems(crrRun({ ok: false }), 'sampled').join('\n'), /message 7: no clean EOF after the response/);
+  t.regex(integrityProblems(crrRun({ serverMessages: 99 }), 'sampled').join('\n'), /completed 100 messages, the server answered 99/);
+  t.regex(integrityProblems(crrRun({ accepted: 101 }), 'sampled').join('\n'), /made 100 connections, the server accepted 101/);
+  t.regex(integrityProblems(crrRun({ bad: 1 }), 'sampled').join('\n'), /1 requests that differ/);
+});
+
+test('accelerationProblems: crr and mixed must pair every connection; adaptive runs are not held to it', (t) => {
+  const run = crrRun({ connections: 10, messages: 10 });
+  t.deepEqual(accelerationProblems('accelerated', run, { ...zero(), sockets_inserted: 20n, bytes_redirected: 1280n }, 1), []);
+  t.regex(accelerationProblems('accelerated', run, { ...zero(), sockets_inserted: 18n, bytes_redirected: 1280n }, 1).join('\n'), /only 18 of 20 sockets of the 10 connections were paired/);
+  t.deepEqual(accelerationProblems('adaptive', run, zero(), 1), []);
+});
+
+test('gain kept and adaptive vs the better side, round by round', (t) => {
+  // Throughput: plain 10, accelerated 20, adaptive 19.5 -> kept 0.95; latency: plain 10, accelerated 6, adaptive 6.2 -> kept 0.95.
+  const plain = { gbps: [10, 10], p50Us: [10, 10] };
+  const acc = { gbps: [20, 30], p50Us: [6, 6] };
+  const adaptive = { gbps: [19.5, 29], p50Us: [6.2, 6] };
+  const kept = gainKeptOf(plain, acc, adaptive);
+  t.deepEqual(kept.gbps!.perRound, [0.95, 0.95]);
+  t.is(kept.p50Us!.perRound[0]!.toFixed(2), '0.95');
+  t.is(kept.p50Us!.perRound[1], 1);
+  // A round without a difference has no share to keep.
+  t.false('gbps' in gainKeptOf({ gbps: [10] }, { gbps: [10] }, { gbps: [10] }));
+  const best = adaptiveVsBestOf('mixed', { tps: [100, 100], p50Us: [10, 10] }, { tps: [90, 120], p50Us: [8, 12] }, { tps: [99, 108], p50Us: [8, 10] });
+  t.deepEqual(best.tps!.perRound, [0.99, 0.9]);
+  t.deepEqual(best.p50Us!.perRound, [1, 1]);
+});
+
+function fakeCase(kind: CaseResult['kind'], size: number | null, ratios: Partial<CaseResult['ratios']>, path = 'loopback'): CaseResult {
+  const r = (v: number) => summarizeRatios([v], [1]);
+  const wrap = (m: Record<string, number> | undefined) => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, r(v as unknown as number)]));
+  return {
+    id: `${kind}/${path}/${size ?? '-'}/same-cpu`, kind, path, size, pinning: 'same-cpu', port: 20000, cpus: { server: '1', client: '1' }, sides: {},
+    ratios: {
+      acceleratedVsPlain: {},
+      adaptiveVsPlain: wrap(ratios.adaptiveVsPlain as unknown as Record<string, number>),
+      gainKept: wrap(ratios.gainKept as unknown as Record<string, number>),
+      adaptiveVsBest: wrap(ratios.adaptiveVsBest as unknown as Record<string, number>),
+    },
+  };
+}
+
+test('adaptive goals: losers against plain, winners by the gain kept, mixed against the better side', (t) => {
+  const n = (v: number) => v as unknown as RatioSummary;
+  const cases = [
+    fakeCase('crr', 64, { adaptiveVsPlain: { tps: n(0.99) } }),
+    fakeCase('stream', 1024, { adaptiveVsPlain: { gbps: n(0.9) } }),
+    fakeCase('connrate', null, { adaptiveVsPlain: { connPerSec: n(1.0) } }),
+    fakeCase('rr', 64, { gainKept: { p50Us: n(0.98) } }),
+    fakeCase('stream', 131072, { gainKept: { gbps: n(0.5) } }),
+    fakeCase('mixed', 64, { adaptiveVsBest: { tps: n(0.97) } }),
+  ];
+  const goals = Object.fromEntries(adaptiveGoals(cases).map((g) => [g.id, g]));
+  t.true(goals['adaptive-crr64']!.met);
+  t.false(goals['adaptive-stream1k']!.met);
+  t.true(goals['adaptive-connrate']!.met);
+  t.true(goals['adaptive-rr64-gain']!.met);
+  t.false(goals['adaptive-stream128k-gain']!.met);
+  t.true(goals['adaptive-mixed64']!.met);
+  t.false('adaptive-sidecar-chain-gain' in goals, 'no chain row when the chain was not run');
+  const none = adaptiveGoals([]);
+  t.true(none.every((g) => g.met === null && g.measured === null));
+});
+
+test('options: every kind runs three TCP sides; quick has the cases the adaptive goals need; warm-up at most 2 s', (t) => {
+  const quick = parseBenchOptions({ quick: true });
+  const has = (kind: string, size: number | null) => quick.cases.some((c) => c.kind === kind && c.size === size && c.path.name === 'loopback' && c.pinning === 'same-cpu');
+  for (const [kind, size] of [['crr', 64], ['stream', 1024], ['rr', 64], ['stream', 131072], ['mixed', 64], ['connrate', null]] as const) t.true(has(kind, size), `${kind} ${size}`);
+  t.false(quick.cases.some((c) => (c.kind === 'crr' || c.kind === 'mixed') && c.path.name !== 'loopback'));
+  t.deepEqual(quick.adaptiveWarmup, { ms: 2000, connections: 200 });
+  t.is(parseBenchOptions({ quick: true, 'adaptive-warmup-ms': '300' }).adaptiveWarmup.ms, 300);
+  t.throws(() => parseBenchOptions({ 'adaptive-warmup-ms': '2001' }), { instanceOf: UsageError });
+  t.false(parseBenchOptions({ paths: 'sidecar-chain' }).cases.some((c) => c.kind === 'crr' || c.kind === 'mixed'));
+  t.is(parseBenchOptions({ 'duration-ms': '50' }).durationMs.crr, 50);
+});
+
+test('ports: below the ephemeral range, shuffled, never an avoided one', (t) => {
+  t.deepEqual(ephemeralRange('32768\t60999\n'), { lo: 32768, hi: 60999 });
+  t.throws(() => ephemeralRange('x'), { instanceOf: RangeError });
+  const ports = candidatePorts(FIRST_PORT + 10, new Set([FIRST_PORT + 3]), () => 0.5);
+  t.is(ports.length, 9);
+  t.false(ports.includes(FIRST_PORT + 3));
+  t.deepEqual([...ports].sort((a, b) => a - b), [0, 1, 2, 4, 5, 6, 7, 8, 9].map((i) => FIRST_PORT + i));
+});
+
+test('settle: reads the TCP alloc count, waits until it is back near the baseline, gives up at the deadline', async (t) => {
+  t.is(parseTcpAlloc('sockets: used 11\nTCP: inuse 1 orphan 0 tw 35613 alloc 7 mem 195\nUDP: inuse 0 mem 0\n'), 7);
+  t.throws(() => parseTcpAlloc('UDP: inuse 0'), { message: /no TCP alloc/ });
+  const counts = [500, 300, 100 + SETTLE_SLACK];
+  const done = await settle(100, () => counts.shift() ?? 100);
+  t.true(done.settled);
+  t.is(counts.length, 0, 'polled until the count came down');
+  t.true((await settle(100, () => 100 + SETTLE_SLACK)).settled);
 });
