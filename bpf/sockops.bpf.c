@@ -307,6 +307,10 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 		SA_COUNT(skipped_port);
 		return;
 	}
+	/* First of the lookups: a service left plain skips the others, so that
+	 * its connections pay as little as the program allows. */
+	if (adaptive_leaves_plain(skops, &t))
+		return;
 	uid = socket_uid(skops);
 	direct = ip_is_local(t.remote_ip) && listener_known(skops, &t);
 	mesh = !direct && mesh_redirects(sa_mesh_of(bpf_get_netns_cookie(skops)), &t, uid);
@@ -317,8 +321,6 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 			SA_COUNT(skipped_not_local);
 		return;
 	}
-	if (adaptive_leaves_plain(skops, &t))
-		return;
 	st = sk_state(skops, true);
 	if (!st)
 		return;
@@ -383,6 +385,13 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	__u32 uid;
 	long err;
 
+	/*
+	 * An accepted socket inherits its listener's callback flags, STATE_CB
+	 * among them (the listener needs it to see its own close): off, so that
+	 * a connection we do not accelerate runs no program at its state
+	 * changes. Set again below when this end is inserted.
+	 */
+	set_cb_flags(skops, 0, BPF_SOCK_OPS_STATE_CB_FLAG);
 	if (read_tuple(skops, &t))
 		return;
 	sa_copy_ip(key.client_ip, t.remote_ip);

@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 # puts every BPF program, under every setting, through that kernel's verifier
 # (scripts/verify-bpf.sh), one count per program and setting.
 MATRIX=(
-  "6.1 verifier datapath lifecycle mesh security"
+  "6.1 verifier datapath lifecycle mesh security adaptive"
   "6.12 verifier datapath lifecycle"
 )
 # Tests left out in the VMs because nothing in them depends on the kernel

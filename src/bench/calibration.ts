@@ -5,8 +5,10 @@
  *   turns·turnSaving − conns·connectionCost − (msgs − turns)·burstMessageCost + bytes·byteSaving
  * and each term is read off a pair of same-CPU loopback cases:
  *   turnSavingNs       = (rtt_plain − rtt_accelerated) / 2, from rr 64 B p50 (a round trip is 2 turns);
- *   connectionCostNs   = (t_accelerated − t_plain) + 2·turnSavingNs, t = seconds per request of crr 64 B
- *                        (a one-shot request pays the setup and saves its 2 turns);
+ *   connectionCostNs   = t_accelerated − t_plain, t = seconds per connection of connrate (connect,
+ *                        accept, close: no data, so nothing saved, only the psock setup and teardown
+ *                        paid; the crr case, which also saves 2 turns, is noisier and, with the turn
+ *                        saving added back, came out at half of this, which mis-decided the mixed case);
  *   per write, Δ(s)    = t_accelerated(s) − t_plain(s), t = s / throughput, from stream 1 KiB and 128 KiB;
  *     the model says Δ(s) = burstMessageCost − s·byteSaving, so
  *   byteSavingPs       = (Δ(1 KiB) − Δ(128 KiB)) / (128 KiB − 1 KiB), in ps per byte;
@@ -33,7 +35,7 @@ export interface Calibration {
   /** The medians they come from (null: not measured in this run). */
   readonly inputs: {
     readonly rr64P50Us: { readonly plain: number; readonly accelerated: number } | null;
-    readonly crr64RequestsPerSec: { readonly plain: number; readonly accelerated: number } | null;
+    readonly connrateConnPerSec: { readonly plain: number; readonly accelerated: number } | null;
     readonly stream1kGbps: { readonly plain: number; readonly accelerated: number } | null;
     readonly stream128kGbps: { readonly plain: number; readonly accelerated: number } | null;
   };
@@ -42,7 +44,7 @@ export interface Calibration {
 
 type Pick2 = { plain: number; accelerated: number } | null;
 
-function medians(cases: readonly CaseResult[], kind: CaseResult['kind'], size: number, metric: string): Pick2 {
+function medians(cases: readonly CaseResult[], kind: CaseResult['kind'], size: number | null, metric: string): Pick2 {
   const c = cases.find((x) => x.kind === kind && x.path === 'loopback' && x.size === size && x.pinning === 'same-cpu');
   const plain = c?.sides.plain?.[metric]?.median;
   const accelerated = c?.sides.accelerated?.[metric]?.median;
@@ -58,12 +60,12 @@ const round = (v: number | null): number | null => (v === null || !Number.isFini
 
 export function deriveCalibration(cases: readonly CaseResult[]): Calibration {
   const rr = medians(cases, 'rr', 64, 'p50Us');
-  const crr = medians(cases, 'crr', 64, 'tps');
+  const connrate = medians(cases, 'connrate', null, 'connPerSec');
   const small = medians(cases, 'stream', SMALL_WRITE, 'gbps');
   const large = medians(cases, 'stream', LARGE_WRITE, 'gbps');
 
   const turnSavingNs = rr ? ((rr.plain - rr.accelerated) * 1e3) / 2 : null;
-  const connectionCostNs = crr && turnSavingNs !== null ? 1e9 / crr.accelerated - 1e9 / crr.plain + 2 * turnSavingNs : null;
+  const connectionCostNs = connrate ? 1e9 / connrate.accelerated - 1e9 / connrate.plain : null;
   const delta = (p: Pick2, size: number) => (p ? nsPerWrite(size, p.accelerated) - nsPerWrite(size, p.plain) : null);
   const deltaSmall = delta(small, SMALL_WRITE);
   const deltaLarge = delta(large, LARGE_WRITE);
@@ -77,10 +79,10 @@ export function deriveCalibration(cases: readonly CaseResult[]): Calibration {
       adaptiveBurstMessageCostNs: round(burstMessageCostNs),
       adaptiveByteSavingPs: round(byteSavingNsPerByte === null ? null : byteSavingNsPerByte * 1e3),
     },
-    inputs: { rr64P50Us: rr, crr64RequestsPerSec: crr, stream1kGbps: small, stream128kGbps: large },
+    inputs: { rr64P50Us: rr, connrateConnPerSec: connrate, stream1kGbps: small, stream128kGbps: large },
     method:
       'same CPU, loopback, medians over rounds of plain and adaptive off: turnSavingNs = (rr 64 B p50 plain − accelerated) / 2; ' +
-      'connectionCostNs = (crr 64 B seconds per request accelerated − plain) + 2·turnSavingNs; per write Δ(s) = s/throughput accelerated − plain, ' +
+      'connectionCostNs = connrate seconds per connection accelerated − plain; per write Δ(s) = s/throughput accelerated − plain, ' +
       'byteSavingPs = (Δ(1 KiB) − Δ(128 KiB)) / (128 KiB − 1 KiB), burstMessageCostNs = Δ(1 KiB) + 1024·byteSaving',
   };
 }

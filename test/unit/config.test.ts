@@ -34,10 +34,10 @@ const DEFAULTS: SockaccelConfig = {
   adaptiveIntervalMs: 250,
   adaptiveMaxServices: 4096,
   adaptiveOverrides: [],
-  adaptiveConnectionCostNs: 30000,
-  adaptiveTurnSavingNs: 6000,
-  adaptiveBurstMessageCostNs: 2500,
-  adaptiveByteSavingPs: 40,
+  adaptiveConnectionCostNs: 9090,
+  adaptiveTurnSavingNs: 989,
+  adaptiveBurstMessageCostNs: 2049,
+  adaptiveByteSavingPs: 377,
 };
 
 function tempDir(t: ExecutionContext): string {
