@@ -4,10 +4,10 @@
  * lands here and is moved straight into the peer socket's receive queue.
  * A client (in sa_clients) sends to its server in sa_servers, a server to
  * its client in sa_clients, under the connection key kept in the socket's
- * local storage: one storage lookup and one hash lookup per message, plus
- * the pairing entry's lookup that counts the connection's shape for the
- * adaptive policy (services.bpf.h). Only a miss looks at the pairing state
- * (see sockops.bpf.c).
+ * local storage: one storage lookup, the pairing entry's lookup (where a
+ * hit counts the connection's shape for the adaptive policy, services.bpf.h,
+ * and a miss decides whether to fall back, see sockops.bpf.c) and the
+ * sockhash lookup of the redirect, per message.
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -19,12 +19,20 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-static __always_inline bool redirected(struct sk_msg_md *msg, void *peers, struct sa_conn_key *key, __u32 size)
+/*
+ * Redirects the message and accounts for it: the counters, this socket's
+ * redirected bytes and the connection's shape (services.bpf.h). No atomic
+ * for the socket's counter: sk_msg runs under the sending socket's lock, so
+ * it has a single writer.
+ */
+static __always_inline bool redirected(struct sk_msg_md *msg, void *peers, struct sa_sk_state *st, struct sa_pair *pair, int dir, __u32 size)
 {
-	if (bpf_msg_redirect_hash(msg, peers, key, BPF_F_INGRESS) != SK_PASS)
+	if (bpf_msg_redirect_hash(msg, peers, &st->key, BPF_F_INGRESS) != SK_PASS)
 		return false;
 	SA_COUNT(msgs_redirected);
 	SA_ADD(bytes_redirected, size);
+	st->bytes_redirected += size;
+	sa_shape_count(pair, dir, size);
 	return true;
 }
 
@@ -47,13 +55,10 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers, int dir)
 	 */
 	if (!st || (st->flags & SA_SK_PLAIN))
 		goto pass;
-	if (redirected(msg, peers, &st->key, size)) {
-		/* No atomic needed: sk_msg runs under the sending socket's lock,
-		 * so this counter has a single writer. */
-		st->bytes_redirected += size;
-		sa_shape_count(&st->key, dir, size);
+	/* The pairing entry: where a hit counts the shape, and what a miss decides on. */
+	pair = bpf_map_lookup_elem(&sa_pairs, &st->key);
+	if (redirected(msg, peers, st, pair, dir, size))
 		return SK_PASS;
-	}
 
 	/*
 	 * Miss. For a client whose server is not in the map yet, this message
@@ -62,17 +67,13 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers, int dir)
 	 * by now, it is in the map: retry. A server only misses once its client
 	 * has gone.
 	 */
-	pair = bpf_map_lookup_elem(&sa_pairs, &st->key);
 	if (pair) {
 		__u32 seen = __sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK);
 
 		if (seen == SA_PAIR_PENDING)
 			SA_COUNT(pair_fallback);
-		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, &st->key, size)) {
-			st->bytes_redirected += size;
-			sa_shape_count(&st->key, dir, size);
+		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, st, pair, dir, size))
 			return SK_PASS;
-		}
 	}
 	st->flags |= SA_SK_PLAIN;
 pass:

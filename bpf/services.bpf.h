@@ -72,15 +72,15 @@ static __always_inline void sa_service_add_dir(struct sa_service *svc, struct sa
 }
 
 /*
- * One redirected message of direction `dir` (a constant), from sk_msg. The
+ * One redirected message of direction `dir` (a constant) on the connection
+ * whose pairing entry is `pair` (NULL: gone, nothing to count), from sk_msg. The
  * turn test reads the other direction's last write without a lock: at worst
  * two messages sent at the same instant by both ends count one turn too
  * many or too few, which the policy's averages absorb.
  */
-static __always_inline void sa_shape_count(const struct sa_conn_key *key, int dir, __u32 size)
+static __always_inline void sa_shape_count(struct sa_pair *pair, int dir, __u32 size)
 {
 	__u32 me = dir == SA_DIR_TO_SERVER ? SA_SENDER_CLIENT : SA_SENDER_SERVER;
-	struct sa_pair *pair = bpf_map_lookup_elem(&sa_pairs, key);
 	struct sa_service *svc;
 
 	if (!pair)
