@@ -4,7 +4,7 @@
  * `bench`, which compares "accelerate everything" with "adaptive".
  */
 import type { Logger } from 'pino';
-import { parsePortOverrides, type SockaccelConfig } from '../config/config';
+import type { PortOverrides, SockaccelConfig } from '../config/config';
 import { deleteDecision, readDecisions, setAdaptiveSwitch, writeDecision } from '../kernel/services';
 import { readServiceSamples } from './service-samples';
 import { Learner, type LearnedService } from './learner';
@@ -33,15 +33,14 @@ export type AdaptiveConfig = Pick<
   | 'adaptiveHalfLifeSeconds'
   | 'adaptiveMinConnections'
   | 'adaptiveIntervalMs'
-  | 'adaptiveOverrides'
   | 'adaptiveConnectionCostNs'
   | 'adaptiveTurnSavingNs'
   | 'adaptiveBurstMessageCostNs'
   | 'adaptiveByteSavingPs'
 >;
 
-export function startAdaptive(fds: AdaptiveFds, config: AdaptiveConfig, log: Logger): Adaptive {
-  const overrides = parsePortOverrides(config.adaptiveOverrides);
+/** `overrides`: adaptiveOverrides as the daemon parsed them for the loader; the learner writes no decision for those ports. */
+export function startAdaptive(fds: AdaptiveFds, config: AdaptiveConfig, overrides: PortOverrides, log: Logger): Adaptive {
   const overridden = new Set([...overrides.accelerate, ...overrides.plain]);
   const learner = new Learner(
     {

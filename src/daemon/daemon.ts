@@ -107,6 +107,7 @@ export async function startDaemon(config: SockaccelConfig, root: Logger): Promis
     const adaptive = startAdaptive(
       { services: dataPath.mapFds.sa_services, decisions: dataPath.mapFds.sa_decisions, policy: dataPath.mapFds.sa_policy },
       config,
+      overrides,
       componentLogger(root, 'adaptive'),
     );
     lifecycle.add('adaptive', () => adaptive.stop());
