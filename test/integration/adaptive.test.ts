@@ -15,6 +15,7 @@ import test, { type ExecutionContext, type TestFn } from 'ava';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type RunningDaemon } from '../helpers/daemon';
 import { counters, delta, type Counters } from '../helpers/accelerated';
+import { TEST_CALIBRATION_FLAGS } from '../helpers/calibration';
 import { loadgenExchange } from '../helpers/loadgen';
 import { privilegedTest } from '../helpers/privilege';
 import { JsonLineProcess } from '../helpers/process';
@@ -27,16 +28,13 @@ import { readDecisions, readServices, type Decision, type ServiceEntry } from '.
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const HOST = '127.0.0.1';
 
-/** Fast learning and a fixed calibration: 2 turns save 12 µs, a connection costs 30 µs. */
+/** Fast learning and a fixed calibration. */
 const LEARN = {
   'adaptive-interval-ms': 100,
   'adaptive-min-connections': 10,
   'adaptive-half-life-seconds': 2,
   'adaptive-explore-permille': 0,
-  'adaptive-connection-cost-ns': 30_000,
-  'adaptive-turn-saving-ns': 6_000,
-  'adaptive-burst-message-cost-ns': 2_500,
-  'adaptive-byte-saving-ps': 40,
+  ...TEST_CALIBRATION_FLAGS,
 };
 
 function args(over: Record<string, number | string> = {}): string[] {

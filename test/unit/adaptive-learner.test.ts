@@ -3,15 +3,13 @@
 // a fake sa_decisions (a hash that refuses inserts when full, E2BIG), and a
 // clock the test moves.
 import test from 'ava';
+import { TEST_CALIBRATION } from '../helpers/calibration';
 import pino from 'pino';
 import { FORGET_HALF_LIVES, Learner, refOf, type LearnerOptions, type ServiceAccess, type ServiceSample } from '../../src/adaptive/learner';
 import { NO_COUNTERS, type Decision, type ServiceCounters, type ServiceKey } from '../../src/kernel/services';
 
 const OPTS: LearnerOptions = {
-  connectionCostNs: 30_000,
-  turnSavingNs: 6000,
-  burstMessageCostNs: 2500,
-  byteSavingPs: 40,
+  ...TEST_CALIBRATION,
   minConnections: 20,
   explorePermille: 20,
   halfLifeMs: 10_000,

@@ -1,13 +1,11 @@
-// The adaptive policy on the workload shapes of issue 10, with the default
-// calibration: which services are left plain, which stay accelerated, and why.
+// The adaptive policy on the workload shapes of issue 10, with a fixed
+// calibration (test/helpers/calibration.ts): which services are left plain, which stay accelerated, and why.
 import test from 'ava';
+import { TEST_CALIBRATION } from '../helpers/calibration';
 import { duration, estimate, EVIDENCE_MESSAGES, hasEvidence, judge, size, type PolicyOptions, type ServiceShape } from '../../src/adaptive/policy';
 
 const OPTS: PolicyOptions = {
-  connectionCostNs: 30_000,
-  turnSavingNs: 6000,
-  burstMessageCostNs: 2500,
-  byteSavingPs: 40,
+  ...TEST_CALIBRATION,
   minConnections: 20,
   explorePermille: 20,
 };
