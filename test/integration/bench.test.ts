@@ -137,14 +137,16 @@ privileged('bench --quick end to end: JSON on stdout and in results.json, a vali
 
 privileged('the table is the default output', async (t) => {
   const dir = tempDir(t);
-  const small = [...SMALL, ...ONE_SHORT_ROUND, ...SHORT_ADAPTIVE_WARMUP, '--paths', 'loopback', '--kinds', 'rr,crr,mixed'];
+  const small = [...SMALL, ...ONE_SHORT_ROUND, ...SHORT_ADAPTIVE_WARMUP, '--paths', 'loopback', '--kinds', 'rr,connrate,crr,mixed'];
   const { code, stdout, stderr } = await serially(() => startBench(t, [...small, '--out-dir', dir]).done);
   t.is(code, 0, stderr);
   t.regex(stdout, /Request\/response round trip/);
   t.regex(stdout, /loopback\s+64 B\s+same-cpu/);
   t.regex(stdout, /plain p50 µs\s+adaptive off p50 µs\s+adaptive on p50 µs/);
+  t.regex(stdout, /Connection setup rate/);
   t.regex(stdout, /A connection per request/);
   t.regex(stdout, /Mixed service/);
+  // The setup cost comes from the connection setup rate, the turn saving from the 64 B round trip.
   t.regex(stdout, /Calibration for the adaptive policy[^\n]*\n\{\n  "adaptiveConnectionCostNs": -?\d+,\n  "adaptiveTurnSavingNs": -?\d+\n\}/);
   t.regex(stdout, new RegExp(`kernel ${os.release().replace(/\./g, '\\.')}`));
   t.true(fs.existsSync(path.join(dir, 'chart.svg')));
