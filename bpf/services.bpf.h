@@ -109,6 +109,7 @@ static __always_inline void sa_service_paired(const struct sa_pair *pair)
 		return;
 	__sync_fetch_and_add(&svc->conns_accelerated, 1);
 	svc->server_port = pair->server_port;
+	svc->cross_netns = pair->server_netns != pair->client_netns;
 	svc->last_seen_ns = bpf_ktime_get_ns();
 }
 

@@ -127,7 +127,11 @@ struct sa_service {
 	__u64 turns[2];
 	__u64 last_seen_ns;
 	__u32 server_port;       /* the port the server accepted on (after NAT) */
-	__u32 pad;
+	/* 1 when its last paired connection joined two network namespaces
+	 * (plain TCP would cross a veth: pod to pod, a sidecar's hop), 0 within
+	 * one (loopback). Plain TCP's per-message cost differs so much between
+	 * the two that the policy judges bursts only within one. */
+	__u32 cross_netns;
 };
 
 /* The daemon's verdict for one service (sa_decisions); absent = accelerate. */

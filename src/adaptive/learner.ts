@@ -64,6 +64,8 @@ interface Sums extends ServiceShape {
   msgs: number;
   bytes: number;
   turns: number;
+  /** As the programs last saw it (a flag, not a sum: not decayed). */
+  crossNetns?: boolean;
 }
 
 interface Tracked {
@@ -194,6 +196,7 @@ export class Learner {
       if (isZero(d)) continue;
       this.decayTo(t, now);
       addInto(t.sums, d, 1);
+      t.sums.crossNetns = counters.crossNetns;
       t.activeMs = now;
       changed.set(id, t);
     }

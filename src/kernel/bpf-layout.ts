@@ -64,6 +64,7 @@ export const SERVICE = {
   turns: 64,
   lastSeenNs: 80,
   serverPort: 88,
+  crossNetns: 92,
 } as const;
 /** struct sa_decision */
 export const DECISION = { size: 32, verdict: 0, explorePermille: 4, reason: 8, savedNsPerConn: 16, evidenceConns: 24 } as const;

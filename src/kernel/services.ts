@@ -28,6 +28,8 @@ export interface ServiceCounters {
   readonly lastSeenNs: bigint;
   /** The port the server accepted on: differs from key.port under NAT (a mesh's sidecar). */
   readonly serverPort: number;
+  /** Its last paired connection joined two network namespaces (plain TCP would cross a veth), not one (loopback). */
+  readonly crossNetns: boolean;
 }
 
 /** A service that has seen nothing yet. */
@@ -41,6 +43,7 @@ export const NO_COUNTERS: ServiceCounters = Object.freeze<ServiceCounters>({
   turns: [0n, 0n],
   lastSeenNs: 0n,
   serverPort: 0,
+  crossNetns: false,
 });
 
 export interface ServiceEntry {
@@ -94,6 +97,7 @@ export function decodeService(buf: Buffer): ServiceCounters {
     turns: perDirection(buf, SERVICE.turns),
     lastSeenNs: buf.readBigUInt64LE(SERVICE.lastSeenNs),
     serverPort: buf.readUInt32LE(SERVICE.serverPort),
+    crossNetns: buf.readUInt32LE(SERVICE.crossNetns) !== 0,
   };
 }
 

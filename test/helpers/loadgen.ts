@@ -16,6 +16,8 @@ export interface LoadgenExchange extends Placement {
   /** A fixed port: every run to it is the same service. */
   readonly port: number;
   readonly durationMs: number;
+  /** The server's own network namespace and bind address (default: the client's, and `host`). */
+  readonly server?: { readonly netns: string; readonly listen: string };
 }
 
 type Line = Record<string, unknown> & { event?: string };
@@ -35,13 +37,15 @@ function lineOf(p: JsonLineProcess, event: string, timeoutMs: number): Promise<L
 export async function loadgenExchange(opts: LoadgenExchange): Promise<LoadgenRun> {
   const { cgroup, netns } = opts;
   const placement: Placement = { ...(cgroup ? { cgroup } : {}), ...(netns ? { netns } : {}) };
-  const common = ['--mode', opts.mode, '--size', String(opts.size), '--host', opts.host, '--port', String(opts.port)];
-  const server = new JsonLineProcess('loadgen server', [LOADGEN_BINARY, 'server', ...common, '--verify', 'full'], placement);
+  const common = ['--mode', opts.mode, '--size', String(opts.size), '--port', String(opts.port)];
+  const serverPlacement: Placement = opts.server ? { ...placement, netns: opts.server.netns } : placement;
+  const serverArgs = [...common, '--host', opts.server?.listen ?? opts.host, '--verify', 'full'];
+  const server = new JsonLineProcess('loadgen server', [LOADGEN_BINARY, 'server', ...serverArgs], serverPlacement);
   try {
     await lineOf(server, 'listening', START_MS);
     const client = new JsonLineProcess(
       'loadgen client',
-      [LOADGEN_BINARY, 'client', ...common, '--duration-ms', String(opts.durationMs), '--warmup-ms', '0'],
+      [LOADGEN_BINARY, 'client', ...common, '--host', opts.host, '--duration-ms', String(opts.durationMs), '--warmup-ms', '0'],
       placement,
     );
     let result: Line;

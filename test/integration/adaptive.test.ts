@@ -14,6 +14,8 @@ import path from 'node:path';
 import test, { type ExecutionContext, type TestFn } from 'ava';
 import { withScratchCgroup } from '../helpers/cgroup';
 import { withDaemon, type RunningDaemon } from '../helpers/daemon';
+import { withPodNetwork } from '../helpers/netns';
+import { DEFAULT_POD_SUBNET4 } from '../../src/fixtures/netns';
 import { counters, delta, type Counters } from '../helpers/accelerated';
 import { TEST_CALIBRATION_FLAGS } from '../helpers/calibration';
 import { loadgenExchange } from '../helpers/loadgen';
@@ -27,6 +29,7 @@ import { readDecisions, readServices, type Decision, type ServiceEntry } from '.
 // One daemon per test and 2 vCPUs: one at a time.
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const HOST = '127.0.0.1';
+const POD_CIDRS = [DEFAULT_POD_SUBNET4];
 
 /** Fast learning and a fixed calibration. */
 const LEARN = {
@@ -118,6 +121,29 @@ privileged('a service that streams small writes is learned and left on plain TCP
       t.is(next.moved.bytes_redirected, 0n, 'every byte went over plain TCP (and loadgen checked every one)');
     });
   });
+});
+
+privileged('the same small-write stream between two pods (across their veths, where it gains) stays accelerated, byte-exact', async (t) => {
+  await withPodNetwork({ pods: 2 }, (net) =>
+    withScratchCgroup(async (cg) => {
+      const [client, server] = net.pods;
+      const port = await freePort();
+      await withDaemon({ cgroup: cg.path, localCidrs: POD_CIDRS, extraArgs: args() }, async (d) => {
+        const run = (): Promise<Counters> => {
+          const before = counters(d);
+          const exchange = { mode: 'stream' as const, size: 1024, host: server.ipv4, port, cgroup: cg.path, netns: client.ns, durationMs: 300 };
+          return loadgenExchange({ ...exchange, server: { netns: server.ns, listen: '0.0.0.0' } }).then(() => delta(before, counters(d)));
+        };
+        t.is((await run()).sockets_inserted, 2n, 'the first stream was accelerated');
+        const dec = await waitFor('the pod-to-pod service to be decided', () => decisionOn(d, port), { timeoutMs: 20_000 });
+        t.like(dec, { verdict: 'accelerate', reason: 'gains' });
+        t.is(serviceOn(d, port)?.counters.crossNetns, true, 'the service knows its connections cross namespaces');
+        const next = await run();
+        t.is(next.sockets_inserted, 2n, 'the next stream is accelerated too');
+        t.is(next.bytes_passed, 0n);
+      });
+    }),
+  );
 });
 
 privileged('a keep-alive request/response service stays accelerated, byte-exact', async (t) => {

@@ -39,6 +39,12 @@ test('a stream of 1 KiB writes (thousands of messages per turn) is left plain: s
   t.is(j.why, '1.0 turns per connection save 6.0 µs; setup costs 30 µs, 5000 messages per turn (1.0 KiB each) cost 12 ms: loses 12 ms per connection (small writes)');
 });
 
+test('the same 1 KiB stream between two network namespaces (a pod\'s veth) stays accelerated: bursts are a cost only on loopback', (t) => {
+  const j = judge({ ...shape(1, 1, 5000, 1024), crossNetns: true }, OPTS);
+  t.like(j.decision, { verdict: 'accelerate', reason: 'gains' });
+  t.is(j.estimate.burstCostNs, 0);
+});
+
 test('64 B keep-alive connections (many turns each) stay accelerated', (t) => {
   const j = judge(shape(4, 5000, 1, 64), OPTS);
   t.like(j.decision, { verdict: 'accelerate', reason: 'gains', explorePermille: 0 });

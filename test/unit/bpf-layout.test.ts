@@ -58,6 +58,7 @@ function compileLayoutProbe(): Record<string, number> {
       ['service.turns', 'offsetof(struct sa_service, turns)'],
       ['service.lastSeenNs', 'offsetof(struct sa_service, last_seen_ns)'],
       ['service.serverPort', 'offsetof(struct sa_service, server_port)'],
+      ['service.crossNetns', 'offsetof(struct sa_service, cross_netns)'],
       ['decision.size', 'sizeof(struct sa_decision)'],
       ['decision.verdict', 'offsetof(struct sa_decision, verdict)'],
       ['decision.explorePermille', 'offsetof(struct sa_decision, explore_permille)'],
