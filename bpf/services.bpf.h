@@ -100,8 +100,8 @@ static __always_inline void sa_shape_count(struct sa_pair *pair, int dir, __u32 
 	}
 }
 
-/* A connection paired: its service pays one psock setup (both ends). */
-static __always_inline void sa_service_paired(const struct sa_pair *pair)
+/* A connection paired: its service pays one psock setup (both ends). path: enum sa_path bits. */
+static __always_inline void sa_service_paired(const struct sa_pair *pair, __u32 path)
 {
 	struct sa_service *svc = sa_service_of_pair(pair, 0);
 
@@ -109,7 +109,7 @@ static __always_inline void sa_service_paired(const struct sa_pair *pair)
 		return;
 	__sync_fetch_and_add(&svc->conns_accelerated, 1);
 	svc->server_port = pair->server_port;
-	svc->cross_netns = pair->server_netns != pair->client_netns;
+	svc->path = path;
 	svc->last_seen_ns = bpf_ktime_get_ns();
 }
 

@@ -127,11 +127,20 @@ struct sa_service {
 	__u64 turns[2];
 	__u64 last_seen_ns;
 	__u32 server_port;       /* the port the server accepted on (after NAT) */
-	/* 1 when its last paired connection joined two network namespaces
-	 * (plain TCP would cross a veth: pod to pod, a sidecar's hop), 0 within
-	 * one (loopback). Plain TCP's per-message cost differs so much between
-	 * the two that the policy judges bursts only within one. */
-	__u32 cross_netns;
+	__u32 path;              /* enum sa_path bits of its last paired connection */
+};
+
+/*
+ * Where a service's connections run, beyond loopback within one namespace,
+ * which is what the policy's burst cost was measured on: between two
+ * namespaces plain TCP crosses a veth and pays its packets, and a mesh's
+ * hops are relayed by a sidecar into such a hop; small writes gain there
+ * (README, Performance), so the policy counts bursts as a cost only when
+ * neither bit is set.
+ */
+enum sa_path {
+	SA_PATH_CROSS_NETNS = 1, /* the two ends are in different network namespaces */
+	SA_PATH_MESH = 2,        /* a mesh's proxy is one of its ends */
 };
 
 /* The daemon's verdict for one service (sa_decisions); absent = accelerate. */

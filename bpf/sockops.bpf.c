@@ -376,8 +376,19 @@ static __always_inline bool server_accepts(const struct sa_mesh_preset *mesh, co
 	return mesh->accelerate_plain || pair->client_uid == mesh->proxy_uid || uid == mesh->proxy_uid;
 }
 
+/* enum sa_path bits of a connection whose server end is about to pair. */
+static __always_inline __u32 conn_path(const struct sa_mesh_preset *mesh, const struct sa_pair *pair, __u64 server_netns, __u32 server_uid)
+{
+	__u32 path = pair->client_netns != server_netns ? SA_PATH_CROSS_NETNS : 0;
+
+	if (mesh && (pair->client_uid == mesh->proxy_uid || server_uid == mesh->proxy_uid))
+		path |= SA_PATH_MESH;
+	return path;
+}
+
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 {
+	const struct sa_mesh_preset *mesh;
 	struct sa_conn_key key = {};
 	struct sa_sk_state *st;
 	struct sa_pair *pair;
@@ -403,7 +414,8 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 		return; /* no client of ours, or it already fell back */
 
 	uid = socket_uid(skops);
-	if (!server_accepts(sa_mesh_of(bpf_get_netns_cookie(skops)), &t, pair, uid)) {
+	mesh = sa_mesh_of(bpf_get_netns_cookie(skops));
+	if (!server_accepts(mesh, &t, pair, uid)) {
 		/* The client leaves the map on our first segment. */
 		if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
 			SA_COUNT(skipped_policy);
@@ -432,7 +444,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	st->flags = SA_SK_INSERTED;
 	st->inserted_ns = bpf_ktime_get_ns();
 	SA_COUNT(sockets_inserted);
-	sa_service_paired(pair);
+	sa_service_paired(pair, conn_path(mesh, pair, pair->server_netns, uid));
 	set_cb_flags(skops, BPF_SOCK_OPS_STATE_CB_FLAG, 0);
 }
 

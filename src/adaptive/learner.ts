@@ -65,7 +65,7 @@ interface Sums extends ServiceShape {
   bytes: number;
   turns: number;
   /** As the programs last saw it (a flag, not a sum: not decayed). */
-  crossNetns?: boolean;
+  beyondLoopback?: boolean;
 }
 
 interface Tracked {
@@ -196,7 +196,7 @@ export class Learner {
       if (isZero(d)) continue;
       this.decayTo(t, now);
       addInto(t.sums, d, 1);
-      t.sums.crossNetns = counters.crossNetns;
+      t.sums.beyondLoopback = counters.crossNetns || counters.meshHop;
       t.activeMs = now;
       changed.set(id, t);
     }

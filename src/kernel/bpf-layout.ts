@@ -64,8 +64,10 @@ export const SERVICE = {
   turns: 64,
   lastSeenNs: 80,
   serverPort: 88,
-  crossNetns: 92,
+  path: 92,
 } as const;
+/** enum sa_path bits */
+export const PATH = { crossNetns: 1, mesh: 2 } as const;
 /** struct sa_decision */
 export const DECISION = { size: 32, verdict: 0, explorePermille: 4, reason: 8, savedNsPerConn: 16, evidenceConns: 24 } as const;
 /** enum sa_verdict */

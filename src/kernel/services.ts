@@ -5,7 +5,7 @@
  * bpf/sockaccel.h, mirrored in bpf-layout.ts.
  */
 import { bpfMapDeleteElem, bpfMapLookupBatch, bpfMapUpdateElem } from './libbpf';
-import { DECISION, formatEndpoint, perDirection, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT } from './bpf-layout';
+import { DECISION, formatEndpoint, PATH, perDirection, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT } from './bpf-layout';
 
 /** Where clients connect (before NAT); netns is set only for a loopback address. */
 export interface ServiceKey {
@@ -30,6 +30,8 @@ export interface ServiceCounters {
   readonly serverPort: number;
   /** Its last paired connection joined two network namespaces (plain TCP would cross a veth), not one (loopback). */
   readonly crossNetns: boolean;
+  /** A service mesh's proxy was one end of its last paired connection. */
+  readonly meshHop: boolean;
 }
 
 /** A service that has seen nothing yet. */
@@ -44,6 +46,7 @@ export const NO_COUNTERS: ServiceCounters = Object.freeze<ServiceCounters>({
   lastSeenNs: 0n,
   serverPort: 0,
   crossNetns: false,
+  meshHop: false,
 });
 
 export interface ServiceEntry {
@@ -97,7 +100,8 @@ export function decodeService(buf: Buffer): ServiceCounters {
     turns: perDirection(buf, SERVICE.turns),
     lastSeenNs: buf.readBigUInt64LE(SERVICE.lastSeenNs),
     serverPort: buf.readUInt32LE(SERVICE.serverPort),
-    crossNetns: buf.readUInt32LE(SERVICE.crossNetns) !== 0,
+    crossNetns: (buf.readUInt32LE(SERVICE.path) & PATH.crossNetns) !== 0,
+    meshHop: (buf.readUInt32LE(SERVICE.path) & PATH.mesh) !== 0,
   };
 }
 

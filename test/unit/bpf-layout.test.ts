@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  BYTES_RECORD, CONN_KEY, DECISION, LISTENER_KEY, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT, LPM_KEY, META, PAIR, MESH_NETNS, MESH_PRESET, MESH_PRESET_SLOTS, MESH_SCOPE, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
+  BYTES_RECORD, CONN_KEY, DECISION, PATH, LISTENER_KEY, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT, LPM_KEY, META, PAIR, MESH_NETNS, MESH_PRESET, MESH_PRESET_SLOTS, MESH_SCOPE, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
   sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, formatEndpoint,
 } from '../../src/kernel/bpf-layout';
 import { parsePrefix } from '../../src/config/ip-prefix';
@@ -58,7 +58,9 @@ function compileLayoutProbe(): Record<string, number> {
       ['service.turns', 'offsetof(struct sa_service, turns)'],
       ['service.lastSeenNs', 'offsetof(struct sa_service, last_seen_ns)'],
       ['service.serverPort', 'offsetof(struct sa_service, server_port)'],
-      ['service.crossNetns', 'offsetof(struct sa_service, cross_netns)'],
+      ['service.path', 'offsetof(struct sa_service, path)'],
+      ['path.crossNetns', 'SA_PATH_CROSS_NETNS'],
+      ['path.mesh', 'SA_PATH_MESH'],
       ['decision.size', 'sizeof(struct sa_decision)'],
       ['decision.verdict', 'offsetof(struct sa_decision, verdict)'],
       ['decision.explorePermille', 'offsetof(struct sa_decision, explore_permille)'],
@@ -132,7 +134,7 @@ test('every struct size and offset matches bpf/sockaccel.h', (t) => {
     conn_key: CONN_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
     sk_state: SK_STATE, sk_flags: SK_FLAGS, bytes_record: BYTES_RECORD,
     mesh_preset: MESH_PRESET, mesh_scope: MESH_SCOPE, mesh_netns: MESH_NETNS,
-    service_key: SERVICE_KEY, service: SERVICE, decision: DECISION, verdict: VERDICT, reason: REASON, policy: POLICY,
+    service_key: SERVICE_KEY, service: SERVICE, path: PATH, decision: DECISION, verdict: VERDICT, reason: REASON, policy: POLICY,
   };
   for (const [struct, fields] of Object.entries(mirror)) {
     for (const [field, value] of Object.entries(fields)) t.is(value, c[`${struct}.${field}`], `${struct}.${field}`);
