@@ -5,8 +5,8 @@
 import { bpfMapLookupElem, bpfProgGetFdById, linkInfo, mapInfo, progInfo } from '../kernel/libbpf';
 import { close } from '../kernel/libc';
 import { SOCKOPS_PROGRAMS } from '../daemon/loader';
-import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, POLICY, Stats } from '../kernel/bpf-layout';
-import { readDecisions, readServices } from '../kernel/services';
+import { CONN_KEY, decodeLpmKey, decodeMeta, LISTENER_KEY, LPM_KEY, Stats } from '../kernel/bpf-layout';
+import { readAdaptiveSwitch, readDecisions, readServices } from '../kernel/services';
 import { adaptiveSummary, formatServiceTable, serviceRows, type ServiceRow } from '../adaptive/report';
 import type { PortOverrides } from '../config/config';
 import { readPairs } from '../kernel/pairs';
@@ -104,10 +104,7 @@ function readPinnedStatus(pinRoot: string, opts: StatusOptions): StatusReport {
 function readAdaptive(pinRoot: string, opts: StatusOptions): StatusReport['adaptive'] {
   // Pins of a daemon from before the adaptive policy (layout < 5) have none of its maps.
   if (!pinExists(mapPinPath(pinRoot, 'sa_policy'))) return { enabled: null, services: [] };
-  const enabled = withPinnedFd(mapPinPath(pinRoot, 'sa_policy'), (fd) => {
-    const v = Buffer.alloc(POLICY.size);
-    return bpfMapLookupElem(fd, Buffer.alloc(4), v) ? v.readUInt32LE(POLICY.adaptive) !== 0 : null;
-  });
+  const enabled = withPinnedFd(mapPinPath(pinRoot, 'sa_policy'), readAdaptiveSwitch);
   const services = withPinnedFd(mapPinPath(pinRoot, 'sa_services'), readServices);
   const decisions = withPinnedFd(mapPinPath(pinRoot, 'sa_decisions'), readDecisions);
   return { enabled, services: serviceRows(services, decisions, opts.overrides) };

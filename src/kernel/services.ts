@@ -4,7 +4,7 @@
  * (sa_decisions) and the run-time switch (sa_policy). Layouts in
  * bpf/sockaccel.h, mirrored in bpf-layout.ts.
  */
-import { bpfMapDeleteElem, bpfMapLookupBatch, bpfMapUpdateElem } from './libbpf';
+import { bpfMapDeleteElem, bpfMapLookupBatch, bpfMapLookupElem, bpfMapUpdateElem } from './libbpf';
 import { DECISION, formatEndpoint, PATH, perDirection, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT } from './bpf-layout';
 
 /** Where clients connect (before NAT); netns is set only for a loopback address. */
@@ -154,6 +154,12 @@ export function writeDecision(fd: number, key: ServiceKey, d: Decision): void {
 /** False if there was none. */
 export function deleteDecision(fd: number, key: ServiceKey): boolean {
   return bpfMapDeleteElem(fd, encodeServiceKey(key));
+}
+
+/** The switch as pinned; null when it was never written. */
+export function readAdaptiveSwitch(policyFd: number): boolean | null {
+  const value = Buffer.alloc(POLICY.size);
+  return bpfMapLookupElem(policyFd, Buffer.alloc(4), value) ? value.readUInt32LE(POLICY.adaptive) !== 0 : null;
 }
 
 /** Off: the programs ignore every decision and accelerate whatever pairs. */
