@@ -16,7 +16,7 @@
  */
 import type { Logger } from 'pino';
 import { encodeServiceKey, NO_COUNTERS, serviceId, type Decision, type ServiceCounters, type ServiceKey } from '../kernel/services';
-import { judge, type Judgement, type PolicyOptions, type ServiceShape } from './policy';
+import { exploreShare, judge, type Judgement, type PolicyOptions, type ServiceShape } from './policy';
 
 /**
  * One entry of sa_services as the learner reads it: `ref` and `lastSeenNs`
@@ -143,7 +143,7 @@ export class Learner {
   /** Services whose decision the full map refused: tried again every round, not only on new traffic. */
   private readonly refused = new Set<string>();
   private full = false;
-  /** Decisions written or deleted since the start. */
+  /** Decision changes (verdict or reason, or a decision written or deleted) since the start; the explored share moving is not one. */
   changes = 0;
 
   constructor(
@@ -250,17 +250,41 @@ export class Learner {
     const j = judge(t.sums, this.opts);
     // Too little evidence changes nothing: a plain service sees only its
     // explored share of connections, and must not flap back to accelerated
-    // each time that evidence runs thin.
+    // each time that evidence runs thin. Its share still follows its rate:
+    // a busy service that quietens explores more again.
     if (j.decision === null) {
       if (t.decision === null) {
         t.judged = j;
         t.note = null;
+        return;
       }
+      this.write(id, t, this.withExploreShare(t, t.decision), j.why);
       return;
     }
     t.judged = j;
     t.note = null;
-    if (!sameDecision(t.decision, j.decision) && !this.apply(t, j.decision, j.why)) this.refused.add(id);
+    this.write(id, t, this.withExploreShare(t, j.decision), j.why);
+  }
+
+  private write(id: string, t: Tracked, next: Decision, why: string): void {
+    if (!sameDecision(t.decision, next) && !this.apply(t, next, why)) this.refused.add(id);
+  }
+
+  /**
+   * A plain decision explores the share its rate of plain connections calls
+   * for (exploreShare). The rate comes from the decayed sum, which settles at
+   * rate × half-life / ln 2. The share kept changes only when the one called
+   * for is off by a factor of two or at a bound, so a service's rate
+   * wobbling does not rewrite its decision every round.
+   */
+  private withExploreShare(t: Tracked, d: Decision): Decision {
+    if (d.verdict !== 'plain') return d;
+    const halfLifeSeconds = this.opts.halfLifeMs / 1000;
+    const wanted = exploreShare((t.sums.connsPlain * Math.LN2) / halfLifeSeconds, this.opts.explorePermille, this.opts.minConnections, halfLifeSeconds);
+    const kept = t.decision?.verdict === 'plain' ? t.decision.explorePermille : null;
+    const bound = wanted === 1 || wanted === this.opts.explorePermille;
+    const keep = !bound && kept !== null && kept <= this.opts.explorePermille && wanted > kept / 2 && wanted < kept * 2;
+    return { ...d, explorePermille: keep ? kept : wanted };
   }
 
   /** Writes (or, for null, deletes) the decision and logs the change; false if the map refused. */
@@ -286,9 +310,14 @@ export class Learner {
       return false;
     }
     if (next !== null) this.full = false;
-    this.log.info({ service: serviceId(t.key), from: describe(t.decision), to: describe(next), reason: next?.reason ?? 'none', why }, 'service decision changed');
+    if (describe(t.decision) === describe(next)) {
+      // Only the explored share moved with the service's rate: not a decision change.
+      this.log.debug({ service: serviceId(t.key), explorePermille: next?.explorePermille }, 'explored share changed');
+    } else {
+      this.log.info({ service: serviceId(t.key), from: describe(t.decision), to: describe(next), reason: next?.reason ?? 'none', why }, 'service decision changed');
+      this.changes++;
+    }
     t.decision = next;
-    this.changes++;
     return true;
   }
 

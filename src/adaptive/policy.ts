@@ -28,8 +28,32 @@ export interface Calibration {
 export interface PolicyOptions extends Calibration {
   /** Closed accelerated connections needed before deciding (adaptiveMinConnections). */
   readonly minConnections: number;
-  /** Written into plain decisions: the share of new connections still accelerated. */
+  /** Written into plain decisions: the largest share of new connections still accelerated (see exploreShare). */
   readonly explorePermille: number;
+}
+
+/**
+ * Explored connections a plain service needs per half-life, in units of
+ * minConnections: its decayed evidence then holds about
+ * EXPLORE_EVIDENCE × minConnections / ln 2 connections, well above what a
+ * decision needs, so a change in its traffic shows within a half-life or two.
+ */
+export const EXPLORE_EVIDENCE = 4;
+
+/**
+ * The share of a plain service's new connections still accelerated, in
+ * thousandths: what keeps EXPLORE_EVIDENCE × minConnections of them coming
+ * per half-life at the service's rate of plain connections, within 1 and
+ * maxPermille (0 turns exploring off). Each explored connection pays the
+ * setup that made the service plain, so a busy service explores a small
+ * share (1‰ at thousands of connections a second) and a quiet one the
+ * largest.
+ */
+export function exploreShare(plainConnsPerSecond: number, maxPermille: number, minConnections: number, halfLifeSeconds: number): number {
+  if (maxPermille <= 0) return 0;
+  const wantedPerSecond = (EXPLORE_EVIDENCE * minConnections) / halfLifeSeconds;
+  const permille = plainConnsPerSecond > 0 ? Math.ceil((1000 * wantedPerSecond) / plainConnsPerSecond) : maxPermille;
+  return Math.min(maxPermille, Math.max(1, permille));
 }
 
 /** What a service's accelerated connections did; both directions summed, decayed (so fractional). */

@@ -354,7 +354,7 @@ const SETTINGS: { [K in ConfigKey]: Setting<SockaccelConfig[K]> } = {
     arg: 'adaptive',
   },
   adaptiveExplorePermille: {
-    doc: 'Share of a plain service\'s new connections still accelerated, in thousandths, so that the decision can flip back when its traffic changes.',
+    doc: 'Largest share of a plain service\'s new connections still accelerated, in thousandths, so that the decision can flip back when its traffic changes; a busy service explores less, down to 1 (enough for 4 × adaptiveMinConnections explored connections per half-life); 0 turns exploring off.',
     ...intRange(0, 1000),
     default: 20,
     env: 'SOCKACCEL_ADAPTIVE_EXPLORE_PERMILLE',

@@ -61,6 +61,14 @@ class FakeKernel implements ServiceAccess {
     });
   }
 
+  /** What sock_ops adds when `conns` new connections of `port` are left plain. */
+  plainConnections(port: number, conns: number): void {
+    const id = idOf(keyOf(port));
+    const old = this.services.get(id)!;
+    const lastSeenNs = ++this.clock;
+    this.services.set(id, { ...old, lastSeenNs, counters: { ...old.counters, connsPlain: old.counters.connsPlain + BigInt(conns), lastSeenNs } });
+  }
+
   readServices(): ServiceSample[] {
     return [...this.services.values()].map((s) => ({ ...s, counters: { ...s.counters } }));
   }
@@ -153,6 +161,48 @@ test('decay: a plain service whose traffic turns keep-alive flips to accelerate 
   t.true(up > 10 && up < 100, `flipped after ${up} s`);
   const down = flipAfter('plain/short-connections', () => kernel.traffic(8080, 50, 2));
   t.true(down < 100, `flipped back after ${down} s`);
+});
+
+test('a busy plain service explores a small share, a quiet one the largest; the share follows the rate without a rewrite each round', (t) => {
+  const kernel = new FakeKernel();
+  const { learner, logs, advance } = setup(kernel);
+  learner.start();
+  kernel.traffic(8080, 25, 2);
+  advance(250);
+  const share = () => kernel.decisions.get('127.0.0.1:8080')?.decision.explorePermille;
+  t.is(kernel.verdict(8080), 'plain/short-connections');
+  t.is(share(), 20, 'no plain connections seen yet: the largest share');
+  // 10,000 connections a second left plain (and the explored ones closing):
+  // 4 × 20 explored connections per 10 s half-life need 0.08% of them, so 1‰
+  const writes = kernel.writes;
+  for (let i = 0; i < 240; i++) {
+    kernel.plainConnections(8080, 2500);
+    kernel.traffic(8080, 2, 2);
+    advance(250);
+  }
+  t.is(share(), 1);
+  t.true(kernel.writes - writes <= 6, `${kernel.writes - writes} writes while the rate rose`);
+  t.is(kernel.verdict(8080), 'plain/short-connections');
+  t.is(logs.filter((l) => l.msg === 'service decision changed').length, 1, 'the share moving is not a decision change');
+  t.is(learner.changes, 1);
+  // the service quietens to 2 connections a second: the share goes back up
+  for (let i = 0; i < 600; i++) {
+    if (i % 2 === 0) kernel.plainConnections(8080, 1);
+    if (i % 20 === 0) kernel.traffic(8080, 1, 2);
+    advance(250);
+  }
+  t.is(share(), 20);
+});
+
+test('explore off (adaptiveExplorePermille 0) stays off whatever the rate', (t) => {
+  const kernel = new FakeKernel();
+  const { learner, advance } = setup(kernel, { explorePermille: 0 });
+  learner.start();
+  kernel.traffic(8080, 25, 2);
+  advance(250);
+  kernel.plainConnections(8080, 5);
+  advance(250);
+  t.is(kernel.decisions.get('127.0.0.1:8080')?.decision.explorePermille, 0);
 });
 
 test('thin evidence keeps a decision: a plain service seeing only its explored connections does not flap', (t) => {

@@ -2,7 +2,7 @@
 // calibration (test/helpers/calibration.ts): which services are left plain, which stay accelerated, and why.
 import test from 'ava';
 import { TEST_CALIBRATION } from '../helpers/calibration';
-import { duration, estimate, EVIDENCE_MESSAGES, hasEvidence, judge, size, type PolicyOptions, type ServiceShape } from '../../src/adaptive/policy';
+import { duration, estimate, EVIDENCE_MESSAGES, exploreShare, hasEvidence, judge, size, type PolicyOptions, type ServiceShape } from '../../src/adaptive/policy';
 
 const OPTS: PolicyOptions = {
   ...TEST_CALIBRATION,
@@ -100,6 +100,15 @@ test('decayed (fractional) sums decide the same as whole ones of the same shape'
   const whole = shape(40, 2, 1, 64);
   const halved = { ...whole, connsAccelerated: 20.5, connsClosed: 20.5, msgs: 41, bytes: 41 * 64, turns: 41 };
   t.like(judge(halved, OPTS).decision, { verdict: 'plain', reason: 'short-connections' });
+});
+
+test('the explored share: what brings 4 × minConnections explored connections per half-life, within 1‰ and the largest share', (t) => {
+  // 20 connections, 30 s: 80 per half-life, 2.67 a second
+  t.is(exploreShare(0, 20, 20, 30), 20, 'no rate known: the largest share');
+  t.is(exploreShare(10, 20, 20, 30), 20, 'a quiet service: the largest share');
+  t.is(exploreShare(1000, 20, 20, 30), 3);
+  t.is(exploreShare(25_000, 20, 20, 30), 1, 'never below 1‰');
+  t.is(exploreShare(25_000, 0, 20, 30), 0, 'off stays off');
 });
 
 test('durations and sizes print short', (t) => {
