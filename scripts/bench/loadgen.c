@@ -12,6 +12,7 @@
  *                  [--verify full|sampled]
  *   loadgen client --mode rr|stream|connrate|crr|mixed (--host H --port P | --unix PATH) --size N
  *                  [--duration-ms D] [--warmup-ms W] [--seed S] [--max-conns N]
+ *                  [--turn DIR --turn-role first|second --turn-every N]
  *
  * --port may be fixed and reused run after run (the bench keeps one port per
  * case, so that the daemon sees one service): the listener sets SO_REUSEADDR,
@@ -19,6 +20,8 @@
  * server's side and never holds the client's ephemeral ports.
  * --max-conns ends a connection-per-request client (connrate, crr, mixed)
  * after N connections even before its duration is up (the bench's warm-up).
+ * --turn makes two clients (each with its own server) take turns on one CPU,
+ * --turn-every requests or connections at a time; see "Taking turns" below.
  *
  * Every result is one JSON object per line on stdout. Integrity is checked on
  * the fly against a seeded pattern, never assumed:
@@ -64,7 +67,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -103,6 +109,9 @@ struct options {
 	uint64_t seed;
 	uint64_t max_conns; /* 0: no limit */
 	bool verify_sampled;
+	const char *turn_dir; /* NULL: no partner */
+	bool turn_first;
+	uint64_t turn_every;
 };
 
 static uint8_t *pattern; /* PATTERN_LEN + MAX_SIZE bytes: any window is contiguous */
@@ -129,6 +138,102 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * ---- Taking turns ----------------------------------------------------------
+ * Two clients, each with its own server (say one plain, one accelerated),
+ * all pinned to one CPU, run alternately: --turn-every requests (or
+ * connections) at a time, then the turn passes as one byte over a pair of
+ * FIFOs in the --turn directory. Each counts only its own time (active_ns),
+ * so whatever the machine does for a while (a neighbour on the core, softirqs
+ * moving to ksoftirqd, TIME_WAIT reaping) falls on both alike. Separate runs
+ * one after the other cannot promise that: on a shared VM their ratio
+ * spreads by ±20% per round, against the few percent being measured.
+ * A partner that has finished closes its ends; the other goes on alone.
+ */
+static struct {
+	int in, out;
+	uint64_t every;
+	uint64_t paused_ns; /* waiting for the partner: not this client's time */
+	uint64_t passes;
+} turns = { .in = -1, .out = -1 };
+
+/* The clock of a client: wall time without its partner's turns. */
+static uint64_t active_ns(void)
+{
+	return now_ns() - turns.paused_ns;
+}
+
+static void turns_close(void)
+{
+	if (turns.out >= 0)
+		close(turns.out);
+	if (turns.in >= 0)
+		close(turns.in);
+	turns.in = turns.out = -1;
+}
+
+static void turn_wait(void)
+{
+	uint64_t t0 = now_ns();
+	char token;
+	ssize_t n;
+
+	do
+		n = read(turns.in, &token, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		turns_close(); /* the partner is done: on alone */
+	turns.paused_ns += now_ns() - t0;
+}
+
+/* After `done` units of work: every turn.every of them, hand over and wait for the turn to come back. */
+static void turn_pass(uint64_t done)
+{
+	const char token = 't';
+
+	if (turns.out < 0 || done % turns.every)
+		return;
+	if (write(turns.out, &token, 1) != 1) {
+		turns_close();
+		return;
+	}
+	turns.passes++;
+	turn_wait();
+}
+
+static void turns_open(const struct options *o)
+{
+	char a2b[PATH_MAX], b2a[PATH_MAX];
+
+	if (!o->turn_dir)
+		return;
+	snprintf(a2b, sizeof(a2b), "%s/a2b", o->turn_dir);
+	snprintf(b2a, sizeof(b2a), "%s/b2a", o->turn_dir);
+	if ((mkfifo(a2b, 0600) && errno != EEXIST) || (mkfifo(b2a, 0600) && errno != EEXIST))
+		die("--turn: mkfifo in %s: %s", o->turn_dir, strerror(errno));
+	/* Both open a2b first; each open waits for the partner's. */
+	if (o->turn_first) {
+		turns.out = open(a2b, O_WRONLY | O_CLOEXEC);
+		turns.in = open(b2a, O_RDONLY | O_CLOEXEC);
+	} else {
+		turns.in = open(a2b, O_RDONLY | O_CLOEXEC);
+		turns.out = open(b2a, O_WRONLY | O_CLOEXEC);
+	}
+	if (turns.in < 0 || turns.out < 0)
+		die("--turn: open the FIFOs in %s: %s", o->turn_dir, strerror(errno));
+	turns.every = o->turn_every;
+	if (!o->turn_first)
+		turn_wait();
+}
+
+/* Ends this client's part: the partner, if it waits, goes on alone. */
+static void print_turns(const struct options *o)
+{
+	turns_close();
+	if (o->turn_dir)
+		printf("{\"event\":\"turns\",\"passes\":%" PRIu64 ",\"pausedNs\":%" PRIu64 "}\n", turns.passes, turns.paused_ns);
 }
 
 /* splitmix64: a cheap, well-mixed generator for the pattern. */
@@ -772,7 +877,7 @@ static int client_requests(const struct options *o)
 	uint8_t *buf = malloc(o->size);
 	struct latencies lat = { 0 };
 	uint64_t i = 0, connections = fresh_only ? 0 : 1;
-	uint64_t start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
+	uint64_t start = active_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
 	uint64_t measured_start = 0, t1 = 0;
 	int64_t first_bad = -1;
 	const char *problem = "";
@@ -780,7 +885,7 @@ static int client_requests(const struct options *o)
 	if (!buf)
 		die("out of memory");
 	for (;;) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = active_ns();
 
 		/* Past the end, but only once a round trip was measured: a client
 		 * stalled across the whole window (a loaded machine) would report
@@ -806,14 +911,16 @@ static int client_requests(const struct options *o)
 				break;
 			}
 		}
-		t1 = now_ns();
+		t1 = active_ns();
 		i++;
-		if (t0 < measure_from)
-			continue;
-		if (!measured_start)
-			measured_start = t0;
-		record_latency(&lat, t1 - t0);
+		if (t0 >= measure_from) {
+			if (!measured_start)
+				measured_start = t0;
+			record_latency(&lat, t1 - t0);
+		}
+		turn_pass(i);
 	}
+	print_turns(o);
 	if (fd >= 0) {
 		shutdown(fd, SHUT_WR);
 		/* Wait for the server's EOF: it has checked every request by then. */
@@ -873,7 +980,7 @@ static int client_stream(const struct options *o)
 
 static int client_connrate(const struct options *o)
 {
-	uint64_t start = now_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
+	uint64_t start = active_ns(), measure_from = start + o->warmup_ns, end = measure_from + o->duration_ns;
 	uint64_t total = 0, window = 0, window_start = 0, t = start, bad = 0;
 
 	while ((t < end || window == 0) && !(o->max_conns && total >= o->max_conns)) {
@@ -886,14 +993,17 @@ static int client_connrate(const struct options *o)
 			bad++;
 		close(fd);
 		total++;
-		t = now_ns();
+		t = active_ns();
 		if (t >= measure_from) {
 			if (!window_start)
 				window_start = t;
 			else
 				window++;
 		}
+		turn_pass(total);
+		t = active_ns();
 	}
+	print_turns(o);
 	print_quirks();
 	printf("{\"event\":\"result\",\"mode\":\"connrate\",\"connections\":%" PRIu64 ",\"windowConnections\":%" PRIu64
 	       ",\"windowNs\":%" PRIu64 ",\"integrity\":{\"ok\":%s,\"badCloses\":%" PRIu64 "}}\n",
@@ -959,6 +1069,14 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->max_conns = parse_u64(flag, value);
 		} else if (!strcmp(flag, "--seed")) {
 			o->seed = parse_u64(flag, value);
+		} else if (!strcmp(flag, "--turn")) {
+			o->turn_dir = value;
+		} else if (!strcmp(flag, "--turn-role")) {
+			if (strcmp(value, "first") && strcmp(value, "second"))
+				die("--turn-role must be first or second");
+			o->turn_first = !strcmp(value, "first");
+		} else if (!strcmp(flag, "--turn-every")) {
+			o->turn_every = parse_u64(flag, value);
 		} else {
 			die("unknown flag %s", flag);
 		}
@@ -969,6 +1087,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 		die("--size must be 1..%u", MAX_SIZE);
 	if (o->unix_path && (o->mode == MODE_CONNRATE || o->mode == MODE_CRR || o->mode == MODE_MIXED))
 		die("%s runs over TCP only", MODE_NAMES[o->mode]);
+	if (o->turn_dir && (o->server || o->mode == MODE_STREAM))
+		die("--turn: only rr, crr, mixed and connrate clients take turns");
+	if (o->turn_dir && !o->turn_every)
+		die("--turn needs --turn-every N (N >= 1)");
 }
 
 int main(int argc, char **argv)
@@ -982,7 +1104,9 @@ int main(int argc, char **argv)
 	if (o.server)
 		return run_server(&o);
 	signal(SIGALRM, on_watchdog);
-	alarm((unsigned)((o.warmup_ns + o.duration_ns) / 1000000000ull) + WATCHDOG_GRACE_S);
+	/* Taking turns, a client's wall time is its own plus its partner's. */
+	alarm((unsigned)((o.turn_dir ? 2 : 1) * (o.warmup_ns + o.duration_ns) / 1000000000ull) + WATCHDOG_GRACE_S);
+	turns_open(&o);
 	switch (o.mode) {
 	case MODE_RR:
 	case MODE_CRR:

@@ -4,9 +4,10 @@
  * into integrity problems and metrics.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { BenchIntegrityError, EnvironmentError } from '../common/errors';
-import type { Placement, ProcessGroup, JsonLine } from './processes';
+import type { JsonLine, JsonProcess, Placement, ProcessGroup } from './processes';
 
 export const LOADGEN_BINARY = path.resolve(__dirname, '..', '..', '..', 'build', 'native', 'loadgen');
 
@@ -119,6 +120,8 @@ export interface LoadgenRun {
   /** The server's report on the (one) connection of rr and stream; absent for the connection-per-request modes. */
   readonly serverConn?: ServerConnReport;
   readonly serverSummary: ServerSummary;
+  /** Runs that took turns (runLoadgenTurns): how often this one handed over, and the time it waited for its partner. */
+  readonly turns?: { readonly passes: number; readonly pausedNs: number };
 }
 
 const START_TIMEOUT_MS = 10_000;
@@ -138,32 +141,46 @@ function addressArgs(address: Address): string[] {
   return 'unix' in address ? ['--unix', address.unix] : ['--host', address.tcp];
 }
 
-/** Starts the server, runs the client to the end, collects both sides' reports, ends the server. */
-export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: string): Promise<LoadgenRun> {
-  const common = ['--mode', spec.mode, '--size', String(spec.size)];
-  const server = group.spawn(
+type Server = { readonly proc: JsonProcess; readonly port: number };
+
+async function startServer(group: ProcessGroup, spec: RunSpec, label: string): Promise<Server> {
+  const proc = group.spawn(
     `loadgen server (${label})`,
     [
-      LOADGEN_BINARY, 'server', ...common, '--verify', spec.verify, ...addressArgs(spec.server.listen),
+      LOADGEN_BINARY, 'server', '--mode', spec.mode, '--size', String(spec.size), '--verify', spec.verify, ...addressArgs(spec.server.listen),
       ...(spec.port !== undefined && 'tcp' in spec.server.listen ? ['--port', String(spec.port)] : []),
     ],
     spec.server.placement,
   );
   try {
-    const listening = await server.waitFor((l) => l.event === 'listening', START_TIMEOUT_MS, 'it to listen');
-    const portArgs = 'tcp' in spec.client.connect ? ['--port', String(listening.port)] : [];
-    const client = group.spawn(
-      `loadgen client (${label})`,
-      [
-        LOADGEN_BINARY, 'client', ...common, ...addressArgs(spec.client.connect), ...portArgs,
-        '--duration-ms', String(spec.durationMs), '--warmup-ms', String(spec.warmupMs),
-        ...(spec.maxConns !== undefined ? ['--max-conns', String(spec.maxConns)] : []),
-      ],
-      spec.client.placement,
-    );
+    const listening = await proc.waitFor((l) => l.event === 'listening', START_TIMEOUT_MS, 'it to listen');
+    return { proc, port: Number(listening.port) };
+  } catch (err) {
+    await proc.kill();
+    throw err;
+  }
+}
+
+function startClient(group: ProcessGroup, spec: RunSpec, server: Server, label: string, extra: readonly string[] = []): JsonProcess {
+  return group.spawn(
+    `loadgen client (${label})`,
+    [
+      LOADGEN_BINARY, 'client', '--mode', spec.mode, '--size', String(spec.size), ...addressArgs(spec.client.connect),
+      ...('tcp' in spec.client.connect ? ['--port', String(server.port)] : []),
+      '--duration-ms', String(spec.durationMs), '--warmup-ms', String(spec.warmupMs),
+      ...(spec.maxConns !== undefined ? ['--max-conns', String(spec.maxConns)] : []),
+      ...extra,
+    ],
+    spec.client.placement,
+  );
+}
+
+/** Waits for the client's result (within `runMs` and a grace), then for the server's reports; ends both. */
+async function finish(client: JsonProcess, server: Server, spec: RunSpec, label: string, runMs: number): Promise<LoadgenRun> {
+  try {
     let result: JsonLine;
     try {
-      result = await client.waitFor((l) => l.event === 'result', spec.warmupMs + spec.durationMs + CLIENT_GRACE_MS, 'its result');
+      result = await client.waitFor((l) => l.event === 'result', runMs + CLIENT_GRACE_MS, 'its result');
     } catch (err) {
       // Bytes that never arrive are an integrity failure, not a crash.
       const stall = client.lines.find((l) => l.event === 'error' && String(l.message).startsWith('watchdog'));
@@ -175,18 +192,83 @@ export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: stri
     const clientQuirks = Number(client.lines.find((l) => l.event === 'quirks')?.spuriousEagain ?? 0);
     const serverConn = spec.mode !== 'rr' && spec.mode !== 'stream'
       ? undefined
-      : ((await server.waitFor((l) => l.event === 'conn', REPORT_TIMEOUT_MS, 'its connection report')) as unknown as ServerConnReport);
-    server.signal('SIGTERM');
-    const summary = await server.waitFor((l) => l.event === 'summary', REPORT_TIMEOUT_MS, 'its summary');
+      : ((await server.proc.waitFor((l) => l.event === 'conn', REPORT_TIMEOUT_MS, 'its connection report')) as unknown as ServerConnReport);
+    server.proc.signal('SIGTERM');
+    const summary = await server.proc.waitFor((l) => l.event === 'summary', REPORT_TIMEOUT_MS, 'its summary');
     const serverSummary = summary as unknown as ServerSummary;
+    const turns = client.lines.find((l) => l.event === 'turns');
     return {
       client: result as unknown as ClientResult,
       serverConn,
       serverSummary,
       spuriousEagain: clientQuirks + serverSummary.spuriousEagain,
+      ...(turns ? { turns: { passes: Number(turns.passes), pausedNs: Number(turns.pausedNs) } } : {}),
     };
   } finally {
-    await server.kill();
+    await client.kill();
+    await server.proc.kill();
+  }
+}
+
+/** Starts the server, runs the client to the end, collects both sides' reports, ends the server. */
+export async function runLoadgen(group: ProcessGroup, spec: RunSpec, label: string): Promise<LoadgenRun> {
+  const server = await startServer(group, spec, label);
+  let client: JsonProcess;
+  try {
+    client = startClient(group, spec, server, label);
+  } catch (err) {
+    await server.proc.kill();
+    throw err;
+  }
+  return finish(client, server, spec, label, spec.warmupMs + spec.durationMs);
+}
+
+/** Requests (rr, crr, mixed) or connections (connrate) per turn when two runs take turns: a few milliseconds at the rates of this kind of machine. */
+export const TURN_EVERY = 64;
+
+/** What a client counts toward its turns: requests, or connections for connrate. */
+export function turnUnits(run: LoadgenRun): number {
+  const c = run.client;
+  return c.mode === 'connrate' ? c.connections : c.mode === 'stream' ? 0 : c.messages;
+}
+
+/** The modes whose clients can take turns (see runLoadgenTurns). */
+export function takesTurns(mode: Mode): boolean {
+  return mode !== 'stream';
+}
+
+/**
+ * Two runs that take turns on their CPU (loadgen --turn): each with its own
+ * server, their clients run alternately TURN_EVERY requests or connections
+ * at a time, `first` first, and each reports only its own time. Whatever the
+ * machine does for a while then falls on both alike, so their ratio is
+ * measured within about 1% where two runs one after the other differ by
+ * ±20% on a shared VM. Both must be placed on the same CPUs and use
+ * different server addresses or ports.
+ */
+export async function runLoadgenTurns(group: ProcessGroup, specs: readonly [RunSpec, RunSpec], labels: readonly [string, string]): Promise<[LoadgenRun, LoadgenRun]> {
+  if (!specs.every((s) => takesTurns(s.mode))) throw new RangeError(`loadgen ${specs[0].mode} clients do not take turns`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sockaccel-turns-'));
+  const servers: Server[] = [];
+  const clients: JsonProcess[] = [];
+  try {
+    for (const [i, spec] of specs.entries()) servers.push(await startServer(group, spec, labels[i]!));
+    for (const [i, spec] of specs.entries()) {
+      clients.push(startClient(group, spec, servers[i]!, labels[i]!, ['--turn', dir, '--turn-role', i === 0 ? 'first' : 'second', '--turn-every', String(TURN_EVERY)]));
+    }
+    // Each run's wall time is its own plus its partner's.
+    const runMs = specs.reduce((sum, s) => sum + s.warmupMs + s.durationMs, 0);
+    const runs = await Promise.allSettled(specs.map((spec, i) => finish(clients[i]!, servers[i]!, spec, labels[i]!, runMs)));
+    const failed = runs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const done = runs.map((r) => (r as PromiseFulfilledResult<LoadgenRun>).value) as [LoadgenRun, LoadgenRun];
+    // A run long enough to hand over that never did was not measured alongside the other.
+    const alone = done.findIndex((r) => turnUnits(r) >= 2 * TURN_EVERY && !r.turns?.passes);
+    if (alone >= 0) throw new BenchIntegrityError(`${labels[alone]}: the two runs did not take turns (${turnUnits(done[alone]!)} units, no hand-over), so their ratio would not be a paired one`);
+    return done;
+  } finally {
+    await Promise.all([...clients, ...servers.map((s) => s.proc)].map((p) => p.kill()));
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 

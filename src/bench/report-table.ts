@@ -4,7 +4,7 @@
  * it was measured.
  */
 import { calibrationSnippet } from './calibration';
-import type { BenchResults, CaseResult, Side } from './results';
+import type { BenchResults, CaseResult, GoalResult, GoalVerdict, Side } from './results';
 import type { RatioSummary, RoundSummary } from './stats';
 
 function renderTable(header: string[], rows: string[][]): string {
@@ -36,6 +36,15 @@ function sizeLabel(bytes: number | null): string {
 }
 
 const metric = (c: CaseResult, side: Side, name: string) => c.sides[side]?.[name];
+
+const VERDICT_LABEL: Readonly<Record<GoalVerdict | 'none', string>> = { met: 'met  ', missed: 'MISS ', unsettled: 'noise', none: 'n/a  ' };
+
+function goalMeasured(g: GoalResult): string {
+  if (g.measured === null) return 'not measured';
+  if (Number.isInteger(g.measured) && !g.interval) return String(g.measured);
+  const interval = g.interval ? `, ${Math.round(g.interval.confidence * 100)}% ${g.interval.low.toFixed(2)}..${g.interval.high.toFixed(2)}` : ', one round: no interval';
+  return `${g.measured.toFixed(2)}x${interval}`;
+}
 
 /** "0.98" share of the gain kept; "-" when the case had no gain or loss to share. */
 function share(r: RatioSummary | undefined): string {
@@ -127,9 +136,9 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
   ];
   if (of('rr').length) sections.push(`Request/response round trip (${r.method.loadGenerator.split(' (')[0]} rr)\n${rrTable(of('rr'))}`);
   if (of('stream').length) sections.push(`Streaming throughput (client writes, server reads and checks samples of every read)\n${streamTable(of('stream'))}`);
-  if (of('connrate').length) sections.push(`Connection setup rate (the client connects, the server accepts and closes, the client sees EOF)\n${connTable(of('connrate'))}`);
-  if (of('crr').length) sections.push(`A connection per request (connect, request, response, the server closes; both checked)\n${requestsTable(of('crr'))}`);
-  if (of('mixed').length) sections.push(`Mixed service (alternately a request on a keep-alive connection and one on a fresh connection, one port)\n${requestsTable(of('mixed'))}`);
+  if (of('connrate').length) sections.push(`Connection setup rate (the client connects, the server accepts and closes, the client sees EOF; plain and adaptive on take turns, see Method)\n${connTable(of('connrate'))}`);
+  if (of('crr').length) sections.push(`A connection per request (connect, request, response, the server closes; both checked; plain and adaptive on take turns)\n${requestsTable(of('crr'))}`);
+  if (of('mixed').length) sections.push(`Mixed service (alternately a request on a keep-alive connection and one on a fresh connection, one port; plain and adaptive on take turns)\n${requestsTable(of('mixed'))}`);
   if (r.sockperf?.length) {
     sections.push(
       `Cross-check: sockperf ping-pong --full-rtt, 64 B, loopback, same CPU\n${renderTable(
@@ -139,8 +148,8 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
     );
   }
   sections.push(
-    `Goals\n${r.goals
-      .map((g) => `  ${g.met === null ? 'n/a ' : g.met ? 'met ' : 'MISS'}  ${g.description}: ${g.measured === null ? 'not measured' : Number.isInteger(g.measured) ? g.measured : `${g.measured.toFixed(2)}x`} (target ${g.target})`)
+    `Goals (met or MISS: the interval of the median over the rounds, 90% or with fewer than 5 rounds their range, lies on one side of the target; noise: it straddles the target, and more rounds or a quieter machine decide)\n${r.goals
+      .map((g) => `  ${VERDICT_LABEL[g.verdict ?? 'none']}  ${g.description}: ${goalMeasured(g)} (target ${g.target})`)
       .join('\n')}`,
   );
   const snippet = calibrationSnippet(r.calibration);

@@ -4,15 +4,19 @@
  * reader of the JSON would notice.
  */
 import type { Calibration } from './calibration';
-import type { RatioSummary, RoundSummary } from './stats';
+import type { MedianInterval, RatioSummary, RoundSummary } from './stats';
 import type { Mode } from './loadgen';
 
 /**
  * 2: the adaptive side (issue 10): sides.adaptive, ratios adaptiveVsPlain,
  * gainKept and adaptiveVsBest, a fixed port and the adaptive side's
  * connections and decision per case, kinds crr and mixed, calibration.
+ * 3: every ratio's 90% interval of the median (interval), each goal's
+ * interval and verdict; plain runs on their own port (plainPort), and for
+ * crr, connrate and mixed plain and adaptive measured taking turns
+ * (pairedPlainAdaptive).
  */
-export const RESULTS_SCHEMA_VERSION = 2;
+export const RESULTS_SCHEMA_VERSION = 3;
 
 /**
  * plain TCP; accelerated with the adaptive policy off (everything that pairs
@@ -69,8 +73,12 @@ export interface CaseResult {
   /** Message size (rr, crr, mixed) or write size (stream); null for connrate. */
   readonly size: number | null;
   readonly pinning: Pinning;
-  /** The server's TCP port in every run of the case (warm-up included): one service for the daemon to learn. */
+  /** The server's TCP port in every accelerated and adaptive run of the case (warm-up included): one service for the daemon to learn. */
   readonly port: number;
+  /** The plain runs' server port (their own, so that a plain run can take turns with an adaptive one). */
+  readonly plainPort: number;
+  /** Whether plain and adaptive were measured taking turns, a paired ratio per round (crr, connrate, mixed). */
+  readonly pairedPlainAdaptive: boolean;
   /** taskset CPU lists. */
   readonly cpus: { readonly server: string; readonly client: string };
   /** Per side, per metric: the rounds and their median and spread. */
@@ -125,13 +133,27 @@ export interface SockperfCheck {
   readonly p50Ratio: number;
 }
 
+/**
+ * What the rounds settle about a goal: met or missed when the whole interval
+ * of the median (90%; with fewer than 5 rounds the range, at its stated lower
+ * confidence) lies on one side of the target; unsettled when the interval
+ * straddles it (the rounds' noise is wider than the distance to the target:
+ * more rounds, or a quieter machine, decide it) or with a single round.
+ */
+export type GoalVerdict = 'met' | 'missed' | 'unsettled';
+
 export interface GoalResult {
   readonly id: string;
   readonly description: string;
   readonly target: string;
-  /** The measured ratio, or null when the cases it needs were not run. */
+  /** The measured ratio (the median over rounds), or null when the cases it needs were not run. */
   readonly measured: number | null;
+  /** Whether the median meets the target: the point estimate. */
   readonly met: boolean | null;
+  /** The median's interval (see MedianInterval); null for a count, or for a single round. */
+  readonly interval: MedianInterval | null;
+  /** null when not measured. */
+  readonly verdict: GoalVerdict | null;
 }
 
 export interface BenchResults {
@@ -189,8 +211,18 @@ export function find(cases: readonly CaseResult[], kind: Mode, size: number | nu
   return cases.find((c) => c.kind === kind && c.path === path && c.size === size && c.pinning === pinning);
 }
 
-function goal(id: string, description: string, target: string, measured: number | undefined, met: (r: number) => boolean): GoalResult {
-  return measured === undefined ? { id, description, target, measured: null, met: null } : { id, description, target, measured, met: met(measured) };
+/** The verdict of a target that is a bound (≥ or ≤): both ends of the interval on its side, or neither. */
+export function verdictOf(interval: MedianInterval | null, meets: (r: number) => boolean): GoalVerdict {
+  if (!interval) return 'unsettled';
+  const low = meets(interval.low);
+  const high = meets(interval.high);
+  if (low && high) return 'met';
+  return !low && !high ? 'missed' : 'unsettled';
+}
+
+function goal(id: string, description: string, target: string, ratio: RatioSummary | undefined, meets: (r: number) => boolean): GoalResult {
+  if (ratio === undefined) return { id, description, target, measured: null, met: null, interval: null, verdict: null };
+  return { id, description, target, measured: ratio.median, met: meets(ratio.median), interval: ratio.interval, verdict: verdictOf(ratio.interval, meets) };
 }
 
 /** Whether the case's headline ratio is no worse than plain TCP. */
@@ -209,16 +241,19 @@ export function evaluateGoals(cases: readonly CaseResult[]): GoalResult[] {
   const sized = cases.filter((c) => c.kind === 'rr' || c.kind === 'stream');
   const slower = sized.filter((c) => notSlower(c) === false);
   return [
-    goal('rr64-vs-plain', '64 B RTT p50, same CPU, loopback: accelerated / plain', '≤ 0.65', rr64?.ratios.acceleratedVsPlain.p50Us?.median, (r) => r <= 0.65),
-    goal('rr64-vs-unix', '64 B RTT p50, same CPU, loopback: accelerated / Unix socket', '≤ 1.00', rr64?.ratios.acceleratedVsUnix?.p50Us?.median, (r) => r <= 1),
-    goal('stream128k', '128 KiB-write throughput, same CPU, loopback: accelerated / plain', '≥ 2.00', stream128?.ratios.acceleratedVsPlain.gbps?.median, (r) => r >= 2),
-    goal('connrate', 'connection setup rate, same CPU, loopback: accelerated / plain', '≥ 0.95', conn?.ratios.acceleratedVsPlain.connPerSec?.median, (r) => r >= 0.95),
+    goal('rr64-vs-plain', '64 B RTT p50, same CPU, loopback: accelerated / plain', '≤ 0.65', rr64?.ratios.acceleratedVsPlain.p50Us, (r) => r <= 0.65),
+    goal('rr64-vs-unix', '64 B RTT p50, same CPU, loopback: accelerated / Unix socket', '≤ 1.00', rr64?.ratios.acceleratedVsUnix?.p50Us, (r) => r <= 1),
+    goal('stream128k', '128 KiB-write throughput, same CPU, loopback: accelerated / plain', '≥ 2.00', stream128?.ratios.acceleratedVsPlain.gbps, (r) => r >= 2),
+    goal('connrate', 'connection setup rate, same CPU, loopback: accelerated / plain', '≥ 0.95', conn?.ratios.acceleratedVsPlain.connPerSec, (r) => r >= 0.95),
     {
       id: 'no-size-slower',
       description: `no RTT or throughput case slower than plain TCP${slower.length ? ` (slower: ${slower.map((c) => c.id).join(', ')})` : ''}`,
       target: '0 cases',
       measured: sized.length ? slower.length : null,
       met: sized.length ? slower.length === 0 : null,
+      interval: null,
+      // Each case is judged on its median: a count of cases has no interval of its own.
+      verdict: sized.length ? (slower.length === 0 ? 'met' : 'missed') : null,
     },
     ...adaptiveGoals(cases),
   ];
@@ -235,13 +270,13 @@ export function adaptiveGoals(cases: readonly CaseResult[]): GoalResult[] {
   const mixed = find(cases, 'mixed', 64, 'same-cpu');
   const atLeast = (r: number) => r >= 0.97;
   const rows = [
-    goal('adaptive-crr64', 'a connection per request (64 B), requests/s, same CPU, loopback: adaptive on / plain', '≥ 0.97', crr?.ratios.adaptiveVsPlain.tps?.median, atLeast),
-    goal('adaptive-stream1k', '1 KiB-write throughput, same CPU, loopback: adaptive on / plain', '≥ 0.97', stream1k?.ratios.adaptiveVsPlain.gbps?.median, atLeast),
-    goal('adaptive-connrate', 'connection setup rate, same CPU, loopback: adaptive on / plain', '≥ 0.97', conn?.ratios.adaptiveVsPlain.connPerSec?.median, atLeast),
-    goal('adaptive-rr64-gain', '64 B RTT p50, same CPU, loopback: share of the gain adaptive on keeps, (on − plain) / (off − plain)', '≥ 0.97', rr64?.ratios.gainKept.p50Us?.median, atLeast),
-    goal('adaptive-stream128k-gain', '128 KiB-write throughput, same CPU, loopback: share of the gain adaptive on keeps', '≥ 0.97', stream128?.ratios.gainKept.gbps?.median, atLeast),
+    goal('adaptive-crr64', 'a connection per request (64 B), requests/s, same CPU, loopback: adaptive on / plain', '≥ 0.97', crr?.ratios.adaptiveVsPlain.tps, atLeast),
+    goal('adaptive-stream1k', '1 KiB-write throughput, same CPU, loopback: adaptive on / plain', '≥ 0.97', stream1k?.ratios.adaptiveVsPlain.gbps, atLeast),
+    goal('adaptive-connrate', 'connection setup rate, same CPU, loopback: adaptive on / plain', '≥ 0.97', conn?.ratios.adaptiveVsPlain.connPerSec, atLeast),
+    goal('adaptive-rr64-gain', '64 B RTT p50, same CPU, loopback: share of the gain adaptive on keeps, (on − plain) / (off − plain)', '≥ 0.97', rr64?.ratios.gainKept.p50Us, atLeast),
+    goal('adaptive-stream128k-gain', '128 KiB-write throughput, same CPU, loopback: share of the gain adaptive on keeps', '≥ 0.97', stream128?.ratios.gainKept.gbps, atLeast),
   ];
-  if (chain) rows.push(goal('adaptive-sidecar-chain-gain', '64 B RTT p50 through the sidecar chain, same CPU: share of the gain adaptive on keeps', '≥ 0.97', chain.ratios.gainKept.p50Us?.median, atLeast));
-  rows.push(goal('adaptive-mixed64', 'mixed service (64 B, half keep-alive, half one-shot), requests/s, same CPU, loopback: adaptive on / the better of plain and adaptive off', '≥ 0.97', mixed?.ratios.adaptiveVsBest.tps?.median, atLeast));
+  if (chain) rows.push(goal('adaptive-sidecar-chain-gain', '64 B RTT p50 through the sidecar chain, same CPU: share of the gain adaptive on keeps', '≥ 0.97', chain.ratios.gainKept.p50Us, atLeast));
+  rows.push(goal('adaptive-mixed64', 'mixed service (64 B, half keep-alive, half one-shot), requests/s, same CPU, loopback: adaptive on / the better of plain and adaptive off', '≥ 0.97', mixed?.ratios.adaptiveVsBest.tps, atLeast));
   return rows;
 }

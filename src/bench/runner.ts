@@ -15,7 +15,7 @@ import type { Stats, StatName } from '../kernel/bpf-layout';
 import { attemptEach } from '../common/cleanup';
 import { BenchIntegrityError, PrivilegeError, UsageError } from '../common/errors';
 import type { MeshName } from '../daemon/mesh';
-import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runMetrics, type LoadgenRun, type RunPlan, type RunSpec } from './loadgen';
+import { checkLoadgenBuilt, cpuList, integrityProblems, payloadBytes, runLoadgen, runLoadgenTurns, runMetrics, TURN_EVERY, type LoadgenRun, type RunPlan, type RunSpec } from './loadgen';
 import { caseId, type BenchOptions, type CaseSpec } from './options';
 import { deriveCalibration } from './calibration';
 import { chooseFreePorts } from './ports';
@@ -77,7 +77,7 @@ export function accelerationProblems(side: Side, run: LoadgenRun, d: Delta, hops
   return problems.length ? [`the accelerated run fell back to plain TCP: ${problems.join(', ')} (${counts})`] : [];
 }
 
-function sidesOf(c: CaseSpec): Side[] {
+function sidesOf(c: Pick<CaseSpec, 'kind' | 'path'>): Side[] {
   // The Unix socket limit line does not depend on the TCP path: measured once, on loopback.
   return (c.kind === 'rr' || c.kind === 'stream') && c.path.name === 'loopback' ? [...TCP_SIDES, 'unix'] : [...TCP_SIDES];
 }
@@ -105,8 +105,10 @@ interface Context {
   readonly spuriousEagain: Record<Side, number>;
   /** Time spent after each side's runs waiting for their sockets to be freed, and runs after which the wait timed out. */
   readonly settling: Record<Side, { waitedMs: number; unsettled: number }>;
-  /** The fixed server port of each case, by case id. */
+  /** The fixed server port of each case, by case id: its adaptive-off and adaptive runs (one service for the daemon). */
   readonly ports: ReadonlyMap<string, number>;
+  /** The plain runs' own port per case, so that a plain run can take turns with an adaptive one. */
+  readonly plainPorts: ReadonlyMap<string, number>;
 }
 
 function cpusFor(opts: BenchOptions, c: Pick<CaseSpec, 'pinning'>): { server: string; client: string } {
@@ -132,7 +134,7 @@ function runSpec(ctx: Context, c: CaseSpec, side: Side, plan: Plan): RunSpec {
     return { ...common, server: { listen: { unix: socket }, placement: place(undefined, cpus.server) }, client: { connect: { unix: socket }, placement: place(undefined, cpus.client) } };
   }
   const { server, client } = ctx.prepared.get(c.path.name)!.endpoints[tcpSide(side)];
-  const port = ctx.ports.get(caseId(c));
+  const port = (side === 'plain' ? ctx.plainPorts : ctx.ports).get(caseId(c));
   return {
     ...common,
     ...(port !== undefined ? { port } : {}),
@@ -164,6 +166,60 @@ async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: Plan): P
   const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
   if ('unix' in spec.server.listen) fs.rmSync(spec.server.listen.unix, { force: true });
   return { run, metrics: runMetrics(run, used), delta: d };
+}
+
+/**
+ * Plain and adaptive measured together: the two runs take turns on their CPU
+ * (runLoadgenTurns), `first` first, so that their ratio is a paired one.
+ * For the cases where adaptive on must match plain within a few percent
+ * (a connection per request, the setup rate, the mixed service); separate
+ * runs of those spread ±20% per round on a shared VM.
+ */
+async function measurePair(ctx: Context, c: CaseSpec, plan: Plan, first: 'plain' | 'adaptive'): Promise<Record<'plain' | 'adaptive', { metrics: Record<string, number>; delta: Delta }>> {
+  const sides = first === 'plain' ? (['plain', 'adaptive'] as const) : (['adaptive', 'plain'] as const);
+  const specs = sides.map((side) => runSpec(ctx, c, side, plan)) as [RunSpec, RunSpec];
+  const cpus = cpusFor(ctx.opts, c);
+  for (const side of sides) await ctx.prepared.get(c.path.name)!.beforeRun?.(tcpSide(side), cpus);
+  ctx.accelerated.setAdaptive(true);
+  const allocated = tcpSocketsAllocated();
+  const before = ctx.accelerated.counters();
+  const runs = await runLoadgenTurns(ctx.io.group, specs, [`${caseLabel(c)} ${sides[0]}`, `${caseLabel(c)} ${sides[1]}`]);
+  // Only the adaptive run is in the daemon's cgroup: the counters are its.
+  const d = delta(before, ctx.accelerated.counters());
+  const settled = await settle(allocated);
+  const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
+  const out = {} as Record<'plain' | 'adaptive', { metrics: Record<string, number>; delta: Delta }>;
+  for (const [i, side] of sides.entries()) {
+    const run = runs[i]!;
+    ctx.settling[side].waitedMs += settled.waitedMs / 2;
+    if (!settled.settled) ctx.settling[side].unsettled++;
+    ctx.spuriousEagain[side] += run.spuriousEagain;
+    const problems = integrityProblems(run, plan.verify);
+    if (problems.length > 0) throw new BenchIntegrityError(`${caseLabel(c)} ${side}: ${problems.join('; ')}`);
+    out[side] = { metrics: runMetrics(run, used), delta: d };
+  }
+  return out;
+}
+
+/** The kinds whose plain and adaptive runs take turns (see measurePair). */
+export function pairedKind(kind: CaseSpec['kind']): boolean {
+  return kind === 'crr' || kind === 'connrate' || kind === 'mixed';
+}
+
+/** One run of a round: a side alone, or (pair) plain and adaptive taking turns, `side` first. */
+export type RoundRun = { readonly pair: false; readonly side: Side } | { readonly pair: true; readonly side: 'plain' | 'adaptive' };
+
+/**
+ * The runs of round `round` of a case, in order: A B C, then C B A, so that
+ * whatever the first run leaves behind (TIME_WAIT sockets, psocks still being
+ * freed, a warm cache) favours no side; plain and adaptive of a paired kind
+ * make one run, at the place of whichever of them comes first.
+ */
+export function roundRuns(c: Pick<CaseSpec, 'kind' | 'path'>, round: number): RoundRun[] {
+  const sides = round % 2 === 1 ? sidesOf(c) : [...sidesOf(c)].reverse();
+  if (!pairedKind(c.kind)) return sides.map((side) => ({ pair: false, side }));
+  const first = sides.find((s): s is 'plain' | 'adaptive' => s === 'plain' || s === 'adaptive')!;
+  return sides.flatMap((side): RoundRun[] => (side === first ? [{ pair: true, side }] : side === 'plain' || side === 'adaptive' ? [] : [{ pair: false, side }]));
 }
 
 /** How long the learner may take to decide once the warm-up's connections are closed (it reads every adaptiveIntervalMs, 250 ms by default). */
@@ -278,7 +334,7 @@ export function adaptiveVsBestOf(kind: CaseSpec['kind'], plain: Record<string, n
   return out;
 }
 
-function caseResults(opts: BenchOptions, samples: Samples, ports: ReadonlyMap<string, number>, adaptive: ReadonlyMap<string, AdaptiveReport>): CaseResult[] {
+function caseResults(opts: BenchOptions, samples: Samples, ports: ReadonlyMap<string, number>, plainPorts: ReadonlyMap<string, number>, adaptive: ReadonlyMap<string, AdaptiveReport>): CaseResult[] {
   return opts.cases.map((c) => {
     const bySide = samples.get(caseId(c)) ?? {};
     // Paths other than loopback compare against the loopback case's Unix runs (same round, same CPUs).
@@ -300,6 +356,8 @@ function caseResults(opts: BenchOptions, samples: Samples, ports: ReadonlyMap<st
       size: c.size,
       pinning: c.pinning,
       port: ports.get(caseId(c))!,
+      plainPort: plainPorts.get(caseId(c))!,
+      pairedPlainAdaptive: pairedKind(c.kind),
       cpus: cpusFor(opts, c),
       sides,
       ratios: {
@@ -370,7 +428,7 @@ const METHOD = {
   loadGenerator:
     'build/native/loadgen (scripts/bench/loadgen.c): one blocking socket per process, no event loop; server and client are separate processes, each pinned with taskset',
   order:
-    'each round runs every case; within a case plain, accelerated with the adaptive policy off, accelerated with it on (adaptive), then the Unix domain socket limit (loopback rr and stream cases; other paths are compared with it), in reverse order every other round (A B C, C B A); round i of every case shares one time slice. After every run the next waits (up to 3 s) until the allocated TCP sockets of the machine are back to where they were before it: accelerated sockets are freed late, by a kworker, and that work must not land in the window of the next side. Every run of a case (and its adaptive warm-up) uses the same server port, chosen free at the start: one service for the daemon to learn. Before a case\'s first adaptive run, a warm-up on the adaptive side (at most 2 s or 200 connections) and a wait of up to 3 s for the learner\'s decision on the case\'s service. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios; gain kept = (adaptive − plain) / (accelerated − plain) per round',
+    `each round runs every case; within a case plain, accelerated with the adaptive policy off, accelerated with it on (adaptive), then the Unix domain socket limit (loopback rr and stream cases; other paths are compared with it), in reverse order every other round (A B C, C B A); round i of every case shares one time slice. For a connection per request, the setup rate and the mixed service, plain and adaptive run together, taking turns on their CPU ${TURN_EVERY} requests or connections at a time (loadgen --turn, each with its own server and port, each timing only its own turns), the first of the two first: their per-round ratio is then a paired one, which separate runs of these cases are not on a shared VM (±20% per round). After every run the next waits (up to 3 s) until the allocated TCP sockets of the machine are back to where they were before it: accelerated sockets are freed late, by a kworker, and that work must not land in the window of the next side. Every accelerated and adaptive run of a case (and its adaptive warm-up) uses the same server port, chosen free at the start: one service for the daemon to learn; plain runs use a port of their own. Before a case's first adaptive run, a warm-up on the adaptive side (at most 2 s or 200 connections) and a wait of up to 3 s for the learner's decision on the case's service. Reported: the median over rounds, the spread (min..max), and the median of the per-round ratios; gain kept = (adaptive − plain) / (accelerated − plain) per round; each goal is met or missed when the 90% interval of its median over the rounds (order statistics, no assumption on the noise) lies on one side of the target, and unsettled when it straddles it`,
   integrity:
     'rr: every request and every response compared byte for byte with a seeded pattern (responses from another pattern offset, so a socket that reads its own request fails); stream: the server compares what it reads with the pattern at its stream offset, every byte in the integrity gate and in measured runs the head and tail of every read plus 16 bytes at every 4 KiB of stream offset (any lost, repeated or reordered block shifts every later byte against the prime-length pattern, so a sample catches it without a full compare eating the CPU that moves the bytes), byte counts compared at the end; connrate: every connection ends in a clean EOF, accept and connect counts match; crr and mixed: every request and response compared like rr, every fresh connection ends in the server\'s clean EOF, request and connection counts match. Accelerated runs (adaptive off) must show both sockets of every connection paired (a proxy chain: every hop) and the redirect counter covering every payload byte on every hop, with none over plain TCP; plain runs must leave the counters untouched; adaptive runs are checked for their bytes only (leaving a connection plain is their point), and their counters are reported: socket pairs redirected, connections left plain by a decision, connections explored',
   cpuAccounting:
@@ -388,7 +446,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
     if (io.signal.aborted) throw new Error('interrupted');
   };
 
-  const sideRuns = opts.cases.reduce((n, c) => n + sidesOf(c).length, 0);
+  const sideRuns = opts.cases.reduce((n, c) => n + roundRuns(c, 1).length, 0);
   const gateRuns = opts.paths.length * 3;
   const sockperfRuns = opts.sockperf ? 2 : 0;
   const warmups = opts.cases.length;
@@ -448,30 +506,36 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
       cleanups.push(ready.cleanup);
       prepared.set(p.name, ready);
     }
-    const casePorts = await chooseFreePorts(opts.cases.length);
-    const ports = new Map(opts.cases.map((c, i) => [caseId(c), casePorts[i]!]));
-    const gateCtx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, adaptive: 0, unix: 0 }, settling: Object.fromEntries((['plain', 'accelerated', 'adaptive', 'unix'] as const).map((side) => [side, { waitedMs: 0, unsettled: 0 }])) as Context['settling'], ports: new Map() };
+    const casePorts = await chooseFreePorts(2 * opts.cases.length);
+    const ports = new Map(opts.cases.map((c, i) => [caseId(c), casePorts[2 * i]!]));
+    const plainPorts = new Map(opts.cases.map((c, i) => [caseId(c), casePorts[2 * i + 1]!]));
+    const gateCtx: Context = { opts, io, accelerated, prepared, unixDir, unixCount: 0, spuriousEagain: { plain: 0, accelerated: 0, adaptive: 0, unix: 0 }, settling: Object.fromEntries((['plain', 'accelerated', 'adaptive', 'unix'] as const).map((side) => [side, { waitedMs: 0, unsettled: 0 }])) as Context['settling'], ports: new Map(), plainPorts: new Map() };
     // The gate's runs take any free port: they are not the cases' services.
     const integrityGateResult = await integrityGate(gateCtx, step);
-    const ctx: Context = { ...gateCtx, ports };
+    const ctx: Context = { ...gateCtx, ports, plainPorts };
     const samples: Samples = new Map();
     const warm = new Map<string, Pick<AdaptiveReport, 'warmup' | 'decisions'>>();
     const adaptiveCounts = new Map<string, { paired: bigint; plain: bigint; explored: bigint }>();
     for (let round = 1; round <= opts.rounds; round++) {
       for (const c of opts.cases) {
         const plan: RunPlan = { warmupMs: opts.warmupMs, durationMs: opts.durationMs[c.kind], verify: 'sampled' };
-        // A B C, then C B A: whatever the first run leaves behind (TIME_WAIT
-        // sockets, psocks still being freed, a warm cache) favours no side.
-        const sides = round % 2 === 1 ? sidesOf(c) : [...sidesOf(c)].reverse();
-        for (const side of sides) {
-          if (side === 'adaptive' && !warm.has(caseId(c))) {
+        for (const run of roundRuns(c, round)) {
+          if ((run.pair || run.side === 'adaptive') && !warm.has(caseId(c))) {
             step(`${caseLabel(c)}: adaptive warm-up and the learner's decision`);
             warm.set(caseId(c), await warmUp(ctx, c));
           }
-          step(`round ${round}/${opts.rounds}: ${caseLabel(c)} ${side}`);
-          const { metrics, delta: d } = await measureOnce(ctx, c, side, plan);
-          record(samples, c, side, metrics);
-          if (side === 'adaptive') {
+          let measured: [Side, { metrics: Record<string, number>; delta: Delta }][];
+          if (run.pair) {
+            step(`round ${round}/${opts.rounds}: ${caseLabel(c)} plain and adaptive, taking turns`);
+            const pair = await measurePair(ctx, c, plan, run.side);
+            measured = [['plain', pair.plain], ['adaptive', pair.adaptive]];
+          } else {
+            step(`round ${round}/${opts.rounds}: ${caseLabel(c)} ${run.side}`);
+            measured = [[run.side, await measureOnce(ctx, c, run.side, plan)]];
+          }
+          for (const [side, { metrics, delta: d }] of measured) {
+            record(samples, c, side, metrics);
+            if (side !== 'adaptive') continue;
             const counts = adaptiveCounts.get(caseId(c)) ?? { paired: 0n, plain: 0n, explored: 0n };
             adaptiveCounts.set(caseId(c), {
               paired: counts.paired + d.sockets_inserted / 2n,
@@ -489,7 +553,7 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
         return [id, { ...w, pairedConnections: Number(n.paired), plainConnections: Number(n.plain), exploredConnections: Number(n.explored) }];
       }),
     );
-    const cases = caseResults(opts, samples, ports, adaptiveReports);
+    const cases = caseResults(opts, samples, ports, plainPorts, adaptiveReports);
     const sockperf = opts.sockperf ? await sockperfChecks(ctx, step) : null;
     succeeded = true;
     return {

@@ -1,7 +1,7 @@
 /**
  * The statistics of `sockaccel bench`: percentiles of samples, and the
  * summary of one metric over interleaved rounds (median, spread, ratio per
- * round). Rounds are few (2 to 7), so medians rather than means: one round
+ * round). Rounds are few (3 to 100), so medians rather than means: one round
  * disturbed by the VM's neighbours must not move the headline number.
  */
 
@@ -69,18 +69,61 @@ export function summarizeRounds(values: readonly number[]): RoundSummary {
   return { median: median(values), spread: spread(values), rounds: [...values] };
 }
 
+/** Where the true median lies, with the stated confidence, from the rounds alone. */
+export interface MedianInterval {
+  readonly low: number;
+  readonly high: number;
+  /** The coverage this interval actually has (at least the one asked for). */
+  readonly confidence: number;
+}
+
+/** The confidence a goal's verdict asks of its interval. */
+export const GOAL_CONFIDENCE = 0.9;
+
+/**
+ * A distribution-free confidence interval for the median: the k-th smallest
+ * and k-th largest round, with k the largest rank for which the median lies
+ * between them with at least the asked-for confidence (the number of rounds
+ * below the median is Binomial(n, 1/2)). No assumption on the shape of the
+ * noise, which on a shared VM is not normal: its runs are often bimodal.
+ * With too few rounds for the confidence (fewer than 5 for 90%), the whole
+ * range, whose lower coverage is stated (3 rounds: 75%); null for one round.
+ */
+export function medianInterval(values: readonly number[], confidence = GOAL_CONFIDENCE): MedianInterval | null {
+  if (!(confidence > 0 && confidence < 1)) throw new RangeError(`confidence ${confidence} is not in (0, 1)`);
+  const s = sorted(values);
+  const n = s.length;
+  // P(fewer than k of n rounds fall below the median), for k = 1, 2, ...
+  let pmf = 0.5 ** n;
+  let below = 0;
+  let k = 0;
+  while (k < n >> 1) {
+    const next = below + pmf;
+    if (1 - 2 * next < confidence) break;
+    below = next;
+    pmf = (pmf * (n - k)) / (k + 1);
+    k++;
+  }
+  if (n < 2) return null;
+  if (k === 0) return { low: s[0]!, high: s[n - 1]!, confidence: 1 - 2 * 0.5 ** n };
+  return { low: s[k - 1]!, high: s[n - k]!, confidence: 1 - 2 * below };
+}
+
 /**
  * A ratio over rounds: the ratio of each round (the two runs of a round sat
- * next to each other in time, so they share the machine's mood), and their
- * median, which is the number to quote.
+ * next to each other in time, so they share the machine's mood), their
+ * median, which is the number to quote, and how far the rounds let that
+ * median be trusted.
  */
 export interface RatioSummary {
   readonly median: number;
   readonly spread: Spread;
   readonly perRound: readonly number[];
+  /** 90% interval of the median (fewer than 5 rounds: the range, at its lower confidence); null for one round. */
+  readonly interval: MedianInterval | null;
 }
 
 export function summarizeRatios(numerators: readonly number[], denominators: readonly number[]): RatioSummary {
   const perRound = ratios(numerators, denominators);
-  return { median: median(perRound), spread: spread(perRound), perRound };
+  return { median: median(perRound), spread: spread(perRound), perRound, interval: medianInterval(perRound) };
 }

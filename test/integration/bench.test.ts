@@ -21,7 +21,7 @@ const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.is
 
 /** The parts of results.json a reader relies on, with their types. */
 function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number): void {
-  t.is(r.schemaVersion, 2);
+  t.is(r.schemaVersion, 3);
   t.is(typeof r.sockaccelVersion, 'string');
   t.is(r.profile, 'quick');
   t.false(Number.isNaN(Date.parse(r.startedAt)));
@@ -41,10 +41,12 @@ function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number
 
   const headline: Record<string, string> = { rr: 'p50Us', stream: 'gbps', connrate: 'connPerSec', crr: 'tps', mixed: 'tps' };
   t.deepEqual([...new Set(r.cases.map((c: { kind: string }) => c.kind))].sort(), ['connrate', 'crr', 'mixed', 'rr', 'stream']);
-  // One fixed port per case, each its own service.
-  const ports = r.cases.map((c: { port: number }) => c.port);
+  // One fixed port per case, each its own service; plain runs on ports of their own.
+  const ports = r.cases.flatMap((c: { port: number; plainPort: number }) => [c.port, c.plainPort]);
   t.true(ports.every((p: unknown) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536));
   t.is(new Set(ports).size, ports.length);
+  // Plain and adaptive on take turns where the goal is within 3% of plain.
+  for (const c of r.cases) t.is(c.pairedPlainAdaptive, ['crr', 'connrate', 'mixed'].includes(c.kind), c.id);
   for (const c of r.cases) {
     const metric = headline[c.kind]!;
     t.is(typeof c.id, 'string');
@@ -90,6 +92,8 @@ function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number
     t.is(typeof g.description, 'string');
     t.true(g.measured === null || isNumber(g.measured));
     t.true(g.met === null || typeof g.met === 'boolean');
+    t.true(g.verdict === null || ['met', 'missed', 'unsettled'].includes(g.verdict), `${g.id} verdict ${g.verdict}`);
+    if (g.interval) t.true(g.interval.low <= g.measured && g.measured <= g.interval.high, `${g.id}: the median lies in its interval`);
   }
   for (const side of ['plain', 'accelerated', 'adaptive', 'unix']) t.true(isNumber(r.observations.spuriousEagain[side]));
 }

@@ -8,7 +8,7 @@ function sameCpu(kind: CaseResult['kind'], size: number | null, metric: string, 
   const side = (v: number) => ({ [metric]: summarizeRounds([v]) });
   const sides: Partial<Record<Side, Record<string, ReturnType<typeof summarizeRounds>>>> = { plain: side(plain), accelerated: side(accelerated) };
   return {
-    id: `${kind}/${path}/${size}/same-cpu`, kind, path, size, pinning: 'same-cpu', port: 20000, cpus: { server: '1', client: '1' }, sides,
+    id: `${kind}/${path}/${size}/same-cpu`, kind, path, size, pinning: 'same-cpu', port: 20000, plainPort: 20001, pairedPlainAdaptive: false, cpus: { server: '1', client: '1' }, sides,
     ratios: { acceleratedVsPlain: {}, adaptiveVsPlain: {}, gainKept: {}, adaptiveVsBest: {} },
   };
 }

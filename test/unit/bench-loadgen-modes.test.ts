@@ -2,11 +2,12 @@
  * The load generator's connection-per-request modes (crr, mixed) on plain
  * loopback TCP, no privilege: byte-exact in both directions, counts that
  * match at both ends, a fixed server port reused run after run (the bench's
- * one port per case), --max-conns, and a wrong request or response caught.
+ * one port per case), --max-conns, a wrong request or response caught, and
+ * two runs taking turns (--turn).
  */
 import net from 'node:net';
 import test from 'ava';
-import { integrityProblems, LOADGEN_BINARY, runLoadgen, type RunSpec } from '../../src/bench/loadgen';
+import { integrityProblems, LOADGEN_BINARY, runLoadgen, runLoadgenTurns, turnUnits, TURN_EVERY, type RunSpec } from '../../src/bench/loadgen';
 import { ProcessGroup } from '../../src/bench/processes';
 import { chooseFreePorts } from '../../src/bench/ports';
 
@@ -98,6 +99,58 @@ test.serial('a crr server counts a request that differs from the pattern', async
     server.signal('SIGTERM');
     const summary = await server.waitFor((l) => l.event === 'summary', 10_000, 'its summary');
     t.like(summary, { accepted: 1, messages: 0, badMessages: 1, failures: 1 });
+  } finally {
+    await group.killAll();
+  }
+});
+
+test.serial('two runs take turns: both intact, each hands over every TURN_EVERY units and waits out the other', async (t) => {
+  const group = new ProcessGroup();
+  const ports = await chooseFreePorts(2);
+  try {
+    for (const mode of ['crr', 'connrate', 'mixed', 'rr'] as const) {
+      const runs = await runLoadgenTurns(group, [tcp(mode, ports[0]!, { durationMs: 200 }), tcp(mode, ports[1]!, { durationMs: 200 })], [`${mode} a`, `${mode} b`]);
+      for (const run of runs) {
+        t.deepEqual(integrityProblems(run, 'sampled'), [], mode);
+        t.true(run.turns!.passes >= 1, `${mode}: handed over`);
+        // A hand-over every TURN_EVERY units while the partner lasts, none after.
+        t.true(run.turns!.passes <= Math.floor(turnUnits(run) / TURN_EVERY), `${mode}: ${run.turns!.passes} hand-overs for ${turnUnits(run)} units`);
+        t.true(run.turns!.pausedNs > 0, `${mode}: waited for its partner`);
+      }
+      // Strict alternation: neither runs two turns in a row while the other lasts.
+      t.true(Math.abs(runs[0].turns!.passes - runs[1].turns!.passes) <= 1, `${mode}: ${runs[0].turns!.passes} vs ${runs[1].turns!.passes} hand-overs`);
+    }
+  } finally {
+    await group.killAll();
+  }
+});
+
+test.serial('a run whose partner is done goes on alone to the end of its own time', async (t) => {
+  const group = new ProcessGroup();
+  const ports = await chooseFreePorts(2);
+  try {
+    // The second stops after 300 connections; the first, with no limit, must not wait for it forever.
+    const [first, second] = await runLoadgenTurns(group, [tcp('crr', ports[0]!, { durationMs: 300 }), tcp('crr', ports[1]!, { durationMs: 300, maxConns: 300 })], ['long', 'short']);
+    for (const run of [first, second]) t.deepEqual(integrityProblems(run, 'sampled'), []);
+    t.is((second.client as { connections: number }).connections, 300);
+    t.true(first.turns!.passes <= Math.ceil(300 / TURN_EVERY) + 1, `${first.turns!.passes} hand-overs`);
+    t.true(turnUnits(first) > 300, 'went on after its partner ended');
+  } finally {
+    await group.killAll();
+  }
+});
+
+test('loadgen refuses to take turns where a turn has no meaning', async (t) => {
+  const group = new ProcessGroup();
+  try {
+    for (const argv of [
+      ['client', '--mode', 'stream', '--host', '127.0.0.1', '--port', '1', '--turn', '/tmp', '--turn-every', '4'],
+      ['client', '--mode', 'crr', '--host', '127.0.0.1', '--port', '1', '--turn', '/tmp'],
+    ]) {
+      const p = group.spawn('loadgen (bad turn)', [LOADGEN_BINARY, ...argv], {});
+      const err = await p.waitFor((l) => l.event === 'error', 10_000, 'its error');
+      t.regex(String(err.message), /--turn/);
+    }
   } finally {
     await group.killAll();
   }

@@ -2,13 +2,13 @@
 import test from 'ava';
 import { axisScale } from '../../src/bench/chart-svg';
 import { cpuList, integrityProblems, type LoadgenRun } from '../../src/bench/loadgen';
-import { parseBenchOptions, planCpus } from '../../src/bench/options';
+import { parseBenchOptions, planCpus, type CaseSpec } from '../../src/bench/options';
 import { placedArgv } from '../../src/bench/processes';
 import { Progress } from '../../src/bench/progress';
-import { accelerationProblems, adaptiveVsBestOf, gainKeptOf, meshOf } from '../../src/bench/runner';
+import { accelerationProblems, adaptiveVsBestOf, gainKeptOf, meshOf, roundRuns } from '../../src/bench/runner';
 import { candidatePorts, ephemeralRange, FIRST_PORT } from '../../src/bench/ports';
 import { parseTcpAlloc, settle, SETTLE_SLACK } from '../../src/bench/settle';
-import { adaptiveGoals, type CaseResult } from '../../src/bench/results';
+import { adaptiveGoals, verdictOf, type CaseResult } from '../../src/bench/results';
 import { summarizeRatios } from '../../src/bench/stats';
 import { parseSockperfOutput } from '../../src/bench/sockperf';
 import { STAT_FIELDS, type Stats } from '../../src/kernel/bpf-layout';
@@ -208,7 +208,7 @@ function fakeCase(kind: CaseResult['kind'], size: number | null, ratios: Partial
   const r = (v: number) => summarizeRatios([v], [1]);
   const wrap = (m: Record<string, number> | undefined) => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, r(v as unknown as number)]));
   return {
-    id: `${kind}/${path}/${size ?? '-'}/same-cpu`, kind, path, size, pinning: 'same-cpu', port: 20000, cpus: { server: '1', client: '1' }, sides: {},
+    id: `${kind}/${path}/${size ?? '-'}/same-cpu`, kind, path, size, pinning: 'same-cpu', port: 20000, plainPort: 20001, pairedPlainAdaptive: false, cpus: { server: '1', client: '1' }, sides: {},
     ratios: {
       acceleratedVsPlain: {},
       adaptiveVsPlain: wrap(ratios.adaptiveVsPlain as unknown as Record<string, number>),
@@ -236,9 +236,28 @@ test('adaptive goals: losers against plain, winners by the gain kept, mixed agai
   t.false(goals['adaptive-stream128k-gain']!.met);
   t.true(goals['adaptive-mixed64']!.met);
   t.false('adaptive-sidecar-chain-gain' in goals, 'no chain row when the chain was not run');
+  // One round each: a point estimate, and no interval to settle it.
+  t.true(adaptiveGoals(cases).every((g) => g.interval === null && g.verdict === 'unsettled'));
   const none = adaptiveGoals([]);
-  t.true(none.every((g) => g.met === null && g.measured === null));
+  t.true(none.every((g) => g.met === null && g.measured === null && g.verdict === null));
 });
+
+test('goal verdicts: met or missed only when the whole interval is on one side of the target', (t) => {
+  const rounds = (...perRound: number[]) => summarizeRatios(perRound, perRound.map(() => 1));
+  const verdict = (r: RatioSummary) => adaptiveGoals([fakeRounds('crr', 64, { tps: r })]).find((g) => g.id === 'adaptive-crr64')!;
+  t.is(verdict(rounds(0.98, 0.99, 1.0, 1.01, 1.02)).verdict, 'met');
+  t.is(verdict(rounds(0.9, 0.92, 0.93, 0.94, 0.96)).verdict, 'missed');
+  // Median 0.99 meets the target, but one round at 0.6 leaves the 93.75% interval across it.
+  const noisy = verdict(rounds(0.6, 0.98, 0.99, 1.0, 1.45));
+  t.true(noisy.met);
+  t.is(noisy.verdict, 'unsettled');
+  t.deepEqual([noisy.interval!.low, noisy.interval!.high], [0.6, 1.45]);
+  t.is(verdictOf(null, () => true), 'unsettled');
+});
+
+function fakeRounds(kind: CaseResult['kind'], size: number | null, adaptiveVsPlain: Record<string, RatioSummary>): CaseResult {
+  return { ...fakeCase(kind, size, {}), ratios: { acceleratedVsPlain: {}, adaptiveVsPlain, gainKept: {}, adaptiveVsBest: {} } };
+}
 
 test('options: every kind runs three TCP sides; quick has the cases the adaptive goals need; warm-up at most 2 s', (t) => {
   const quick = parseBenchOptions({ quick: true });
@@ -269,4 +288,16 @@ test('settle: reads the TCP alloc count, waits until it is back near the baselin
   t.true(done.settled);
   t.is(counts.length, 0, 'polled until the count came down');
   t.true((await settle(100, () => 100 + SETTLE_SLACK)).settled);
+});
+
+test('roundRuns: plain and adaptive of a crr, connrate or mixed case take turns, in the place and order of whichever comes first', (t) => {
+  const loopback = parseBenchOptions({ quick: true }).paths.find((p) => p.name === 'loopback')!;
+  const show = (kind: CaseSpec['kind'], round: number) => roundRuns({ kind, path: loopback }, round).map((r) => (r.pair ? `pair(${r.side} first)` : r.side));
+  t.deepEqual(show('crr', 1), ['pair(plain first)', 'accelerated']);
+  t.deepEqual(show('crr', 2), ['pair(adaptive first)', 'accelerated']);
+  t.deepEqual(show('connrate', 3), ['pair(plain first)', 'accelerated']);
+  t.deepEqual(show('mixed', 4), ['pair(adaptive first)', 'accelerated']);
+  // Other kinds: every side alone, A B C (D), then reversed.
+  t.deepEqual(show('rr', 1), ['plain', 'accelerated', 'adaptive', 'unix']);
+  t.deepEqual(show('stream', 2), ['unix', 'adaptive', 'accelerated', 'plain']);
 });

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mean, median, percentile, ratio, ratios, spread, summarizeRatios, summarizeRounds } from '../../src/bench/stats';
+import { mean, median, medianInterval, percentile, ratio, ratios, spread, summarizeRatios, summarizeRounds } from '../../src/bench/stats';
 
 test('percentile is nearest-rank: the smallest value with p% at or below it', (t) => {
   const values = [15, 20, 35, 40, 50];
@@ -67,4 +67,30 @@ test('summarizeRatios pairs round i with round i, so a slow round does not skew 
   t.is(r.spread.relative, 0);
   // The ratio of medians would be the same here, but not in general:
   t.is(summarizeRatios([1, 3, 2], [1, 1, 4]).median, 1);
+});
+
+test('medianInterval: the order statistics whose binomial coverage is at least the one asked for', (t) => {
+  // 5 rounds: min..max covers the median with 1 - 2/32 = 93.75%.
+  t.deepEqual(medianInterval([5, 1, 4, 2, 3]), { low: 1, high: 5, confidence: 0.9375 });
+  // Fewer cannot reach 90%: the range, with the confidence it has (3 rounds: 1 - 2/8).
+  t.deepEqual(medianInterval([3, 1, 2]), { low: 1, high: 3, confidence: 0.75 });
+  t.is(medianInterval([1, 2, 3, 4])!.confidence, 0.875);
+  t.is(medianInterval([1]), null);
+  // 20 rounds: the 6th smallest to the 6th largest, 1 - 2 * P(Bin(20, 1/2) <= 5) = 95.86%.
+  const twenty = Array.from({ length: 20 }, (_, i) => 20 - i);
+  const i20 = medianInterval(twenty)!;
+  t.deepEqual([i20.low, i20.high], [6, 15]);
+  t.is(i20.confidence.toFixed(4), '0.9586');
+  // The 7th would only give 88.5%; asking for less widens less.
+  t.deepEqual(
+    [medianInterval(twenty, 0.8)!.low, medianInterval(twenty, 0.8)!.high],
+    [7, 14],
+  );
+  t.throws(() => medianInterval([1, 2, 3], 1), { instanceOf: RangeError });
+});
+
+test('summarizeRatios gives the interval of the per-round ratios, none for one round', (t) => {
+  const s = summarizeRatios([90, 100, 95, 99, 97], [100, 100, 100, 100, 100]);
+  t.deepEqual(s.interval, { low: 0.9, high: 1, confidence: 0.9375 });
+  t.is(summarizeRatios([1], [1]).interval, null);
 });
