@@ -188,7 +188,7 @@ static void turn_wait(void)
 	turns.paused_ns += now_ns() - t0;
 }
 
-/* After `done` units of work: every turn.every of them, hand over and wait for the turn to come back. */
+/* After `done` units of work: every turns.every of them, hand over and wait for the turn to come back. */
 static void turn_pass(uint64_t done)
 {
 	const char token = 't';

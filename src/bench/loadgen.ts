@@ -1,7 +1,7 @@
 /**
  * Drives build/native/loadgen (scripts/bench/loadgen.c): one server and one
- * client process per run, placed by the caller, and turns their JSON lines
- * into integrity problems and metrics.
+ * client process per run (or two runs taking turns on one CPU), placed by
+ * the caller, and turns their JSON lines into integrity problems and metrics.
  */
 import fs from 'node:fs';
 import os from 'node:os';
