@@ -96,10 +96,10 @@ export function estimate(s: ServiceShape, c: Calibration): Estimate {
   const setupCostNs = s.connsAccelerated * c.connectionCostNs;
   // The burst cost is loopback's: plain TCP appends a small write to the tail
   // segment and hands it over in one softirq. Across a veth plain TCP pays
-  // its packets too, and the redirect gains on small writes (1 KiB: 4.4× pod
-  // to pod, 9.9× through a sidecar chain in a 2026-12-02 bench run, 6.7× and 13.7× on 12-03; a chain
-  // whose loopback hops were left plain ran at 0.72× of plain), so a burst
-  // is no cost there.
+  // its packets too, and the redirect gains on small writes (1 KiB: several
+  // times plain pod to pod and through a sidecar chain, see docs/adaptive.md;
+  // a chain whose loopback hops were left plain ran at 0.72× of plain), so a
+  // burst is no cost there.
   const burstCostNs = s.beyondLoopback ? 0 : Math.max(0, s.msgs - s.turns) * c.burstMessageCostNs;
   return { turnsSavedNs, bytesSavedNs, setupCostNs, burstCostNs, savedNs: turnsSavedNs + bytesSavedNs - setupCostNs - burstCostNs };
 }

@@ -37,6 +37,9 @@ function sizeLabel(bytes: number | null): string {
 
 const metric = (c: CaseResult, side: Side, name: string) => c.sides[side]?.[name];
 
+/** The note for a section whose plain and adaptive runs took turns. */
+const turns = (cases: readonly CaseResult[]) => (cases.some((c) => c.pairedPlainAdaptive) ? '; plain and adaptive on take turns, see Method' : '');
+
 const VERDICT_LABEL: Readonly<Record<GoalVerdict | 'none', string>> = { met: 'met  ', missed: 'MISS ', unsettled: 'noise', none: 'n/a  ' };
 
 function goalMeasured(g: GoalResult): string {
@@ -136,9 +139,9 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
   ];
   if (of('rr').length) sections.push(`Request/response round trip (${r.method.loadGenerator.split(' (')[0]} rr)\n${rrTable(of('rr'))}`);
   if (of('stream').length) sections.push(`Streaming throughput (client writes, server reads and checks samples of every read)\n${streamTable(of('stream'))}`);
-  if (of('connrate').length) sections.push(`Connection setup rate (the client connects, the server accepts and closes, the client sees EOF; plain and adaptive on take turns, see Method)\n${connTable(of('connrate'))}`);
-  if (of('crr').length) sections.push(`A connection per request (connect, request, response, the server closes; both checked; plain and adaptive on take turns)\n${requestsTable(of('crr'))}`);
-  if (of('mixed').length) sections.push(`Mixed service (alternately a request on a keep-alive connection and one on a fresh connection, one port; plain and adaptive on take turns)\n${requestsTable(of('mixed'))}`);
+  if (of('connrate').length) sections.push(`Connection setup rate (the client connects, the server accepts and closes, the client sees EOF${turns(of('connrate'))})\n${connTable(of('connrate'))}`);
+  if (of('crr').length) sections.push(`A connection per request (connect, request, response, the server closes; both checked${turns(of('crr'))})\n${requestsTable(of('crr'))}`);
+  if (of('mixed').length) sections.push(`Mixed service (alternately a request on a keep-alive connection and one on a fresh connection, one port${turns(of('mixed'))})\n${requestsTable(of('mixed'))}`);
   if (r.sockperf?.length) {
     sections.push(
       `Cross-check: sockperf ping-pong --full-rtt, 64 B, loopback, same CPU\n${renderTable(

@@ -143,29 +143,47 @@ function runSpec(ctx: Context, c: CaseSpec, side: Side, plan: Plan): RunSpec {
   };
 }
 
-/** One run, its bytes and counters checked; throws BenchIntegrityError on any doubt. */
-async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: Plan): Promise<{ run: LoadgenRun; metrics: Record<string, number>; delta: Delta }> {
-  const label = `${caseLabel(c)} ${side}`;
-  const spec = runSpec(ctx, c, side, plan);
+type Measured = { readonly run: LoadgenRun; readonly metrics: Record<string, number>; readonly delta: Delta };
+
+/**
+ * The runs of `sides` of a case, launched together by `launch` (one run, or
+ * two taking turns), their bytes and counters checked; throws
+ * BenchIntegrityError on any doubt. `delta` is the daemon's counters over all
+ * of them.
+ */
+async function measure(ctx: Context, c: CaseSpec, sides: readonly Side[], plan: Plan, launch: (specs: RunSpec[], labels: string[]) => Promise<readonly LoadgenRun[]>): Promise<Measured[]> {
+  const labels = sides.map((side) => `${caseLabel(c)} ${side}`);
+  const specs = sides.map((side) => runSpec(ctx, c, side, plan));
   const cpus = cpusFor(ctx.opts, c);
-  if (side !== 'unix') await ctx.prepared.get(c.path.name)!.beforeRun?.(tcpSide(side), cpus);
+  for (const side of sides) if (side !== 'unix') await ctx.prepared.get(c.path.name)!.beforeRun?.(tcpSide(side), cpus);
   // Plain runs are outside the daemon's cgroup: the switch only matters to the other two.
-  if (side === 'accelerated' || side === 'adaptive') ctx.accelerated.setAdaptive(side === 'adaptive');
+  if (sides.some((side) => side === 'accelerated' || side === 'adaptive')) ctx.accelerated.setAdaptive(sides.includes('adaptive'));
   const allocated = tcpSocketsAllocated();
   const before = ctx.accelerated.counters();
-  const run = await runLoadgen(ctx.io.group, spec, label);
+  const runs = await launch(specs, labels);
   const d = delta(before, ctx.accelerated.counters());
-  // The next run must not pay for this one's sockets (see settle.ts).
+  // The next run must not pay for these runs' sockets (see settle.ts).
   const settled = await settle(allocated);
-  ctx.settling[side].waitedMs += settled.waitedMs;
-  if (!settled.settled) ctx.settling[side].unsettled++;
-  ctx.spuriousEagain[side] += run.spuriousEagain;
-  const hops = side === 'unix' ? 1 : c.path.hops;
-  const problems = [...integrityProblems(run, plan.verify), ...accelerationProblems(side, run, d, hops)];
-  if (problems.length > 0) throw new BenchIntegrityError(`${label}: ${problems.join('; ')}`);
   const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
-  if ('unix' in spec.server.listen) fs.rmSync(spec.server.listen.unix, { force: true });
-  return { run, metrics: runMetrics(run, used), delta: d };
+  return sides.map((side, i) => {
+    const run = runs[i]!;
+    ctx.settling[side].waitedMs += settled.waitedMs / sides.length;
+    if (!settled.settled) ctx.settling[side].unsettled++;
+    ctx.spuriousEagain[side] += run.spuriousEagain;
+    const hops = side === 'unix' ? 1 : c.path.hops;
+    // The counters cannot tell two runs apart: only a run alone is held to them.
+    const problems = [...integrityProblems(run, plan.verify), ...(sides.length === 1 ? accelerationProblems(side, run, d, hops) : [])];
+    if (problems.length > 0) throw new BenchIntegrityError(`${labels[i]}: ${problems.join('; ')}`);
+    const listen = specs[i]!.server.listen;
+    if ('unix' in listen) fs.rmSync(listen.unix, { force: true });
+    return { run, metrics: runMetrics(run, used), delta: d };
+  });
+}
+
+/** One run of one side. */
+async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: Plan): Promise<Measured> {
+  const [measured] = await measure(ctx, c, [side], plan, async ([spec], [label]) => [await runLoadgen(ctx.io.group, spec!, label!)]);
+  return measured!;
 }
 
 /**
@@ -175,30 +193,10 @@ async function measureOnce(ctx: Context, c: CaseSpec, side: Side, plan: Plan): P
  * (a connection per request, the setup rate, the mixed service); separate
  * runs of those spread ±20% per round on a shared VM.
  */
-async function measurePair(ctx: Context, c: CaseSpec, plan: Plan, first: 'plain' | 'adaptive'): Promise<Record<'plain' | 'adaptive', { metrics: Record<string, number>; delta: Delta }>> {
+async function measurePair(ctx: Context, c: CaseSpec, plan: Plan, first: 'plain' | 'adaptive'): Promise<[Side, Measured][]> {
   const sides = first === 'plain' ? (['plain', 'adaptive'] as const) : (['adaptive', 'plain'] as const);
-  const specs = sides.map((side) => runSpec(ctx, c, side, plan)) as [RunSpec, RunSpec];
-  const cpus = cpusFor(ctx.opts, c);
-  for (const side of sides) await ctx.prepared.get(c.path.name)!.beforeRun?.(tcpSide(side), cpus);
-  ctx.accelerated.setAdaptive(true);
-  const allocated = tcpSocketsAllocated();
-  const before = ctx.accelerated.counters();
-  const runs = await runLoadgenTurns(ctx.io.group, specs, [`${caseLabel(c)} ${sides[0]}`, `${caseLabel(c)} ${sides[1]}`]);
-  // Only the adaptive run is in the daemon's cgroup: the counters are its.
-  const d = delta(before, ctx.accelerated.counters());
-  const settled = await settle(allocated);
-  const used = [...new Set([...cpuList(cpus.server), ...cpuList(cpus.client)])];
-  const out = {} as Record<'plain' | 'adaptive', { metrics: Record<string, number>; delta: Delta }>;
-  for (const [i, side] of sides.entries()) {
-    const run = runs[i]!;
-    ctx.settling[side].waitedMs += settled.waitedMs / 2;
-    if (!settled.settled) ctx.settling[side].unsettled++;
-    ctx.spuriousEagain[side] += run.spuriousEagain;
-    const problems = integrityProblems(run, plan.verify);
-    if (problems.length > 0) throw new BenchIntegrityError(`${caseLabel(c)} ${side}: ${problems.join('; ')}`);
-    out[side] = { metrics: runMetrics(run, used), delta: d };
-  }
-  return out;
+  const measured = await measure(ctx, c, sides, plan, (specs, labels) => runLoadgenTurns(ctx.io.group, [specs[0]!, specs[1]!], [labels[0]!, labels[1]!]));
+  return sides.map((side, i) => [side, measured[i]!]);
 }
 
 /** The kinds whose plain and adaptive runs take turns (see measurePair). */
@@ -524,11 +522,10 @@ export async function runBench(opts: BenchOptions, configArgv: readonly string[]
             step(`${caseLabel(c)}: adaptive warm-up and the learner's decision`);
             warm.set(caseId(c), await warmUp(ctx, c));
           }
-          let measured: [Side, { metrics: Record<string, number>; delta: Delta }][];
+          let measured: [Side, Measured][];
           if (run.pair) {
             step(`round ${round}/${opts.rounds}: ${caseLabel(c)} plain and adaptive, taking turns`);
-            const pair = await measurePair(ctx, c, plan, run.side);
-            measured = [['plain', pair.plain], ['adaptive', pair.adaptive]];
+            measured = await measurePair(ctx, c, plan, run.side);
           } else {
             step(`round ${round}/${opts.rounds}: ${caseLabel(c)} ${run.side}`);
             measured = [[run.side, await measureOnce(ctx, c, run.side, plan)]];

@@ -93,19 +93,16 @@ export function medianInterval(values: readonly number[], confidence = GOAL_CONF
   if (!(confidence > 0 && confidence < 1)) throw new RangeError(`confidence ${confidence} is not in (0, 1)`);
   const s = sorted(values);
   const n = s.length;
-  // P(fewer than k of n rounds fall below the median), for k = 1, 2, ...
+  if (n < 2) return null;
+  // below: P(fewer than k of the n rounds fall below the median); pmf: P(exactly k).
   let pmf = 0.5 ** n;
-  let below = 0;
-  let k = 0;
-  while (k < n >> 1) {
-    const next = below + pmf;
-    if (1 - 2 * next < confidence) break;
-    below = next;
-    pmf = (pmf * (n - k)) / (k + 1);
+  let below = pmf;
+  let k = 1;
+  while (k < n >> 1 && 1 - 2 * (below + pmf * ((n - k + 1) / k)) >= confidence) {
+    pmf = (pmf * (n - k + 1)) / k;
+    below += pmf;
     k++;
   }
-  if (n < 2) return null;
-  if (k === 0) return { low: s[0]!, high: s[n - 1]!, confidence: 1 - 2 * 0.5 ** n };
   return { low: s[k - 1]!, high: s[n - k]!, confidence: 1 - 2 * below };
 }
 
