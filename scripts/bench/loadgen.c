@@ -11,7 +11,7 @@
  *   loadgen server --mode rr|stream|connrate|crr|mixed (--host H --port P | --unix PATH) [--size N]
  *                  [--verify full|sampled]
  *   loadgen client --mode rr|stream|connrate|crr|mixed (--host H --port P | --unix PATH) --size N
- *                  [--duration-ms D] [--warmup-ms W] [--seed S] [--max-conns N]
+ *                  [--duration-ms D] [--warmup-ms W] [--seed S] [--max-conns N] [--min-sends N]
  *                  [--turn DIR --turn-role first|second --turn-every N]
  *
  * --port may be fixed and reused run after run (the bench keeps one port per
@@ -20,6 +20,9 @@
  * server's side and never holds the client's ephemeral ports.
  * --max-conns ends a connection-per-request client (connrate, crr, mixed)
  * after N connections even before its duration is up (the bench's warm-up).
+ * --min-sends goes on past the duration until the client has sent N requests
+ * (rr, crr, mixed) or N writes (stream): a fixed amount of traffic, whatever
+ * the machine's speed (the tests' evidence for the adaptive learner).
  * --turn makes two clients (each with its own server) take turns on one CPU,
  * --turn-every requests or connections at a time; see "Taking turns" below.
  *
@@ -108,6 +111,7 @@ struct options {
 	uint64_t warmup_ns;
 	uint64_t seed;
 	uint64_t max_conns; /* 0: no limit */
+	uint64_t min_sends; /* 0: the duration alone ends the run */
 	bool verify_sampled;
 	const char *turn_dir; /* NULL: no partner */
 	bool turn_first;
@@ -698,6 +702,14 @@ static void on_watchdog(int sig)
 	_exit(2);
 }
 
+/* A client held to --min-sends has no end time to size its watchdog by:
+ * it re-arms the watchdog as it goes, so that only a stall trips it. */
+static void made_progress(const struct options *o, uint64_t sends)
+{
+	if (o->min_sends && sends % 256 == 0)
+		alarm(WATCHDOG_GRACE_S);
+}
+
 static void on_term(int sig)
 {
 	(void)sig;
@@ -890,7 +902,7 @@ static int client_requests(const struct options *o)
 		/* Past the end, but only once a round trip was measured: a client
 		 * stalled across the whole window (a loaded machine) would report
 		 * 0 transactions in 0 ns. Same below for streams and connections. */
-		if (t0 >= end && lat.n > 0)
+		if (t0 >= end && lat.n > 0 && i >= o->min_sends)
 			break;
 		if (o->max_conns && connections >= o->max_conns && o->mode != MODE_RR)
 			break;
@@ -913,6 +925,7 @@ static int client_requests(const struct options *o)
 		}
 		t1 = active_ns();
 		i++;
+		made_progress(o, i);
 		if (t0 >= measure_from) {
 			if (!measured_start)
 				measured_start = t0;
@@ -942,7 +955,7 @@ static int client_stream(const struct options *o)
 	ssize_t end_read;
 	int end_errno;
 
-	while (t < end || window_bytes == 0) {
+	while (t < end || window_bytes == 0 || writes < o->min_sends) {
 		ssize_t n = send(fd, pattern_at(pos), o->size, MSG_NOSIGNAL);
 
 		if (n < 0) {
@@ -952,6 +965,7 @@ static int client_stream(const struct options *o)
 		}
 		pos += (uint64_t)n;
 		writes++;
+		made_progress(o, writes);
 		t = now_ns();
 		if (measuring) {
 			window_bytes += (uint64_t)n;
@@ -1067,6 +1081,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->verify_sampled = !strcmp(value, "sampled");
 		} else if (!strcmp(flag, "--max-conns")) {
 			o->max_conns = parse_u64(flag, value);
+		} else if (!strcmp(flag, "--min-sends")) {
+			o->min_sends = parse_u64(flag, value);
 		} else if (!strcmp(flag, "--seed")) {
 			o->seed = parse_u64(flag, value);
 		} else if (!strcmp(flag, "--turn")) {
@@ -1089,6 +1105,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 		die("%s runs over TCP only", MODE_NAMES[o->mode]);
 	if (o->turn_dir && (o->server || o->mode == MODE_STREAM))
 		die("--turn: only rr, crr, mixed and connrate clients take turns");
+	if (o->min_sends && (o->server || o->mode == MODE_CONNRATE))
+		die("--min-sends: only rr, crr, mixed and stream clients send");
 	if (o->turn_dir && !o->turn_every)
 		die("--turn needs --turn-every N (N >= 1)");
 }

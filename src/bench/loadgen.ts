@@ -45,6 +45,8 @@ export interface RunSpec extends RunPlan {
   readonly port?: number;
   /** connrate, crr, mixed: stop after this many connections even before the duration is up. */
   readonly maxConns?: number;
+  /** rr, crr, mixed, stream: go on past the duration until this many requests or writes were sent. */
+  readonly minSends?: number;
   readonly server: { readonly listen: Address; readonly placement: Placement };
   readonly client: { readonly connect: Address; readonly placement: Placement };
 }
@@ -169,6 +171,7 @@ function startClient(group: ProcessGroup, spec: RunSpec, server: Server, label: 
       ...('tcp' in spec.client.connect ? ['--port', String(server.port)] : []),
       '--duration-ms', String(spec.durationMs), '--warmup-ms', String(spec.warmupMs),
       ...(spec.maxConns !== undefined ? ['--max-conns', String(spec.maxConns)] : []),
+      ...(spec.minSends !== undefined ? ['--min-sends', String(spec.minSends)] : []),
       ...extra,
     ],
     spec.client.placement,

@@ -16,6 +16,8 @@ export interface LoadgenExchange extends Placement {
   /** A fixed port: every run to it is the same service. */
   readonly port: number;
   readonly durationMs: number;
+  /** Go on past the duration until this many requests (rr) or writes (stream) were sent. */
+  readonly minSends?: number;
   /** The server's own network namespace and bind address (default: the client's, and `host`). */
   readonly server?: { readonly netns: string; readonly listen: string };
 }
@@ -45,7 +47,7 @@ export async function loadgenExchange(opts: LoadgenExchange): Promise<LoadgenRun
     await lineOf(server, 'listening', START_MS);
     const client = new JsonLineProcess(
       'loadgen client',
-      [LOADGEN_BINARY, 'client', ...common, '--host', opts.host, '--duration-ms', String(opts.durationMs), '--warmup-ms', '0'],
+      [LOADGEN_BINARY, 'client', ...common, '--host', opts.host, '--duration-ms', String(opts.durationMs), '--warmup-ms', '0', ...(opts.minSends ? ['--min-sends', String(opts.minSends)] : [])],
       placement,
     );
     let result: Line;

@@ -17,7 +17,8 @@ import { waitFor } from '../helpers/wait-for';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const HOST = '127.0.0.1';
-const LEARN = ['--adaptive-interval-ms=50', '--adaptive-min-connections=10', '--adaptive-explore-permille=20'];
+// An hour's half-life: the evidence is counts, whatever the machine's speed (see adaptive.test.ts).
+const LEARN = ['--adaptive-interval-ms=50', '--adaptive-min-connections=10', '--adaptive-explore-permille=20', '--adaptive-half-life-seconds=3600'];
 
 async function cli<T>(args: string[]): Promise<{ text: string; json?: T }> {
   const r = await runCli(args);

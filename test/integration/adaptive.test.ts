@@ -18,6 +18,7 @@ import { withPodNetwork } from '../helpers/netns';
 import { DEFAULT_POD_SUBNET4 } from '../../src/fixtures/netns';
 import { counters, delta, type Counters } from '../helpers/accelerated';
 import { TEST_CALIBRATION_FLAGS } from '../helpers/calibration';
+import { EVIDENCE_MESSAGES } from '../../src/adaptive/policy';
 import { loadgenExchange } from '../helpers/loadgen';
 import { privilegedTest } from '../helpers/privilege';
 import { JsonLineProcess } from '../helpers/process';
@@ -31,11 +32,17 @@ const privileged = privilegedTest(test.serial as unknown as TestFn);
 const HOST = '127.0.0.1';
 const POD_CIDRS = [DEFAULT_POD_SUBNET4];
 
-/** Fast learning and a fixed calibration. */
+/**
+ * Fast learning and a fixed calibration. The half-life is an hour, so that
+ * nothing decays within a test: evidence is then a count of connections and
+ * messages, whatever the machine's speed. (With seconds, a slow machine's
+ * messages fade as fast as they come: at a 2 s half-life a stream slower than
+ * ~350 messages a second never adds up to 1000.)
+ */
 const LEARN = {
   'adaptive-interval-ms': 100,
   'adaptive-min-connections': 10,
-  'adaptive-half-life-seconds': 2,
+  'adaptive-half-life-seconds': 3600,
   'adaptive-explore-permille': 0,
   ...TEST_CALIBRATION_FLAGS,
 };
@@ -80,10 +87,16 @@ async function oneShots(t: ExecutionContext, d: RunningDaemon, cgroup: string, p
   return delta(before, counters(d));
 }
 
-/** One loadgen connection, byte-exact; returns the counter movement and the bytes it moved. */
-async function loadgenRun(d: RunningDaemon, cgroup: string, port: number, mode: 'rr' | 'stream', size: number, durationMs = 300) {
+/**
+ * Sends that are evidence on their own in one connection (EVIDENCE_MESSAGES,
+ * with room to spare): a count, so that a slow machine sends as much, later.
+ */
+const EVIDENCE_SENDS = 1.5 * EVIDENCE_MESSAGES;
+
+/** One loadgen connection for 300 ms and at least `minSends` sends, byte-exact; returns the counter movement. */
+async function loadgenRun(d: RunningDaemon, cgroup: string, port: number, mode: 'rr' | 'stream', size: number, minSends?: number) {
   const before = counters(d);
-  const run = await loadgenExchange({ mode, size, host: HOST, port, cgroup, durationMs });
+  const run = await loadgenExchange({ mode, size, host: HOST, port, cgroup, durationMs: 300, minSends });
   return { run, moved: delta(before, counters(d)) };
 }
 
@@ -110,7 +123,7 @@ privileged('a service that streams small writes is learned and left on plain TCP
   await withScratchCgroup(async (cg) => {
     const port = await freePort();
     await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args() }, async (d) => {
-      const first = await loadgenRun(d, cg.path, port, 'stream', 1024);
+      const first = await loadgenRun(d, cg.path, port, 'stream', 1024, EVIDENCE_SENDS);
       t.is(first.moved.sockets_inserted, 2n, 'the first stream was accelerated');
       const dec = await waitForVerdict(d, port, 'plain');
       t.is(dec.reason, 'small-writes');
@@ -131,11 +144,11 @@ privileged('the same small-write stream between two pods (across their veths, wh
       await withDaemon({ cgroup: cg.path, localCidrs: POD_CIDRS, extraArgs: args() }, async (d) => {
         const run = (): Promise<Counters> => {
           const before = counters(d);
-          const exchange = { mode: 'stream' as const, size: 1024, host: server.ipv4, port, cgroup: cg.path, netns: client.ns, durationMs: 300 };
+          const exchange = { mode: 'stream' as const, size: 1024, host: server.ipv4, port, cgroup: cg.path, netns: client.ns, durationMs: 300, minSends: EVIDENCE_SENDS };
           return loadgenExchange({ ...exchange, server: { netns: server.ns, listen: '0.0.0.0' } }).then(() => delta(before, counters(d)));
         };
         t.is((await run()).sockets_inserted, 2n, 'the first stream was accelerated');
-        const dec = await waitFor('the pod-to-pod service to be decided', () => decisionOn(d, port), { timeoutMs: 20_000 });
+        const dec = await waitFor('the pod-to-pod service to be decided', () => decisionOn(d, port), { failIf: d.process.exitedReport });
         t.like(dec, { verdict: 'accelerate', reason: 'gains' });
         t.is(serviceOn(d, port)?.counters.crossNetns, true, 'the service knows its connections cross namespaces');
         const next = await run();
@@ -150,19 +163,11 @@ privileged('a keep-alive request/response service stays accelerated, byte-exact'
   await withScratchCgroup(async (cg) => {
     const port = await freePort();
     await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args() }, async (d) => {
-      // Runs until the service is decided (at least 3): a slow machine needs
-      // more of them for the evidence (adaptiveMinConnections or 1000 messages).
-      let i = 0;
-      const dec = await waitFor('the keep-alive service to be decided', async () => {
-        const decided = i >= 3 ? decisionOn(d, port) : undefined;
-        if (decided) return decided;
-        const { run, moved } = await loadgenRun(d, cg.path, port, 'rr', 64);
-        i++;
-        t.is(moved.sockets_inserted, 2n, `run ${i}: both ends paired`);
-        t.is(moved.msgs_passed, 0n, `run ${i}: nothing over plain TCP`);
-        t.true(run.client.mode === 'rr' && moved.bytes_redirected >= 2n * 64n * BigInt(run.client.messages), `run ${i}: every request and response redirected`);
-        return undefined;
-      }, { timeoutMs: 60_000, failIf: d.process.exitedReport });
+      const { run, moved } = await loadgenRun(d, cg.path, port, 'rr', 64, EVIDENCE_SENDS);
+      t.is(moved.sockets_inserted, 2n, 'both ends paired');
+      t.is(moved.msgs_passed, 0n, 'nothing over plain TCP');
+      t.true(run.client.mode === 'rr' && moved.bytes_redirected >= 2n * 64n * BigInt(run.client.messages), 'every request and response redirected');
+      const dec = await waitFor('the keep-alive service to be decided', () => decisionOn(d, port), { failIf: d.process.exitedReport });
       t.is(dec.verdict, 'accelerate');
       t.is(dec.reason, 'gains');
       t.true(dec.savedNsPerConn > 0);
@@ -173,15 +178,19 @@ privileged('a keep-alive request/response service stays accelerated, byte-exact'
 privileged('a decision flips back when the service starts to gain (explored connections keep the learning going)', async (t) => {
   await withScratchCgroup(async (cg) => {
     const port = await freePort();
-    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args({ 'adaptive-explore-permille': 300, 'adaptive-half-life-seconds': 1 }) }, async (d) => {
+    await withDaemon({ cgroup: cg.path, adaptive: true, extraArgs: args({ 'adaptive-explore-permille': 300 }) }, async (d) => {
       await oneShots(t, d, cg.path, port, 20, 'one-shot');
       await waitForVerdict(d, port, 'plain');
 
       // Same port, now keep-alive traffic: explored connections show the gain.
+      // FLIP_SENDS requests are enough in one explored connection: their turns
+      // save more than the 20 one-shot setups cost (with the test calibration,
+      // 100 × 2 × 6 µs against 20 × (30 − 2 × 6) µs).
+      const FLIP_SENDS = 100;
       let runs = 0;
       await waitFor('the decision to flip back to accelerate', async () => {
         runs++;
-        await loadgenRun(d, cg.path, port, 'rr', 64, 200);
+        await loadgenRun(d, cg.path, port, 'rr', 64, FLIP_SENDS);
         return decisionOn(d, port)?.verdict === 'accelerate';
       }, { timeoutMs: 60_000, failIf: d.process.exitedReport });
       t.log(`flipped after ${runs} keep-alive connections`);

@@ -2,8 +2,8 @@
  * The load generator's connection-per-request modes (crr, mixed) on plain
  * loopback TCP, no privilege: byte-exact in both directions, counts that
  * match at both ends, a fixed server port reused run after run (the bench's
- * one port per case), --max-conns, a wrong request or response caught, and
- * two runs taking turns (--turn).
+ * one port per case), --max-conns, --min-sends, a wrong request or response
+ * caught, and two runs taking turns (--turn).
  */
 import net from 'node:net';
 import test from 'ava';
@@ -52,6 +52,23 @@ test.serial('--max-conns ends a warm-up at that many connections', async (t) => 
       t.is((run.client as { connections: number }).connections, 25, mode);
       t.is(run.serverSummary.accepted, 25, mode);
     }
+  } finally {
+    await group.killAll();
+  }
+});
+
+test.serial('--min-sends goes on past the duration until that many requests or writes were sent', async (t) => {
+  const group = new ProcessGroup();
+  const [port] = await chooseFreePorts(1);
+  try {
+    for (const mode of ['rr', 'crr', 'stream'] as const) {
+      const run = await runLoadgen(group, tcp(mode, port!, { durationMs: 0, minSends: 700 }), `${mode} min 700`);
+      t.deepEqual(integrityProblems(run, 'sampled'), [], mode);
+      const sent = run.client.mode === 'stream' ? run.client.writes : run.client.mode === 'connrate' ? 0 : run.client.messages;
+      t.true(sent >= 700, `${mode}: ${sent} sends`);
+    }
+    const refused = group.spawn('loadgen (connrate min-sends)', [LOADGEN_BINARY, 'client', '--mode', 'connrate', '--host', '127.0.0.1', '--port', '1', '--min-sends', '5'], {});
+    t.regex(String((await refused.waitFor((l) => l.event === 'error', 10_000, 'its error')).message), /--min-sends/);
   } finally {
     await group.killAll();
   }
