@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { runThenCleanUp } from './cleanup';
 import type { ClientReport, FionreadReport, PeerEvent, ServerConnReport } from './peer-protocol';
 import { JsonLineProcess, type Placement } from './process';
+import { scaled } from './wait-for';
 
 export { assertFionreadExact, assertIntegrity, fionreadProblems, integrityProblems } from './integrity';
 export type { IntegrityExpectation } from './integrity';
@@ -106,7 +107,6 @@ function withoutEventTag<T extends { event: string }>({ event: _event, ...rest }
   return rest;
 }
 
-/** Starts a peer server and waits until it listens. */
 /** Runs `fn`, then stops the servers whatever happened. */
 export async function stopping<T>(servers: readonly ServerHandle[], fn: () => Promise<T>): Promise<T> {
   try {
@@ -116,6 +116,15 @@ export async function stopping<T>(servers: readonly ServerHandle[], fn: () => Pr
   }
 }
 
+/**
+ * How long a fionread-check peer polls FIONREAD for the bytes it expects (its
+ * client allows twice that for the echo): a deadline like any other, so it
+ * scales with the machine. Where FIONREAD is blind to redirected bytes (6.1)
+ * the poll runs to it; everywhere else it ends once the bytes are queued.
+ */
+const fionreadPollMs = (ms: number | undefined): number => ms ?? scaled(1500);
+
+/** Starts a peer server and waits until it listens. */
 export async function startServer(opts: ServerOptions): Promise<ServerHandle> {
   const server = peerProcess(
     'server',
@@ -126,7 +135,7 @@ export async function startServer(opts: ServerOptions): Promise<ServerHandle> {
       ...option('bytes', opts.bytes),
       ...option('reply-bytes', opts.replyBytes),
       ...option('seed', opts.seed),
-      ...option('fionread-timeout-ms', opts.fionreadTimeoutMs),
+      ...option('fionread-timeout-ms', fionreadPollMs(opts.fionreadTimeoutMs)),
     ],
     opts,
   );
@@ -185,7 +194,7 @@ function clientArgs(opts: Omit<ClientOptions, 'timeoutMs'>, extra: string[] = []
     ...option('seed', opts.seed),
     ...option('mode', opts.mode),
     ...option('pause-ms', opts.pauseMs),
-    ...option('fionread-timeout-ms', opts.fionreadTimeoutMs),
+    ...option('fionread-timeout-ms', fionreadPollMs(opts.fionreadTimeoutMs)),
     ...flag('first-write-immediate', opts.firstWriteImmediate),
     ...flag('half-close', opts.halfClose),
     ...extra,
