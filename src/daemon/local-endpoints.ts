@@ -116,7 +116,9 @@ export class LocalEndpoints {
    * periodic resync covers a monitor that died or was never available.
    */
   async start(resyncMs = 30_000): Promise<EndpointChange> {
-    const monitor = spawn('ip', ['-o', 'monitor', 'address', 'route', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // setpriv --pdeathsig: a daemon that is killed outright (SIGKILL, no
+    // systemd to clean its cgroup) must not leave `ip monitor` running.
+    const monitor = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'ip', '-o', 'monitor', 'address', 'route', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
     monitor.on('error', (err) => this.log.warn({ err }, 'ip monitor unavailable; resyncing periodically only'));
     monitor.on('exit', (code, signal) => {
       if (!this.stopped) this.log.warn({ code, signal }, `ip monitor exited; resyncing every ${resyncMs} ms only`);

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { PeerEvent } from './peer-protocol';
 import { scaled } from './wait-for';
@@ -193,5 +194,18 @@ export function runCommand(command: string, args: string[]): Promise<string> {
       if (err) reject(new Error(`${command} ${args.join(' ')} failed: ${stderr.trim() || err.message}`));
       else resolve(stdout);
     });
+  });
+}
+
+/** The pids whose parent is `pid` right now (from /proc/<pid>/stat: a process gone meanwhile is skipped). */
+export function childPids(pid: number): number[] {
+  return fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name)).flatMap((name) => {
+    try {
+      // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after its last ')'.
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid ? [Number(name)] : [];
+    } catch {
+      return [];
+    }
   });
 }

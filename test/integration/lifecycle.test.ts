@@ -43,6 +43,7 @@ import { removePinRoot, startDaemon, TEST_PIN_PREFIX, type RunningDaemon } from 
 import { withLongStream } from '../helpers/long-stream';
 import { uniqueName } from '../helpers/names';
 import { privilegedTest } from '../helpers/privilege';
+import { childPids } from '../helpers/process';
 import { assertIntegrity, exchange } from '../helpers/traffic';
 import { waitFor } from '../helpers/wait-for';
 
@@ -186,7 +187,10 @@ privileged('a stream crosses restart, SIGKILL + start, upgrade and stop byte-exa
         t.deepEqual([...(readyLine(daemon).reusedMaps ?? [])].sort(), [...SHARED_MAP_NAMES].sort(), 'the restart reused every pinned map');
         await phase('restarted', 'accelerated');
 
+        const children = childPids(daemon.process.pid);
+        t.true(children.length > 0, 'the daemon runs a child (ip monitor)');
         await daemon.process.kill();
+        await waitFor('the killed daemon\'s children to be gone too', () => children.every((pid) => !fs.existsSync(`/proc/${pid}`)));
         // Nobody drained: the accepting program runs on without its daemon.
         t.is(readStatus(pinRoot).sockopsMode, 'accepting');
         await phase('killed (SIGKILL), no daemon', 'accelerated');

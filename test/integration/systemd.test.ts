@@ -118,8 +118,11 @@ systemdTest('install.sh installs and starts the service; it is active only once 
   t.like(state, { ActiveState: 'active', SubState: 'running', UnitFileState: 'enabled', Type: 'notify', NotifyAccess: 'main', WatchdogUSec: '20s', NRestarts: '0' });
   t.regex(state.StatusText!, SUMMARY);
   // The daemon logs "ready" right before READY=1; systemd entered "active" after that.
-  const ready = (await daemonLog()).find((e) => e.msg === 'ready');
+  const log = await daemonLog();
+  const ready = log.find((e) => e.msg === 'ready');
   t.truthy(ready, 'the daemon logged ready');
+  // Its `ip monitor` child (behind setpriv --pdeathsig) runs inside the unit's sandbox.
+  t.deepEqual(log.filter((e) => /^ip monitor (exited|unavailable)/.test(e.msg ?? '')), [], 'ip monitor started and stays up');
   const activeAtUs = unixMicros(await c.sh(`systemctl show ${UNIT} -P ActiveEnterTimestamp --timestamp=us+utc`));
   t.true(ready!.time! * 1000 <= activeAtUs, `ready logged at ${ready!.time} ms, unit active at ${activeAtUs / 1000} ms`);
   const status = hostStatus();
