@@ -42,6 +42,27 @@ struct {
 	__type(value, struct sa_pair);
 } sa_pairs SEC(".maps");
 
+/* Where paired connections count their shapes, a slot each (struct
+ * sa_shape_slot, services.bpf.h). An array, not a hash: sk_msg reaches its
+ * slot by index, with no hashing, on every message. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65535); /* set by loader */
+	__type(key, __u32);
+	__type(value, struct sa_shape_slot);
+} sa_shapes SEC(".maps");
+
+/* How many connections are PENDING on the node: a server end skips its
+ * pairs look-up while none is (sockops.bpf.c). Every move out of PENDING
+ * is a compare-and-swap, and the one that succeeds takes the connection off
+ * the count (sa_pair_leave_pending), so the count stays exact. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} sa_pending SEC(".maps");
+
 #include "listeners.bpf.h"
 
 /* Prefixes that count as "on this node"; filled and kept current by the daemon. */
@@ -119,6 +140,38 @@ static __always_inline struct sa_stats *sa_stats_get(void)
 		if (__s)                                                       \
 			__s->field += (n);                                     \
 	} while (0)
+
+static __always_inline void sa_pending_add(__s64 n)
+{
+	__u32 zero = 0;
+	__s64 *pending = bpf_map_lookup_elem(&sa_pending, &zero);
+
+	if (pending)
+		__sync_fetch_and_add(pending, n);
+}
+
+/* True only when the count says no connection is PENDING anywhere. */
+static __always_inline bool sa_pending_none(void)
+{
+	__u32 zero = 0;
+	__s64 *pending = bpf_map_lookup_elem(&sa_pending, &zero);
+
+	return pending && *pending == 0;
+}
+
+/*
+ * Moves a connection out of PENDING (to PAIRED or FALLBACK) if it still is,
+ * taking it off the pending count; returns the state it was in. Of racing
+ * callers exactly one sees PENDING.
+ */
+static __always_inline __u32 sa_pair_leave_pending(struct sa_pair *pair, __u32 to)
+{
+	__u32 seen = __sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, to);
+
+	if (seen == SA_PAIR_PENDING)
+		sa_pending_add(-1);
+	return seen;
+}
 
 /*
  * remote_port holds the network-order port; depending on the kernel it sits

@@ -4,10 +4,11 @@
  * lands here and is moved straight into the peer socket's receive queue.
  * A client (in sa_clients) sends to its server in sa_servers, a server to
  * its client in sa_clients, under the connection key kept in the socket's
- * local storage: one storage lookup, the pairing entry's lookup (where a
- * hit counts the connection's shape for the adaptive policy, services.bpf.h,
- * and a miss decides whether to fall back, see sockops.bpf.c) and the
- * sockhash lookup of the redirect, per message.
+ * local storage. Per message: one storage lookup, the sockhash lookup of
+ * the redirect, and the connection's shape slot, an array element the
+ * socket's storage names (services.bpf.h). The pairing entry is looked up
+ * only until the socket knows its slot, on a miss (which decides whether
+ * to fall back, see sockops.bpf.c), and once every SA_FOLD_EVERY messages.
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -25,14 +26,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * for the socket's counter: sk_msg runs under the sending socket's lock, so
  * it has a single writer.
  */
-static __always_inline bool redirected(struct sk_msg_md *msg, void *peers, struct sa_sk_state *st, struct sa_pair *pair, int dir, __u32 size)
+static __always_inline bool redirected(struct sk_msg_md *msg, void *peers, struct sa_sk_state *st, struct sa_shape *shape, int dir, __u32 size)
 {
 	if (bpf_msg_redirect_hash(msg, peers, &st->key, BPF_F_INGRESS) != SK_PASS)
 		return false;
 	SA_COUNT(msgs_redirected);
 	SA_ADD(bytes_redirected, size);
 	st->bytes_redirected += size;
-	sa_shape_count(pair, dir, size);
+	sa_shape_count(shape, &st->key, dir, size);
 	return true;
 }
 
@@ -41,6 +42,7 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers, int dir)
 {
 	struct bpf_sock *sk = msg->sk;
 	struct sa_sk_state *st;
+	struct sa_shape *shape;
 	struct sa_pair *pair;
 	__u32 size = msg->size;
 
@@ -55,9 +57,14 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers, int dir)
 	 */
 	if (!st || (st->flags & SA_SK_PLAIN))
 		goto pass;
-	/* The pairing entry: where a hit counts the shape, and what a miss decides on. */
+	/* Once the socket knows its connection's slot: no pairs look-up. */
+	shape = sa_shape_cached(st);
+	if (shape && redirected(msg, peers, st, shape, dir, size))
+		return SK_PASS;
+	/* The pairing entry: where the slot is learned, and what a miss decides on. */
 	pair = bpf_map_lookup_elem(&sa_pairs, &st->key);
-	if (redirected(msg, peers, st, pair, dir, size))
+	shape = sa_shape_of(st, pair);
+	if (redirected(msg, peers, st, shape, dir, size))
 		return SK_PASS;
 
 	/*
@@ -68,11 +75,11 @@ static __always_inline int send_to(struct sk_msg_md *msg, void *peers, int dir)
 	 * has gone.
 	 */
 	if (pair) {
-		__u32 seen = __sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK);
+		__u32 seen = sa_pair_leave_pending(pair, SA_PAIR_FALLBACK);
 
 		if (seen == SA_PAIR_PENDING)
 			SA_COUNT(pair_fallback);
-		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, st, pair, dir, size))
+		else if (seen == SA_PAIR_PAIRED && redirected(msg, peers, st, shape, dir, size))
 			return SK_PASS;
 	}
 	st->flags |= SA_SK_PLAIN;

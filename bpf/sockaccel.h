@@ -8,7 +8,7 @@
 #ifndef SOCKACCEL_H
 #define SOCKACCEL_H
 
-#define SA_LAYOUT_VERSION 5
+#define SA_LAYOUT_VERSION 6
 
 /*
  * One TCP connection, as both of its ends can name it. Addresses and ports
@@ -57,6 +57,37 @@ enum sa_pair_state {
 	SA_PAIR_FALLBACK = 3,
 };
 
+/*
+ * A connection's shape, for the adaptive policy: per direction
+ * ([SA_DIR_TO_SERVER], [SA_DIR_TO_CLIENT]) the redirected messages and bytes
+ * and the turns (sends that answer the peer: the first message, or one whose
+ * predecessor came from the other end). Each element is written only by
+ * that direction's sender, in sk_msg under its socket lock. The folded_*
+ * watermarks say how much of it the connection's service (sa_services) has
+ * already been given.
+ */
+struct sa_shape {
+	__u32 last_sender; /* enum sa_sender: who sent the connection's latest message */
+	__u32 pad;
+	__u64 msgs[2];
+	__u64 bytes[2];
+	__u64 turns[2];
+	__u64 folded_msgs[2];
+	__u64 folded_bytes[2];
+	__u64 folded_turns[2];
+};
+
+/*
+ * One slot of sa_shapes, the array where a paired connection counts its
+ * shape: an array element is reached without hashing, so counting costs
+ * sk_msg a few nanoseconds a message instead of a pairs look-up (services.bpf.h).
+ * owner: the token of the connection holding the slot, 0 = free.
+ */
+struct sa_shape_slot {
+	__u64 owner;
+	struct sa_shape shape;
+};
+
 /* Value of the pairs map: the state plus what `sockaccel conns` shows. */
 struct sa_pair {
 	__u32 state;
@@ -69,22 +100,9 @@ struct sa_pair {
 	__u32 dst_port;
 	__u32 server_port;
 	__u32 server_uid;
-	__u32 last_sender; /* enum sa_sender: who sent the connection's latest message */
-	/*
-	 * The connection's shape, for the adaptive policy: per direction
-	 * ([SA_DIR_TO_SERVER], [SA_DIR_TO_CLIENT]) the redirected messages and
-	 * bytes and the turns (sends that answer the peer: the first message, or
-	 * one whose predecessor came from the other end). Each element is written
-	 * only by that direction's sender, in sk_msg under its socket lock. The
-	 * folded_* watermarks say how much of it the connection's service
-	 * (sa_services) has already been given.
-	 */
-	__u64 msgs[2];
-	__u64 bytes[2];
-	__u64 turns[2];
-	__u64 folded_msgs[2];
-	__u64 folded_bytes[2];
-	__u64 folded_turns[2];
+	__u32 shape_slot;   /* its sa_shapes index, valid while shape_token is not 0 */
+	__u64 shape_token;  /* the slot's owner value; 0: no slot, the shape is counted below */
+	struct sa_shape shape; /* counted here by a connection that found no free slot */
 };
 
 enum sa_dir {
@@ -188,6 +206,12 @@ struct sa_sk_state {
 	 * the connection (client→server on a client). Plain-TCP bytes are not
 	 * in it. Written only by sk_msg, under this socket's lock. */
 	__u64 bytes_redirected;
+	/* The connection's sa_shapes slot, copied from its pairing entry (by
+	 * sock_ops on the server, by the first counted message on the client),
+	 * so that sk_msg reaches it without the pairs look-up. 0: none known. */
+	__u64 shape_token;
+	__u32 shape_slot;
+	__u32 pad2;
 };
 
 /*

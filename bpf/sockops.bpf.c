@@ -63,6 +63,8 @@ const volatile __u64 exclude_ports[1024] = {};
 /* Ports forced onto the accelerated path: the adaptive decision is not read. */
 const volatile __u64 force_ports[1024] = {};
 /* Service-mesh settings are not load-time constants: see mesh.bpf.h. */
+/* sa_shapes' size (0: no slots, every shape is counted in its pairing entry). */
+const volatile __u32 shape_slots = 0;
 
 struct tuple {
 	__u32 local_ip[4];
@@ -347,7 +349,10 @@ static __always_inline void on_active_established(struct bpf_sock_ops *skops)
 	pair.client_netns = bpf_get_netns_cookie(skops);
 	sa_copy_ip(pair.dst_ip, t.remote_ip);
 	pair.dst_port = t.remote_port;
+	/* Counted before it can be seen: a server end that reads 0 skips its look-up. */
+	sa_pending_add(1);
 	if (bpf_map_update_elem(&sa_pairs, &st->key, &pair, BPF_NOEXIST)) {
+		sa_pending_add(-1);
 		/* No pairing slot: a client alone in the map must not stay. */
 		bpf_map_delete_elem(&sa_clients, &st->key);
 		mark_removed(st);
@@ -386,6 +391,39 @@ static __always_inline __u32 conn_path(const struct sa_mesh_preset *mesh, const 
 	return path;
 }
 
+/* Slots a pairing connection tries, from its own index on. */
+#define SA_SHAPE_PROBES 4
+
+/*
+ * Gives a pairing connection a slot of sa_shapes to count its shape in, so
+ * that its sk_msg reaches the count by index. The index comes from the
+ * ISNs (random); the connection owns the slot it marks with its token (the
+ * server socket's cookie, unique for the boot) and frees it at close. With
+ * no free slot among SA_SHAPE_PROBES (a table close to full) the shape is
+ * counted in the pairing entry instead, at a hash look-up a message.
+ */
+static __always_inline void shape_claim(struct bpf_sock_ops *skops, struct sa_pair *pair, const struct sa_conn_key *key)
+{
+	__u64 token = bpf_get_socket_cookie(skops);
+	__u32 n = shape_slots, at;
+	int i;
+
+	if (!n || !token)
+		return;
+	at = (key->client_seq ^ key->server_seq ^ key->client_port) % n;
+	for (i = 0; i < SA_SHAPE_PROBES; i++) {
+		struct sa_shape_slot *slot = bpf_map_lookup_elem(&sa_shapes, &at);
+
+		if (slot && !slot->owner && __sync_val_compare_and_swap(&slot->owner, 0, token) == 0) {
+			__builtin_memset(&slot->shape, 0, sizeof(slot->shape));
+			pair->shape_slot = at;
+			pair->shape_token = token;
+			return;
+		}
+		at = at + 1 >= n ? 0 : at + 1;
+	}
+}
+
 static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 {
 	const struct sa_mesh_preset *mesh;
@@ -403,6 +441,11 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	 * changes. Set again below when this end is inserted.
 	 */
 	set_cb_flags(skops, 0, BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* No client anywhere waits for its server: nothing to look up. Most
+	 * accepted connections on a node take this way out, so a server whose
+	 * clients are left plain pays as little as the program allows. */
+	if (sa_pending_none())
+		return;
 	if (read_tuple(skops, &t))
 		return;
 	sa_copy_ip(key.client_ip, t.remote_ip);
@@ -417,7 +460,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	mesh = sa_mesh_of(bpf_get_netns_cookie(skops));
 	if (!server_accepts(mesh, &t, pair, uid)) {
 		/* The client leaves the map on our first segment. */
-		if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
+		if (sa_pair_leave_pending(pair, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
 			SA_COUNT(skipped_policy);
 		return;
 	}
@@ -428,7 +471,7 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	err = bpf_sock_hash_update(skops, &sa_servers, &st->key, BPF_NOEXIST);
 	if (err) {
 		count_insert_error(err);
-		if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
+		if (sa_pair_leave_pending(pair, SA_PAIR_FALLBACK) == SA_PAIR_PENDING)
 			SA_COUNT(pair_fallback);
 		return;
 	}
@@ -436,11 +479,17 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops)
 	pair->server_netns = bpf_get_netns_cookie(skops);
 	sa_copy_ip(pair->server_ip, t.local_ip);
 	pair->server_port = t.local_port;
-	if (__sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_PAIRED) != SA_PAIR_PENDING) {
+	/* Before PAIRED, so that whoever sees PAIRED sees the slot too. */
+	shape_claim(skops, pair, &key);
+	if (sa_pair_leave_pending(pair, SA_PAIR_PAIRED) != SA_PAIR_PENDING) {
 		/* The client sent plain TCP between our check and our insert. */
 		bpf_map_delete_elem(&sa_servers, &st->key);
+		sa_shape_release(pair->shape_slot, pair->shape_token);
+		pair->shape_token = 0;
 		return;
 	}
+	st->shape_slot = pair->shape_slot;
+	st->shape_token = pair->shape_token;
 	st->flags = SA_SK_INSERTED;
 	st->inserted_ns = bpf_ktime_get_ns();
 	SA_COUNT(sockets_inserted);
@@ -466,7 +515,7 @@ static __always_inline void on_segment(struct bpf_sock_ops *skops)
 	 * unread redirected bytes may still be queued here. Stay. */
 	if (!pair)
 		goto done;
-	seen = __sync_val_compare_and_swap(&pair->state, SA_PAIR_PENDING, SA_PAIR_FALLBACK);
+	seen = sa_pair_leave_pending(pair, SA_PAIR_FALLBACK);
 	if (seen == SA_PAIR_PAIRED)
 		goto done;
 	if (seen == SA_PAIR_PENDING)

@@ -58,8 +58,8 @@ export interface DataPath {
   close(): void;
 }
 
-/** Maps sized from config; the sockhashes and the pairing table grow together. */
-const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs'];
+/** Maps sized from config; the sockhashes, the pairing table and its shape slots grow together. */
+const SIZED_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_shapes'];
 /** The adaptive policy's maps, sized by maxServices. */
 const SERVICE_MAPS: readonly SharedMapName[] = ['sa_services', 'sa_decisions'];
 export const DEFAULT_MAX_SERVICES = 4096;
@@ -71,7 +71,7 @@ export const DEFAULT_MAX_SERVICES = 4096;
  * in the map's flags, so an fd from the pin would otherwise be writable and
  * could plant a socket in the sockhash. Program-side updates are unaffected.
  */
-const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_listeners', 'sa_stats', 'sa_meta', 'sa_mesh_netns', 'sa_services'];
+const FROZEN_MAPS: readonly SharedMapName[] = ['sa_clients', 'sa_servers', 'sa_pairs', 'sa_shapes', 'sa_pending', 'sa_listeners', 'sa_stats', 'sa_meta', 'sa_mesh_netns', 'sa_services'];
 
 type Undo = () => void;
 
@@ -219,6 +219,7 @@ function writeSockopsSettings(obj: BpfObject, opts: LoaderOptions): void {
   rodata.bytes('include_ports', portBitmap(opts.includePorts));
   rodata.bytes('exclude_ports', portBitmap(opts.excludePorts));
   rodata.bytes('force_ports', portBitmap(opts.forcePorts ?? []));
+  rodata.u32('shape_slots', opts.mapSize);
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { formatIp, IpPrefix, isV4Mapped } from '../config/ip-prefix';
 
-export const LAYOUT_VERSION = 5;
+export const LAYOUT_VERSION = 6;
 export const META_MAGIC = 0x53414343;
 
 /** struct sa_conn_key */
@@ -14,9 +14,13 @@ export const CONN_KEY = { size: 32, clientIp: 0, clientPort: 16, clientSeq: 20, 
 export const LISTENER_KEY = { size: 32, ip: 0, port: 16, netns: 24 } as const;
 /** struct sa_lpm_key */
 export const LPM_KEY = { size: 20, prefixlen: 0, ip: 4 } as const;
+/** struct sa_shape: __u64[2] each, by direction: [0] client→server, [1] server→client */
+export const SHAPE = { size: 104, lastSender: 0, msgs: 8, bytes: 24, turns: 40 } as const;
+/** struct sa_shape_slot: one element of sa_shapes; owner 0 = free */
+export const SHAPE_SLOT = { size: 112, owner: 0, shape: 8 } as const;
 /** struct sa_pair */
 export const PAIR = {
-  size: 176,
+  size: 192,
   state: 0,
   clientUid: 4,
   createdNs: 8,
@@ -27,14 +31,13 @@ export const PAIR = {
   dstPort: 64,
   serverPort: 68,
   serverUid: 72,
-  lastSender: 76,
-  /** __u64[2] each, by direction: [0] client→server, [1] server→client */
-  msgs: 80,
-  bytes: 96,
-  turns: 112,
+  shapeSlot: 76,
+  shapeToken: 80,
+  /** struct sa_shape, counted here by a connection without a slot */
+  shape: 88,
 } as const;
 /** struct sa_sk_state (socket-local storage value) */
-export const SK_STATE = { size: 56, flags: 0, insertedNs: 8, key: 16, bytesRedirected: 48 } as const;
+export const SK_STATE = { size: 72, flags: 0, insertedNs: 8, key: 16, bytesRedirected: 48, shapeToken: 56, shapeSlot: 64 } as const;
 /** enum sa_sk_flags */
 export const SK_FLAGS = { inserted: 1, client: 2, removed: 4, plain: 8 } as const;
 /** struct sa_bytes_record: one per socket in the conns iterator's output */
@@ -127,12 +130,32 @@ export interface Connection {
   server: { ip: Buffer; port: number; uid: number; netns: bigint };
   state: string;
   createdNs: bigint;
-  /** What sk_msg counted, per direction [client→server, server→client]. */
-  shape: { msgs: [bigint, bigint]; bytes: [bigint, bigint]; turns: [bigint, bigint] };
+  /** What sk_msg counted, per direction [client→server, server→client]: in the entry, plus the slot's (addShape). */
+  shape: Shape;
+  /** The connection's sa_shapes slot, if it got one. */
+  shapeSlot: { index: number; token: bigint } | null;
+}
+
+/** Messages, bytes and turns, per direction [client→server, server→client]. */
+export interface Shape {
+  msgs: [bigint, bigint];
+  bytes: [bigint, bigint];
+  turns: [bigint, bigint];
+}
+
+/** The struct sa_shape at `at`. */
+export function decodeShape(buf: Buffer, at: number): Shape {
+  return { msgs: perDirection(buf, at + SHAPE.msgs), bytes: perDirection(buf, at + SHAPE.bytes), turns: perDirection(buf, at + SHAPE.turns) };
+}
+
+export function addShapes(a: Shape, b: Shape): Shape {
+  const sum = (x: [bigint, bigint], y: [bigint, bigint]): [bigint, bigint] => [x[0] + y[0], x[1] + y[1]];
+  return { msgs: sum(a.msgs, b.msgs), bytes: sum(a.bytes, b.bytes), turns: sum(a.turns, b.turns) };
 }
 
 export function decodeConnection(key: Buffer, value: Buffer): Connection {
   const ip = (b: Buffer, at: number) => Buffer.from(b.subarray(at, at + 16));
+  const token = value.readBigUInt64LE(PAIR.shapeToken);
   return {
     keyHex: key.toString('hex'),
     client: {
@@ -150,7 +173,8 @@ export function decodeConnection(key: Buffer, value: Buffer): Connection {
     },
     state: PAIR_STATES[value.readUInt32LE(PAIR.state)] ?? 'unknown',
     createdNs: value.readBigUInt64LE(PAIR.createdNs),
-    shape: { msgs: perDirection(value, PAIR.msgs), bytes: perDirection(value, PAIR.bytes), turns: perDirection(value, PAIR.turns) },
+    shape: decodeShape(value, PAIR.shape),
+    shapeSlot: token === 0n ? null : { index: value.readUInt32LE(PAIR.shapeSlot), token },
   };
 }
 

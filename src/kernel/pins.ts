@@ -13,6 +13,8 @@ export const SHARED_MAPS = {
   sa_clients: 'clients',
   sa_servers: 'servers',
   sa_pairs: 'pairs',
+  sa_shapes: 'shapes',
+  sa_pending: 'pending',
   sa_listeners: 'listeners',
   sa_local: 'local_endpoints',
   sa_stats: 'stats',

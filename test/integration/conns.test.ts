@@ -19,6 +19,7 @@ import { JsonLineProcess } from '../helpers/process';
 import { withTestUser } from '../helpers/test-user';
 import { assertIntegrity, startServer, withHeldClient } from '../helpers/traffic';
 import { waitFor } from '../helpers/wait-for';
+import { heldShapeSlots, readPairs } from '../../src/kernel/pairs';
 
 const privileged = privilegedTest(test.serial as unknown as TestFn);
 const POD_CIDRS = ['10.213.0.0/24', 'fd00:5a::/64'];
@@ -79,6 +80,11 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
                   t.true(r.msgs[0] >= 1 && r.msgs[1] >= 1 && r.turns[0] >= 1 && r.turns[1] >= 1, `msgs ${r.msgs}, turns ${r.turns}`);
                   t.is(r.decision, 'learning');
                 }
+                // Each paired connection counts its shape in a slot of its own (no hashing per message).
+                const slots = readPairs(d.pinRoot).filter((c) => c.state === 'paired').map((c) => c.shapeSlot);
+                t.is(slots.length, 3);
+                t.true(slots.every((s) => s !== null), 'every paired connection holds a shape slot');
+                t.is(new Set(slots.map((s) => s!.index)).size, 3, 'three different slots');
                 const [host] = rows.filter((r) => r.destination === `127.0.0.1:${hostServer.port}`);
                 t.is(host?.client, userLocal);
                 t.is(host?.clientNetns, 'host');
@@ -116,6 +122,8 @@ privileged('conns shows each accelerated connection once: both ends, namespaces,
             return now.length === 0 && now;
           });
           t.deepEqual(left, []);
+          // Closing frees every slot, or a busy node would run out of them.
+          t.deepEqual(heldShapeSlots(d.pinRoot), [], 'no shape slot still owned');
         }),
       ),
     ),

@@ -24,6 +24,8 @@ import {
 import { waitFor } from '../helpers/wait-for';
 import { DEFAULT_OBJECT_DIR } from '../../src/kernel/bpf-object';
 import { probePaired } from '../../src/kernel/fionread';
+import { heldShapeSlots, readPendingCount } from '../../src/kernel/pairs';
+import { chooseFreePorts } from '../../src/bench/ports';
 
 // One daemon per test and 2 vCPUs: run this file's tests one at a time.
 const privileged = privilegedTest(test.serial as unknown as TestFn);
@@ -58,6 +60,10 @@ async function assertMapsDrain(t: ExecutionContext, d: RunningDaemon): Promise<v
   });
   t.deepEqual([s.sockets.clients, s.sockets.servers], [0, 0], 'sockhashes empty after the connections closed');
   t.deepEqual(s.pairs, { pending: 0, paired: 0, fallback: 0 }, 'pairing table empty');
+  // Every way out of PENDING took its connection off the count exactly once,
+  // and every connection's first close freed its shape slot.
+  t.is(readPendingCount(d.pinRoot), 0n, 'pending count back to 0');
+  t.deepEqual(heldShapeSlots(d.pinRoot), [], 'no shape slot still owned');
 }
 
 function assertEcho(t: ExecutionContext, result: ExchangeResult, client: Omit<ClientOptions, 'port'>): void {
@@ -222,8 +228,9 @@ privileged('half-close and peer close: the reply arrives after our FIN and after
 });
 
 privileged('excluded ports are never inserted', async (t) => {
-  // The port must be known before the daemon starts: pick one, then listen on it.
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  // The port must be known before the daemon starts: pick one, then listen on
+  // it. Below the ephemeral range, so that no client's own port can take it.
+  const [port] = await chooseFreePorts(1);
   await inDaemonCgroup({ excludePorts: [port] }, async (d, cgroup) => {
     const before = counters(d);
     const server = await startServer({ host: '127.0.0.1', port, mode: 'echo', cgroup });
@@ -245,7 +252,7 @@ privileged('a client paired by mistake (same port listening in the cgroup elsewh
   // outside the cgroup. A client connecting to C is inserted, its server
   // never pairs, and the first plain segment must take the client out again
   // before it is queued, or FIONREAD would read 0 on the client.
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const [port] = await chooseFreePorts(1);
   const bytes = 32 * 1024;
   await withPodNetwork({ pods: 3 }, (net) =>
     inDaemonCgroup({ localCidrs: POD_CIDRS }, async (d, cgroup) => {
@@ -263,6 +270,7 @@ privileged('a client paired by mistake (same port listening in the cgroup elsewh
         t.is(moved.sockets_removed, 4n, 'and every one left the map again');
         t.is(moved.pair_fallback, 4n);
         t.is(moved.bytes_redirected, 0n);
+        t.is(readPendingCount(d.pinRoot), 0n, 'each fallback took its connection off the pending count');
       } finally {
         await Promise.all([decoy.stop(), real.stop()]);
       }

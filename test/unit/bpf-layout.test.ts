@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  BYTES_RECORD, CONN_KEY, DECISION, PATH, LISTENER_KEY, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT, LPM_KEY, META, PAIR, MESH_NETNS, MESH_PRESET, MESH_PRESET_SLOTS, MESH_SCOPE, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
-  sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, formatEndpoint,
+  BYTES_RECORD, CONN_KEY, DECISION, SHAPE, SHAPE_SLOT, PATH, LISTENER_KEY, POLICY, REASON, SERVICE, SERVICE_KEY, VERDICT, LPM_KEY, META, PAIR, MESH_NETNS, MESH_PRESET, MESH_PRESET_SLOTS, MESH_SCOPE, SK_FLAGS, SK_STATE, STAT_FIELDS, STATS_SIZE, LAYOUT_VERSION, META_MAGIC,
+  sumPerCpuStats, portBitmap, encodeLpmKey, decodeLpmKey, decodeConnection, decodeShape, addShapes, formatEndpoint,
 } from '../../src/kernel/bpf-layout';
 import { parsePrefix } from '../../src/config/ip-prefix';
 
@@ -40,10 +40,17 @@ function compileLayoutProbe(): Record<string, number> {
       ['pair.dstPort', 'offsetof(struct sa_pair, dst_port)'],
       ['pair.serverPort', 'offsetof(struct sa_pair, server_port)'],
       ['pair.serverUid', 'offsetof(struct sa_pair, server_uid)'],
-      ['pair.lastSender', 'offsetof(struct sa_pair, last_sender)'],
-      ['pair.msgs', 'offsetof(struct sa_pair, msgs)'],
-      ['pair.bytes', 'offsetof(struct sa_pair, bytes)'],
-      ['pair.turns', 'offsetof(struct sa_pair, turns)'],
+      ['pair.shapeSlot', 'offsetof(struct sa_pair, shape_slot)'],
+      ['pair.shapeToken', 'offsetof(struct sa_pair, shape_token)'],
+      ['pair.shape', 'offsetof(struct sa_pair, shape)'],
+      ['shape.size', 'sizeof(struct sa_shape)'],
+      ['shape.lastSender', 'offsetof(struct sa_shape, last_sender)'],
+      ['shape.msgs', 'offsetof(struct sa_shape, msgs)'],
+      ['shape.bytes', 'offsetof(struct sa_shape, bytes)'],
+      ['shape.turns', 'offsetof(struct sa_shape, turns)'],
+      ['shape_slot.size', 'sizeof(struct sa_shape_slot)'],
+      ['shape_slot.owner', 'offsetof(struct sa_shape_slot, owner)'],
+      ['shape_slot.shape', 'offsetof(struct sa_shape_slot, shape)'],
       ['service_key.size', 'sizeof(struct sa_service_key)'],
       ['service_key.ip', 'offsetof(struct sa_service_key, ip)'],
       ['service_key.port', 'offsetof(struct sa_service_key, port)'],
@@ -80,6 +87,8 @@ function compileLayoutProbe(): Record<string, number> {
       ['sk_state.insertedNs', 'offsetof(struct sa_sk_state, inserted_ns)'],
       ['sk_state.key', 'offsetof(struct sa_sk_state, key)'],
       ['sk_state.bytesRedirected', 'offsetof(struct sa_sk_state, bytes_redirected)'],
+      ['sk_state.shapeToken', 'offsetof(struct sa_sk_state, shape_token)'],
+      ['sk_state.shapeSlot', 'offsetof(struct sa_sk_state, shape_slot)'],
       ['sk_flags.inserted', 'SA_SK_INSERTED'],
       ['sk_flags.client', 'SA_SK_CLIENT'],
       ['sk_flags.removed', 'SA_SK_REMOVED'],
@@ -131,7 +140,7 @@ function compileLayoutProbe(): Record<string, number> {
 test('every struct size and offset matches bpf/sockaccel.h', (t) => {
   const c = compileLayoutProbe();
   const mirror: Record<string, Record<string, number>> = {
-    conn_key: CONN_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, meta: META,
+    conn_key: CONN_KEY, listener_key: LISTENER_KEY, lpm_key: LPM_KEY, pair: PAIR, shape: SHAPE, shape_slot: SHAPE_SLOT, meta: META,
     sk_state: SK_STATE, sk_flags: SK_FLAGS, bytes_record: BYTES_RECORD,
     mesh_preset: MESH_PRESET, mesh_scope: MESH_SCOPE, mesh_netns: MESH_NETNS,
     service_key: SERVICE_KEY, service: SERVICE, path: PATH, decision: DECISION, verdict: VERDICT, reason: REASON, policy: POLICY,
@@ -195,4 +204,20 @@ test('pairing entries decode to both ends of a connection', (t) => {
   t.is(formatEndpoint(c.dst.ip, c.dst.port), '10.96.0.1:80');
   t.is(formatEndpoint(c.server.ip, c.server.port), '[::1]:15001');
   t.is(c.server.uid, 1337);
+  t.is(c.shapeSlot, null, 'token 0: no slot');
+});
+
+test('a pairing entry names its shape slot, and the shapes of entry and slot add up', (t) => {
+  const value = Buffer.alloc(PAIR.size);
+  value.writeUInt32LE(77, PAIR.shapeSlot);
+  value.writeBigUInt64LE(4242n, PAIR.shapeToken);
+  value.writeBigUInt64LE(2n, PAIR.shape + SHAPE.msgs + 8); // server→client messages
+  value.writeBigUInt64LE(1n, PAIR.shape + SHAPE.turns);
+  const c = decodeConnection(Buffer.alloc(CONN_KEY.size), value);
+  t.deepEqual(c.shapeSlot, { index: 77, token: 4242n });
+  const slot = Buffer.alloc(SHAPE_SLOT.size);
+  slot.writeBigUInt64LE(5n, SHAPE_SLOT.shape + SHAPE.msgs);
+  slot.writeBigUInt64LE(320n, SHAPE_SLOT.shape + SHAPE.bytes);
+  slot.writeBigUInt64LE(3n, SHAPE_SLOT.shape + SHAPE.turns + 8);
+  t.deepEqual(addShapes(c.shape, decodeShape(slot, SHAPE_SLOT.shape)), { msgs: [5n, 2n], bytes: [320n, 0n], turns: [1n, 3n] });
 });

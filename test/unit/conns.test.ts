@@ -15,6 +15,7 @@ function conn(over: Partial<Connection> = {}): Connection {
     state: 'paired',
     createdNs: 5_000_000_000n,
     shape: { msgs: [3n, 3n], bytes: [192n, 192n], turns: [3n, 3n] },
+    shapeSlot: null,
     ...over,
   };
 }
