@@ -172,6 +172,12 @@ export function formatReport(r: BenchResults, files: { json: string; chart: stri
       `Observed: after ${unsettled.map(([side, v]) => `${v.unsettled} ${side} runs`).join(', ')} the machine's allocated TCP sockets were not back to their level before the run within 3 s (other load on the machine, or sockets freed late); the next run went ahead.`,
     );
   }
+  const retried = r.observations.pairingRetries;
+  if (retried.length > 0) {
+    sections.push(
+      `Observed: ${retried.length} accelerated runs measured again (${[...new Set(retried)].join(', ')}): a connection wrote before its server end had paired and fell back to plain TCP as a whole, bytes exact, so the run had measured plain TCP.`,
+    );
+  }
   sections.push(`Integrity gate (before measuring)\n${r.integrityGate.map((g) => g.checks.map((c) => `  ${g.path}: ${c}`).join('\n')).join('\n')}`);
   sections.push(`Results: ${files.json}\nChart:   ${files.chart}`);
   return `${sections.join('\n\n')}\n`;

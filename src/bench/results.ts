@@ -15,8 +15,10 @@ import type { Mode } from './loadgen';
  * interval and verdict; plain runs on their own port (plainPort), and for
  * crr, connrate and mixed plain and adaptive measured taking turns
  * (pairedPlainAdaptive).
+ * 4: observations.pairingRetries, the accelerated runs measured again after
+ * a connection lost its pairing race.
  */
-export const RESULTS_SCHEMA_VERSION = 3;
+export const RESULTS_SCHEMA_VERSION = 4;
 
 /**
  * plain TCP; accelerated with the adaptive policy off (everything that pairs
@@ -202,6 +204,12 @@ export interface BenchResults {
      * that did not happen within 3 s.
      */
     readonly settling: Readonly<Record<Side, { readonly waitedMs: number; readonly unsettled: number }>>;
+    /**
+     * Accelerated runs measured again, by label: a connection wrote before
+     * its server end paired and fell back to plain TCP as a whole (bytes
+     * exact), so the run had measured plain TCP.
+     */
+    readonly pairingRetries: readonly string[];
   };
 }
 

@@ -21,7 +21,7 @@ const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.is
 
 /** The parts of results.json a reader relies on, with their types. */
 function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number): void {
-  t.is(r.schemaVersion, 3);
+  t.is(r.schemaVersion, 4);
   t.is(typeof r.sockaccelVersion, 'string');
   t.is(r.profile, 'quick');
   t.false(Number.isNaN(Date.parse(r.startedAt)));
@@ -96,6 +96,7 @@ function checkSchema(t: ExecutionContext, r: Record<string, any>, rounds: number
     if (g.interval) t.true(g.interval.low <= g.measured && g.measured <= g.interval.high, `${g.id}: the median lies in its interval`);
   }
   for (const side of ['plain', 'accelerated', 'adaptive', 'unix']) t.true(isNumber(r.observations.spuriousEagain[side]));
+  t.true(Array.isArray(r.observations.pairingRetries));
 }
 
 /** A minimal XML check: one <svg> root in the SVG namespace, every tag closed in order, bars and labels present. */

@@ -5,7 +5,7 @@ import { cpuList, integrityProblems, type LoadgenRun } from '../../src/bench/loa
 import { parseBenchOptions, planCpus, type CaseSpec } from '../../src/bench/options';
 import { placedArgv } from '../../src/bench/processes';
 import { Progress } from '../../src/bench/progress';
-import { accelerationProblems, adaptiveVsBestOf, gainKeptOf, meshOf, roundRuns } from '../../src/bench/runner';
+import { accelerationProblems, adaptiveVsBestOf, gainKeptOf, meshOf, pairingRaced, roundRuns } from '../../src/bench/runner';
 import { candidatePorts, ephemeralRange, FIRST_PORT } from '../../src/bench/ports';
 import { parseTcpAlloc, settle, SETTLE_SLACK } from '../../src/bench/settle';
 import { adaptiveGoals, verdictOf, type CaseResult } from '../../src/bench/results';
@@ -96,6 +96,15 @@ test('accelerationProblems: a fallback to plain TCP is caught from the counters'
   t.deepEqual(accelerationProblems('plain', run, zero(), 1), []);
   t.regex(accelerationProblems('plain', run, good, 1).join('\n'), /plain run was accelerated/);
   t.deepEqual(accelerationProblems('unix', run, good, 1), []);
+});
+
+test('pairingRaced: only a fallback with no other cause is measured again', (t) => {
+  const none = { pair_fallback: 0n, insert_fail_full: 0n, insert_fail_other: 0n, skipped_policy: 0n };
+  t.false(pairingRaced(none), 'nothing fell back');
+  t.true(pairingRaced({ ...none, pair_fallback: 1n }), 'a client that wrote before its server paired');
+  t.false(pairingRaced({ ...none, pair_fallback: 1n, insert_fail_full: 1n }), 'a full map is not a race');
+  t.false(pairingRaced({ ...none, pair_fallback: 1n, insert_fail_other: 1n }), 'a refused insert is not a race');
+  t.false(pairingRaced({ ...none, pair_fallback: 1n, skipped_policy: 1n }), 'a mesh policy refusal is not a race');
 });
 
 test('accelerationProblems: a proxy chain must pair and redirect on every hop', (t) => {
