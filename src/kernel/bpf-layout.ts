@@ -130,7 +130,7 @@ export interface Connection {
   server: { ip: Buffer; port: number; uid: number; netns: bigint };
   state: string;
   createdNs: bigint;
-  /** What sk_msg counted, per direction [client→server, server→client]: in the entry, plus the slot's (addShape). */
+  /** What sk_msg counted, per direction [client→server, server→client]: in the entry, plus the slot's (addShapes). */
   shape: Shape;
   /** The connection's sa_shapes slot, if it got one. */
   shapeSlot: { index: number; token: bigint } | null;
