@@ -73,6 +73,13 @@ static __always_inline void sa_service_add_dir(struct sa_service *svc, struct sa
 	shape->folded_turns[dir] = turns;
 }
 
+/* Adds what the service has not seen of both directions. */
+static __always_inline void sa_service_add_shape(struct sa_service *svc, struct sa_shape *shape)
+{
+	sa_service_add_dir(svc, shape, SA_DIR_TO_SERVER);
+	sa_service_add_dir(svc, shape, SA_DIR_TO_CLIENT);
+}
+
 /* The slot `st` names, while the connection still owns it; else NULL. */
 static __always_inline struct sa_shape *sa_shape_cached(struct sa_sk_state *st)
 {
@@ -185,14 +192,11 @@ static __always_inline void sa_service_close(const struct sa_conn_key *key)
 		return;
 	svc = pair.state == SA_PAIR_PAIRED ? sa_service_of_pair(&pair, 1) : NULL;
 	if (svc) {
-		sa_service_add_dir(svc, &pair.shape, SA_DIR_TO_SERVER);
-		sa_service_add_dir(svc, &pair.shape, SA_DIR_TO_CLIENT);
+		sa_service_add_shape(svc, &pair.shape);
 		at = pair.shape_slot;
 		slot = pair.shape_token ? bpf_map_lookup_elem(&sa_shapes, &at) : NULL;
-		if (slot && slot->owner == pair.shape_token) {
-			sa_service_add_dir(svc, &slot->shape, SA_DIR_TO_SERVER);
-			sa_service_add_dir(svc, &slot->shape, SA_DIR_TO_CLIENT);
-		}
+		if (slot && slot->owner == pair.shape_token)
+			sa_service_add_shape(svc, &slot->shape);
 		__sync_fetch_and_add(&svc->conns_closed, 1);
 		__sync_fetch_and_add(&svc->lifetime_ns, bpf_ktime_get_ns() - pair.created_ns);
 		svc->last_seen_ns = bpf_ktime_get_ns();
